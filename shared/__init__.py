@@ -1,0 +1,1 @@
+"""What batch and stream must agree on: settings, schemas, feature code, model I/O."""

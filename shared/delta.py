@@ -1,0 +1,252 @@
+"""Delta tables for Spark through delta-rs: the only module that touches table files.
+
+Spark computes; delta-rs owns the transaction log. Rules this module enforces:
+
+* reads list the files of one table version from the log and hand exactly those to
+  `spark.read.parquet` with the table's schema; a table directory is never scanned
+  (it may hold files the log removed or never committed);
+* small frames are committed through Arrow; large ones are written as parquet by the
+  executors into a hidden staging folder, moved under the table root and committed in
+  one Delta transaction, so a crash leaves orphan files that no reader sees;
+* idempotent jobs tag commits with a Delta app transaction (app id + version) and ask
+  `committed_version` before doing work again (the kafka-delta-ingest pattern).
+
+    from shared.delta import read_table, write_table, AppTxn
+    df = read_table(spark, "var/lake/bronze/orders")
+    write_table(df, "var/lake/silver/orders", mode="overwrite", txn=AppTxn("clean:orders", 3))
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError as DeltaTableNotFound
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+from shared.errors import TableError, TableNotFoundError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+WriteMode = Literal["append", "overwrite"]
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+@dataclass(frozen=True)
+class AppTxn:
+    """A Delta app transaction: `version` must grow for each new unit of work of `app_id`."""
+
+    app_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: str
+    version: int
+    rows: int
+    skipped: bool = False
+
+
+def table_exists(path: str | Path) -> bool:
+    return DeltaTable.is_deltatable(str(path))
+
+
+def open_table(path: str | Path, version: int | None = None) -> DeltaTable:
+    try:
+        return DeltaTable(str(path), version=version)
+    except DeltaTableNotFound as exc:
+        raise TableNotFoundError(f"no Delta table at {path}: run the job that writes it first") from exc
+    except DeltaError as exc:
+        raise TableError(f"cannot open Delta table {path} (version {version}): {exc}") from exc
+
+
+def table_version(path: str | Path) -> int | None:
+    """Latest committed version, or None when the table does not exist."""
+    return open_table(path).version() if table_exists(path) else None
+
+
+def committed_version(path: str | Path, app_id: str) -> int | None:
+    """The last app-transaction version committed for `app_id`, or None."""
+    if not table_exists(path):
+        return None
+    return open_table(path).transaction_version(app_id)
+
+
+def already_committed(path: str | Path, txn: AppTxn) -> bool:
+    done = committed_version(path, txn.app_id)
+    return done is not None and done >= txn.version
+
+
+def arrow_schema(path: str | Path, version: int | None = None) -> pa.Schema:
+    return pa.schema(open_table(path, version).schema().to_arrow())
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+def read_table(spark: "SparkSession", path: str | Path, version: int | None = None) -> "DataFrame":
+    """The rows of one version of a Delta table as a Spark DataFrame."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    table = open_table(path, version)
+    schema = from_arrow_schema(pa.schema(table.schema().to_arrow()), prefer_timestamp_ntz=False)
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], schema)
+    reader = spark.read.schema(schema)
+    if table.metadata().partition_columns:
+        reader = reader.option("basePath", str(path))
+    # Spark puts partition columns last; keep the table's own column order.
+    return reader.parquet(*files).select(*schema.fieldNames())
+
+
+def read_arrow(path: str | Path, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one version as an Arrow table (for small tables and the stream side)."""
+    return open_table(path, version).to_pyarrow_table(columns=columns)
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def _commit_properties(txn: AppTxn | None, info: dict[str, str] | None) -> CommitProperties:
+    return CommitProperties(
+        custom_metadata=info or None,
+        app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+    )
+
+
+def write_arrow(
+    data: pa.Table,
+    path: str | Path,
+    *,
+    mode: WriteMode,
+    partition_by: list[str] | None = None,
+    txn: AppTxn | None = None,
+    info: dict[str, str] | None = None,
+) -> WriteResult:
+    """Commit an Arrow table in one transaction (no-op when `txn` is already committed)."""
+    if txn and already_committed(path, txn):
+        return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
+    try:
+        write_deltalake(
+            str(path),
+            data,
+            mode=mode,
+            partition_by=partition_by,
+            schema_mode="overwrite" if mode == "overwrite" else None,
+            commit_properties=_commit_properties(txn, info),
+        )
+    except DeltaError as exc:
+        raise TableError(f"commit to {path} failed: {exc}") from exc
+    return WriteResult(str(path), table_version(path) or 0, data.num_rows)
+
+
+def write_table(
+    df: "DataFrame",
+    path: str | Path,
+    *,
+    mode: WriteMode,
+    partition_by: list[str] | None = None,
+    txn: AppTxn | None = None,
+    info: dict[str, str] | None = None,
+    arrow_max_rows: int | None = None,
+) -> WriteResult:
+    """Commit a Spark DataFrame to a Delta table in one transaction.
+
+    Frames of at most `arrow_max_rows` rows go through Arrow in the driver; larger ones
+    are written by the executors. Either way readers see all of the write or none of it.
+    """
+    if txn and already_committed(path, txn):
+        return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
+    if arrow_max_rows is None:
+        from shared.settings import get_settings
+
+        arrow_max_rows = get_settings().spark.arrow_write_max_rows
+    rows = df.count()
+    if rows <= arrow_max_rows:
+        return write_arrow(
+            _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info
+        )
+    return _write_via_executors(df, Path(path), rows, mode, partition_by or [], txn, info)
+
+
+def _spark_to_arrow(df: "DataFrame") -> pa.Table:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = to_arrow_schema(df.schema, timezone="UTC")
+    return df.toArrow().cast(schema)
+
+
+def _write_via_executors(
+    df: "DataFrame",
+    root: Path,
+    rows: int,
+    mode: WriteMode,
+    partition_by: list[str],
+    txn: AppTxn | None,
+    info: dict[str, str] | None,
+) -> WriteResult:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{uuid.uuid4().hex}"
+    try:
+        df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
+        actions = [_adopt_file(staging, f, root) for f in sorted(staging.rglob("*.parquet"))]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    schema = to_arrow_schema(df.schema, timezone="UTC")
+    props = _commit_properties(txn, info)
+    try:
+        if table_exists(root):
+            open_table(root).create_write_transaction(
+                actions, mode, schema, partition_by=partition_by or None, commit_properties=props
+            )
+        else:
+            from deltalake import Schema as DeltaSchema
+
+            create_table_with_add_actions(
+                str(root),
+                DeltaSchema.from_arrow(schema),
+                actions,
+                mode="error",
+                partition_by=partition_by or None,
+                commit_properties=props,
+            )
+    except DeltaError as exc:
+        raise TableError(f"commit to {root} failed: {exc}") from exc
+    return WriteResult(str(root), table_version(root) or 0, rows)
+
+
+def _adopt_file(staging: Path, file: Path, root: Path) -> AddAction:
+    """Move one staged parquet file under the table root and describe it for the log."""
+    relative = file.relative_to(staging)
+    destination = root / relative
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    file.rename(destination)
+    partition_values: dict[str, str | None] = {}
+    for part in relative.parts[:-1]:
+        key, _, value = part.partition("=")
+        value = unquote(value)
+        partition_values[key] = None if value == _HIVE_NULL else value
+    num_rows = pq.read_metadata(destination).num_rows
+    return AddAction(
+        path=relative.as_posix(),
+        size=destination.stat().st_size,
+        partition_values=partition_values,
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=json.dumps({"numRecords": num_rows}),
+    )

@@ -1,0 +1,183 @@
+"""Feature code shared by the batch jobs and the stream worker: one implementation each.
+
+Session features are a fold over one user's events in time order: `session_step(state,
+event)` returns the event's features (computed from what came *before* it, so they are
+point-in-time correct by construction) and the user's next state. Batch runs the fold
+per user inside Spark (`applyInPandas`); the stream worker keeps the state in a Faust
+table and calls the same function per event.
+
+Item features are smoothed rates over an item's event counts; `item_rate_features`
+works on scalars and on pandas columns alike, so batch applies it to whole partitions
+and the stream to one snapshot row.
+
+    state, feats = session_step(None, {"user_id": "u1", "item_id": "i9", ...})
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+
+from shared.schemas import FieldSpec, RecordSchema
+
+SESSION_GAP_SECONDS = 30 * 60
+HISTORY_LENGTH = 8
+# Beta prior for smoothed rates: an unseen item starts at the platform-wide base rate.
+PRIOR_WEIGHT = 20.0
+PRIOR_CART_RATE = 0.06
+PRIOR_PURCHASE_RATE = 0.025
+
+_TYPE_COUNTERS = {
+    "view": "prior_views",
+    "add_to_cart": "prior_carts",
+    "favorite": "prior_favorites",
+    "purchase": "prior_purchases",
+    "search": "prior_searches",
+}
+
+SESSION_FEATURES = RecordSchema(
+    "session_features",
+    (
+        FieldSpec("session_key", "string", doc="user_id:session start millis"),
+        FieldSpec("session_event_index", "int64"),
+        FieldSpec("seconds_since_session_start", "float64"),
+        FieldSpec("seconds_since_prev_event", "float64", doc="-1 for a session's first event"),
+        FieldSpec("prior_views", "int64"),
+        FieldSpec("prior_carts", "int64"),
+        FieldSpec("prior_favorites", "int64"),
+        FieldSpec("prior_purchases", "int64"),
+        FieldSpec("prior_searches", "int64"),
+        FieldSpec("prior_item_interactions", "int64"),
+        FieldSpec("prior_category_interactions", "int64"),
+        FieldSpec("distinct_items_before", "int64"),
+        FieldSpec("hour_of_day", "int64"),
+        FieldSpec("history_event_types", "string_list", doc=f"last {HISTORY_LENGTH} events"),
+        FieldSpec("history_item_ids", "string_list"),
+        FieldSpec("history_category_ids", "string_list"),
+    ),
+)
+
+ITEM_FEATURES = RecordSchema(
+    "item_rate_features",
+    (
+        FieldSpec("item_views", "float64"),
+        FieldSpec("item_carts", "float64"),
+        FieldSpec("item_purchases", "float64"),
+        FieldSpec("item_cart_rate", "float64"),
+        FieldSpec("item_purchase_rate", "float64"),
+    ),
+)
+
+
+@dataclass
+class SessionState:
+    """What the fold remembers about one user between events (JSON-serializable)."""
+
+    session_start_ms: int = -1
+    last_ts_ms: int = -1
+    source_session_id: str | None = None
+    type_counts: dict[str, int] = field(default_factory=dict)
+    item_counts: dict[str, int] = field(default_factory=dict)
+    category_counts: dict[str, int] = field(default_factory=dict)
+    history: list[list[str]] = field(default_factory=list)  # [event_type, item, category]
+    events_in_session: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "SessionState":
+        return cls(**data) if data else cls()
+
+
+def _millis(ts: datetime | int | float) -> int:
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:  # Spark hands naive UTC datetimes to pandas UDFs
+            ts = ts.replace(tzinfo=timezone.utc)
+        return int(round(ts.timestamp() * 1000))
+    return int(ts)
+
+
+def _starts_new_session(state: SessionState, ts_ms: int, source_session: str | None) -> bool:
+    if state.last_ts_ms < 0:
+        return True
+    if source_session is not None and source_session != state.source_session_id:
+        return True
+    return ts_ms - state.last_ts_ms > SESSION_GAP_SECONDS * 1000
+
+
+def session_step(
+    state: SessionState | None, event: Mapping[str, Any]
+) -> tuple[SessionState, dict[str, Any]]:
+    """Fold one event into a user's state; returns (new state, this event's features).
+
+    `event` needs user_id, item_id, event_type and ts (datetime or epoch millis), and
+    may have session_id and category_id. Events must arrive in time order per user.
+    """
+    state = SessionState.from_dict(asdict(state)) if state else SessionState()
+    ts_ms = _millis(event["ts"])
+    item = str(event["item_id"])
+    category = event.get("category_id")
+    category = None if category is None else str(category)
+    source_session = event.get("session_id")
+
+    if _starts_new_session(state, ts_ms, source_session):
+        state = SessionState(session_start_ms=ts_ms, source_session_id=source_session)
+
+    first_in_session = state.events_in_session == 0
+    features: dict[str, Any] = {
+        "session_key": f"{event['user_id']}:{state.session_start_ms}",
+        "session_event_index": state.events_in_session,
+        "seconds_since_session_start": (ts_ms - state.session_start_ms) / 1000.0,
+        "seconds_since_prev_event": -1.0 if first_in_session else (ts_ms - state.last_ts_ms) / 1000.0,
+        **{name: state.type_counts.get(kind, 0) for kind, name in _TYPE_COUNTERS.items()},
+        "prior_item_interactions": state.item_counts.get(item, 0),
+        "prior_category_interactions": state.category_counts.get(category, 0) if category else 0,
+        "distinct_items_before": len(state.item_counts),
+        "hour_of_day": datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).hour,
+        "history_event_types": [h[0] for h in state.history],
+        "history_item_ids": [h[1] for h in state.history],
+        "history_category_ids": [h[2] for h in state.history],
+    }
+
+    kind = str(event["event_type"])
+    state.type_counts[kind] = state.type_counts.get(kind, 0) + 1
+    state.item_counts[item] = state.item_counts.get(item, 0) + 1
+    if category:
+        state.category_counts[category] = state.category_counts.get(category, 0) + 1
+    state.history = (state.history + [[kind, item, category or ""]])[-HISTORY_LENGTH:]
+    state.events_in_session += 1
+    state.last_ts_ms = ts_ms
+    return state, features
+
+
+def fold_user_events(events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Session features of one user's events, which must be sorted by (ts, event_id)."""
+    state: SessionState | None = None
+    out = []
+    for event in events:
+        state, features = session_step(state, event)
+        out.append(features)
+    return out
+
+
+def smoothed_rate(positives: Any, total: Any, prior_rate: float) -> Any:
+    """(positives + prior) / (total + prior weight): scalars or numpy/pandas columns."""
+    return (np.asarray(positives, dtype="float64") + prior_rate * PRIOR_WEIGHT) / (
+        np.asarray(total, dtype="float64") + PRIOR_WEIGHT
+    )
+
+
+def item_rate_features(views: Any, carts: Any, purchases: Any) -> dict[str, Any]:
+    """Item features from event counts (as-of counts in training, a snapshot online)."""
+    views_f = np.asarray(views, dtype="float64")
+    return {
+        "item_views": views_f,
+        "item_carts": np.asarray(carts, dtype="float64"),
+        "item_purchases": np.asarray(purchases, dtype="float64"),
+        "item_cart_rate": smoothed_rate(carts, views, PRIOR_CART_RATE),
+        "item_purchase_rate": smoothed_rate(purchases, views, PRIOR_PURCHASE_RATE),
+    }

