@@ -1,0 +1,80 @@
+"""Gold training sets: their table names, schemas and split rules, defined once.
+
+`batch.features` writes these tables; the trainer and the evaluators read them. Every
+row carries `split` in {"train", "valid", "test"}; the split is decided by time (and,
+for propensity, also by user), so evaluation never sees the future.
+
+    from shared.datasets import SENTIMENT_TRAINING_SET, SPLITS
+    SENTIMENT_TRAINING_SET.table    # -> "train_sentiment" under the gold layer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.features import ITEM_FEATURES, SESSION_FEATURES
+from shared.schemas import CLICK_EVENT, FieldSpec, RecordSchema
+
+SPLITS = ("train", "valid", "test")
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+# Reviews have no date: the upstream row id is the only order, so it stands in for time.
+SENTIMENT_SPLIT_QUANTILES = (0.8, 0.9)  # review-id quantiles ending train and valid
+# Propensity: a view is positive when the same user adds the same item to the cart or
+# buys it within this horizon. Training rows end one horizon before the valid cutoff so
+# no label peeks past the cutoff.
+PROPENSITY_HORIZON_SECONDS = 30 * 60
+PROPENSITY_SPLIT_QUANTILES = (0.7, 0.85)  # event-time quantiles ending train and valid
+TEST_USER_BUCKETS = 5  # users whose hash bucket is 0 are held out of train entirely
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    table: str
+    schema: RecordSchema
+    label_column: str
+
+
+SENTIMENT_TRAINING_SET = TrainingSet(
+    table="train_sentiment",
+    label_column="label",
+    schema=RecordSchema(
+        "train_sentiment",
+        (
+            FieldSpec("review_id", "int64"),
+            FieldSpec("clothing_id", "int64"),
+            FieldSpec("text", "string", doc="Title + '. ' + Review Text"),
+            FieldSpec("rating", "int64"),
+            FieldSpec("recommended", "int64", doc="Recommended IND (0/1)"),
+            FieldSpec("label", "int64", doc="0 negative (1-2*), 1 neutral (3*), 2 positive (4-5*)"),
+            FieldSpec("split", "string", allowed=SPLITS),
+        ),
+    ),
+)
+
+PROPENSITY_TRAINING_SET = TrainingSet(
+    table="train_propensity",
+    label_column="label",
+    schema=RecordSchema(
+        "train_propensity",
+        CLICK_EVENT.fields
+        + SESSION_FEATURES.fields
+        + ITEM_FEATURES.fields
+        + (
+            FieldSpec("label", "int64", doc="1 if carted or bought within the horizon"),
+            FieldSpec("split", "string", allowed=SPLITS),
+        ),
+    ),
+)
+
+# The item snapshot the stream worker enriches with: counts over all silver clicks.
+ITEM_CLICK_STATS = RecordSchema(
+    "item_click_stats",
+    (
+        FieldSpec("item_id", "string"),
+        FieldSpec("views", "int64"),
+        FieldSpec("carts", "int64"),
+        FieldSpec("favorites", "int64"),
+        FieldSpec("purchases", "int64"),
+    )
+    + ITEM_FEATURES.fields,
+)
