@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -23,6 +24,11 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     # Executors must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Local Python workers must import this checkout's code, not another copy.
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if repo_root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([repo_root, *filter(None, paths)])
     builder = (
         SparkSession.builder.appName(settings.spark.app_name)
         .config("spark.ui.enabled", "false")
