@@ -65,10 +65,12 @@ SILVER_TABLES: tuple[SilverSpec, ...] = (
 )
 
 
-def parse_args(argv: list[str] | None) -> list[str]:
+def parse_args(argv: list[str] | None) -> tuple[list[str], bool]:
     p = argparse.ArgumentParser(prog="shopflow clean", description=__doc__.split("\n")[0])
     p.add_argument("--table", action="append", choices=[s.name for s in SILVER_TABLES], help="default: all")
-    return p.parse_args(argv).table or [s.name for s in SILVER_TABLES]
+    p.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change (after a logic change)")
+    a = p.parse_args(argv)
+    return (a.table or [s.name for s in SILVER_TABLES]), a.force
 
 
 def _read_inputs(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun) -> tuple[dict[str, DataFrame | None], int] | None:
@@ -93,7 +95,7 @@ def _read_inputs(spark: SparkSession, spec: SilverSpec, settings: Settings, run:
     return frames, version_sum
 
 
-def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun) -> None:
+def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
     inputs = _read_inputs(spark, spec, settings, run)
     if inputs is None:
         return
@@ -102,7 +104,9 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
     quarantine_path = settings.lake.table("silver", QUARANTINE_TABLE)
     silver_txn = AppTxn(f"batch.clean:{spec.name}", work_version)
     quarantine_txn = AppTxn(f"batch.clean:{spec.name}:quarantine", work_version)
-    if already_committed(silver_path, silver_txn) and already_committed(quarantine_path, quarantine_txn):
+    if force:
+        silver_txn = quarantine_txn = None
+    elif already_committed(silver_path, silver_txn) and already_committed(quarantine_path, quarantine_txn):
         log.info("silver/%s is up to date with its bronze input; nothing to do", spec.name)
         run.wrote(f"silver/{spec.name}", table_version(silver_path) or 0, 0, skipped=True)
         return
@@ -137,12 +141,12 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    tables = parse_args(argv)
+    tables, force = parse_args(argv)
     spark = get_spark(settings)
     with JobRun("batch.clean") as run:
         for spec in SILVER_TABLES:
             if spec.name in tables:
-                clean_table(spark, spec, settings, run)
+                clean_table(spark, spec, settings, run, force)
     return 0
 
 

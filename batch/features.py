@@ -53,10 +53,12 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
 )
 
 
-def parse_args(argv: list[str] | None) -> list[str]:
+def parse_args(argv: list[str] | None) -> tuple[list[str], bool]:
     p = argparse.ArgumentParser(prog="shopflow features", description=__doc__.split("\n")[0])
     p.add_argument("--table", action="append", choices=[g.name for g in GOLD_TABLES], help="default: all")
-    return p.parse_args(argv).table or [g.name for g in GOLD_TABLES]
+    p.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change (after a logic change)")
+    a = p.parse_args(argv)
+    return (a.table or [g.name for g in GOLD_TABLES]), a.force
 
 
 def _input_path(settings: Settings, name: str):
@@ -64,7 +66,7 @@ def _input_path(settings: Settings, name: str):
     return settings.lake.table(layer or "silver", table)
 
 
-def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun) -> None:
+def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
     frames, work_version = [], 0
     for name in spec.inputs:
         path = _input_path(settings, name)
@@ -76,11 +78,14 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         work_version += version + 1
     out = settings.lake.table("gold", spec.name)
     txn = AppTxn(f"batch.features:{spec.name}", work_version)
-    if already_committed(out, txn):
+    if not force and already_committed(out, txn):
         log.info("gold/%s is up to date with its inputs; nothing to do", spec.name)
         run.wrote(f"gold/{spec.name}", table_version(out) or 0, 0, skipped=True)
         return
-    result = write_table(spec.build(*frames), out, mode="overwrite", txn=txn, info={"job": "batch.features"})
+    # A forced rebuild commits without the app transaction (the log keeps the old one).
+    result = write_table(
+        spec.build(*frames), out, mode="overwrite", txn=None if force else txn, info={"job": "batch.features"}
+    )
     run.wrote(f"gold/{spec.name}", result.version, result.rows, result.skipped)
     run.count("rows_out", result.rows)
     log.info("gold/%s v%d: %d rows", spec.name, result.version, result.rows)
@@ -89,12 +94,12 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    wanted = parse_args(argv)
+    wanted, force = parse_args(argv)
     spark = get_spark(settings)
     with JobRun("batch.features") as run:
         for spec in GOLD_TABLES:
             if spec.name in wanted:
-                build_table(spark, spec, settings, run)
+                build_table(spark, spec, settings, run, force)
     return 0
 
 
