@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.cleaning.clicks import clean_clicks
@@ -114,7 +115,8 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
     key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
     result = spec.transform(frames, key)
     rows_in = sum(f.count() for name, f in frames.items() if f is not None and name not in spec.lookups)
-    silver = write_table(result.silver.cache(), silver_path, mode="overwrite", txn=silver_txn, info={"job": "batch.clean"})
+    result.tagged.persist(StorageLevel.MEMORY_AND_DISK)
+    silver = write_table(result.silver, silver_path, mode="overwrite", txn=silver_txn, info={"job": "batch.clean"})
     quarantine = write_table(
         result.quarantine.select(*QUARANTINE_COLUMNS),
         quarantine_path,
@@ -135,7 +137,7 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
         "accounted": rows_in == silver_rows + quarantined,
     }
     log.info("silver/%s: %d in = %d silver + %d quarantined", spec.name, rows_in, silver_rows, quarantined)
-    result.silver.unpersist()
+    result.tagged.unpersist()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,13 +181,23 @@ def write_table(
         from shared.settings import get_settings
 
         arrow_max_rows = get_settings().spark.arrow_write_max_rows
-    rows = df.count()
-    if rows <= arrow_max_rows or replace_where:
-        return write_arrow(
-            _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info,
-            replace_where=replace_where,
-        )
-    return _write_via_executors(df, Path(path), rows, mode, partition_by or [], txn, info)
+    # Counting decides the path; persisting first keeps count + write one computation.
+    from pyspark import StorageLevel
+
+    cached_here = not df.is_cached
+    if cached_here:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = df.count()
+        if rows <= arrow_max_rows or replace_where:
+            return write_arrow(
+                _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info,
+                replace_where=replace_where,
+            )
+        return _write_via_executors(df, Path(path), rows, mode, partition_by or [], txn, info)
+    finally:
+        if cached_here:
+            df.unpersist()
 
 
 def _spark_to_arrow(df: "DataFrame") -> pa.Table:

@@ -35,6 +35,7 @@ class Rule:
 class CleanResult:
     silver: DataFrame
     quarantine: DataFrame
+    tagged: DataFrame  # both outputs derive from it: persist it to compute it once
 
 
 def tag_first_reason(df: DataFrame, rules: Sequence[Rule]) -> DataFrame:
@@ -97,7 +98,7 @@ def split_rejected(
         "_row_number",
     )
     silver = tagged.where(F.col(REASON).isNull()).select(*silver_columns)
-    return CleanResult(silver, quarantine)
+    return CleanResult(silver, quarantine, tagged)
 
 
 def blank(column: str) -> Column:
