@@ -70,3 +70,22 @@ def test_unreadable_files_are_named_in_the_error(spark, tmp_path, content, fragm
         ingest.main(["--path", str(path), "--table", "never"])
     assert path.name in str(info.value)
     assert table_version(_bronze("never")) is None
+
+
+def test_jobs_run_under_spark_submit(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    csv_file = tmp_path / "s.csv"
+    csv_file.write_text("a,b\n1,2\n")
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"], "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake")}
+    done = subprocess.run(
+        [str(Path(venv_bin) / "spark-submit"), "--master", "local[1]", "batch/ingest.py", "--path", str(csv_file), "--table", "submitted"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_arrow(tmp_path / "lake" / "bronze" / "submitted").num_rows == 1
