@@ -27,6 +27,8 @@ from shared.tasks.base import Encoder, Record, Task
 from shared.tasks.propensity_model import NUMERIC_FEATURES, PropensityConfig, PropensityModel
 
 NUMERIC_NAMES = [name for name, _ in NUMERIC_FEATURES]
+CANDIDATE_TOKEN = 1
+UNKNOWN_TYPE_TOKEN = 2
 
 
 def bucket(value: Any, buckets: int) -> int:
@@ -60,7 +62,7 @@ class PropensityEncoder:
 
     def __init__(self, config: PropensityConfig) -> None:
         self.config = config
-        self.type_index = {t: i + 2 for i, t in enumerate(config.event_types)}
+        self.type_index = {t: i + 3 for i, t in enumerate(config.event_types)}
         self.mean = np.asarray(config.numeric_mean, dtype=np.float64)
         self.std = np.asarray(config.numeric_std, dtype=np.float64)
 
@@ -77,13 +79,16 @@ class PropensityEncoder:
             hist_types = _as_list(r.get("history_event_types"))[-cfg.history_length :]
             hist_items = _as_list(r.get("history_item_ids"))[-cfg.history_length :]
             hist_cats = _as_list(r.get("history_category_ids"))[-cfg.history_length :]
-            seq_types = hist_types + [r.get("event_type")]
             seq_items = hist_items + [r.get("item_id")]
             seq_cats = hist_cats + [r.get("category_id")]
-            start = length - len(seq_types)
+            start = length - len(seq_items)
             cand_item, cand_cat = str(r.get("item_id")), r.get("category_id")
-            for k, (t, it, c) in enumerate(zip(seq_types, seq_items, seq_cats)):
-                types[i, start + k] = self.type_index.get(str(t), 1)
+            # The record's own event_type is where its label comes from
+            # (PROPENSITY_NON_INPUTS), so the candidate slot gets a fixed token.
+            types[i, length - 1] = CANDIDATE_TOKEN
+            for k, t in enumerate(hist_types):
+                types[i, start + k] = self.type_index.get(str(t), UNKNOWN_TYPE_TOKEN)
+            for k, (it, c) in enumerate(zip(seq_items, seq_cats)):
                 items[i, start + k] = bucket(it, cfg.id_buckets)
                 cats[i, start + k] = bucket(c, cfg.id_buckets)
                 item_match[i, start + k] = 2 if str(it) == cand_item else 1

@@ -2,9 +2,10 @@
 of shared.datasets, for the trainer's tests until the batch layer's `gold_lake` fixture
 is available on this branch.
 
-The rules follow shared.datasets: sentiment labels from stars and a split by review-id
-quantile; propensity rows are views, labelled by a cart/purchase of the same item by the
-same user within the horizon, split by time with one user bucket held out of train.
+The rules follow shared.datasets and batch.featurize.training_sets: sentiment labels
+from stars and a split by review-id quantile; every click is a propensity example,
+positive when it is (or is followed within the horizon by) a cart/purchase of the same
+item by the same user, split by time with one user bucket kept out of train and valid.
 
     paths = build_gold(data_root, lake_root, sentiment_rows={"train": 200, "test": 100})
 """
@@ -62,9 +63,11 @@ def _user_bucket(user: str) -> int:
     return int(hashlib.sha256(user.encode()).hexdigest(), 16) % TEST_USER_BUCKETS
 
 
-def propensity_frame(data_root: Path) -> pd.DataFrame:
+def propensity_frame(data_root: Path, max_events: int | None = None) -> pd.DataFrame:
+    """Gold propensity rows from the first `max_events` Taobao events (time-ordered)."""
     raw = pd.read_csv(
-        data_root / TAOBAO, header=None, names=["user_id", "item_id", "category_id", "behavior", "ts"], dtype=str
+        data_root / TAOBAO, header=None, names=["user_id", "item_id", "category_id", "behavior", "ts"],
+        dtype=str, nrows=max_events,
     )
     raw["event_type"] = raw["behavior"].map(_TAOBAO_TYPES)
     raw["ts"] = pd.to_datetime(raw["ts"].astype("int64"), unit="s", utc=True)
@@ -89,21 +92,34 @@ def propensity_frame(data_root: Path) -> pd.DataFrame:
     items = pd.DataFrame(item_rate_features(counts["view"], counts["add_to_cart"], counts["purchase"]))
 
     frame = pd.concat([events, session, items], axis=1)
-    positives = events[events["event_type"].isin(["add_to_cart", "purchase"])][["user_id", "item_id", "ts"]]
-    views = frame[frame["event_type"] == "view"].copy()
-    joined = views[["event_id", "user_id", "item_id", "ts"]].merge(
+    # Every click is an example: positive when it is a cart/purchase itself or the same
+    # user carts/buys the same item within the horizon (shared.datasets' rule).
+    positive_types = ["add_to_cart", "purchase"]
+    positives = events[events["event_type"].isin(positive_types)][["user_id", "item_id", "ts"]]
+    joined = events[["event_id", "user_id", "item_id", "ts"]].merge(
         positives, on=["user_id", "item_id"], suffixes=("", "_pos")
     )
     horizon = pd.Timedelta(seconds=PROPENSITY_HORIZON_SECONDS)
     hit = joined[(joined["ts_pos"] > joined["ts"]) & (joined["ts_pos"] <= joined["ts"] + horizon)]
-    views["label"] = views["event_id"].isin(set(hit["event_id"])).astype("int64")
+    frame["label"] = (
+        frame["event_type"].isin(positive_types) | frame["event_id"].isin(set(hit["event_id"]))
+    ).astype("int64")
 
-    t_train, t_valid = views["ts"].quantile(list(PROPENSITY_SPLIT_QUANTILES))
-    views["split"] = np.select([views["ts"] <= t_train, views["ts"] <= t_valid], ["train", "valid"], "test")
-    held_out = views["user_id"].map(_user_bucket) == 0
-    late_train = (views["split"] == "train") & (views["ts"] > t_train - horizon)
-    views = views[~((views["split"] == "train") & (held_out | late_train))]
-    return views.reset_index(drop=True)
+    seconds = frame["ts"].astype("int64") // 10**9
+    valid_from, test_from = np.quantile(seconds, list(PROPENSITY_SPLIT_QUANTILES))
+    last, h = seconds.max(), PROPENSITY_HORIZON_SECONDS
+    held_out = frame["user_id"].map(_user_bucket) == 0
+    frame["split"] = np.select(
+        [
+            (seconds >= test_from) & (seconds <= last - h),
+            held_out,
+            (seconds >= valid_from) & (seconds < test_from - h),
+            seconds < valid_from - h,
+        ],
+        ["test", "", "valid", "train"],
+        "",
+    )
+    return frame[frame["split"] != ""].reset_index(drop=True)
 
 
 def _sample(frame: pd.DataFrame, rows: dict[str, int] | None, seed: int) -> pd.DataFrame:
@@ -133,11 +149,12 @@ def build_gold(
     *,
     sentiment_rows: dict[str, int] | None = None,
     propensity_rows: dict[str, int] | None = None,
+    max_events: int | None = None,
     seed: int = 7,
 ) -> dict[str, str]:
     """Write gold/train_sentiment and gold/train_propensity; returns their paths."""
     sentiment = _sample(sentiment_frame(data_root), sentiment_rows, seed)
-    propensity = _sample(propensity_frame(data_root), propensity_rows, seed)
+    propensity = _sample(propensity_frame(data_root, max_events), propensity_rows, seed)
     gold = lake_root / "gold"
     return {
         "gold/train_sentiment": _write(
