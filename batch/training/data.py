@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from shared.delta import read_arrow, table_version
-from shared.errors import TableNotFoundError
+from shared.errors import TableError, TableNotFoundError
 from shared.tasks import Task
 
 Record = dict[str, Any]
@@ -68,7 +68,7 @@ def load_training_data(
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == eval_split]
     if not train or not test:
-        raise TableNotFoundError(
+        raise TableError(
             f"{path} (version {version}) has {len(train)} train and {len(test)} {eval_split} rows; "
             "the trainer needs both: rebuild the gold table"
         )
