@@ -100,3 +100,25 @@ def load_predictor(
     model, encoder = task_def.load(registry.path(task, version))
     resolved = torch.device(device) if isinstance(device, str) else (device or resolve_device())
     return Predictor(task_def, model, encoder, version=str(version), device=resolved, batch_size=batch_size)
+
+
+def quantize_int8(predictor: Predictor) -> Predictor:
+    """A CPU copy of `predictor` with int8 dynamic quantization of its Linear/GRU layers.
+
+    Worth it for the text models on CPU; measure the accuracy cost (bench/train.py) before
+    serving it.
+    """
+    import copy
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    model = copy.deepcopy(predictor.model).cpu().eval()
+    with warnings.catch_warnings():
+        # Eager-mode quantization is deprecated in favour of torchao, which is not in the lock.
+        warnings.simplefilter("ignore")
+        quantized = quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
+    return Predictor(
+        predictor.task_def, quantized, predictor.encoder, version=f"{predictor.version}-int8",
+        device=torch.device("cpu"), batch_size=predictor.batch_size,
+    )
