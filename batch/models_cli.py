@@ -19,7 +19,8 @@ from shared.registry import ModelRegistry
 def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> dict[str, Any]:
     tags = [name for name, v in aliases.items() if v == version]
     try:
-        manifest = registry.manifest(task, version)
+        # Verified, not just read: a corrupt version must look corrupt in the listing too.
+        manifest = registry.verify(task, version)
         primary = manifest.get("primary_metric", "")
         status = "ok"
     except CorruptCheckpointError as exc:
