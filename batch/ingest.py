@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -119,7 +120,7 @@ def read_source(spark: SparkSession, source: Source, path: Path) -> DataFrame:
     reader = spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
     df = reader.json(str(path)) if source.format == "json" else reader.parquet(str(path))
     renamed = [
-        F.col(f"`{c}`").alias(source.rename.get(c, bronze_column_name(c, i)))
+        F.col(f"`{c}`").alias(c if c == CORRUPT else source.rename.get(c, bronze_column_name(c, i)))
         for i, c in enumerate(df.columns)
     ]
     return df.select(*renamed)
@@ -154,8 +155,8 @@ def ingest_file(spark: SparkSession, source: Source, path: Path, run: JobRun) ->
     bronze = to_bronze(read_source(spark, source, path), source.name, batch_id, datetime.now(timezone.utc))
     try:
         result = write_table(bronze, table, mode="append", txn=txn, info={"source": source.name})
-    except PySparkException as exc:
-        first_line = str(exc).strip().splitlines()[0][:300]
+    except (PySparkException, Py4JJavaError) as exc:
+        first_line = next((ln for ln in str(exc).strip().splitlines() if ln.strip()), "")[:300]
         raise SourceReadError(f"{path}: cannot be read as {source.format} ({first_line})") from exc
     action = "already ingested, skipped" if result.skipped else f"{result.rows} rows"
     log.info("%s -> bronze/%s v%s: %s", path.name, source.bronze_table, result.version, action)

@@ -16,6 +16,8 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="shopflow-tests-"))
 os.environ["SHOPFLOW_LAKE__ROOT"] = str(_SESSION_ROOT / "lake")
 os.environ["SHOPFLOW_MODELS__REGISTRY_ROOT"] = str(_SESSION_ROOT / "registry")
 os.environ["SHOPFLOW_METRICS_DIR"] = str(_SESSION_ROOT / "metrics")
+# Jobs under test read sliced copies of the real files (see tests/data_slices.py).
+os.environ["SHOPFLOW_DATA_ROOT"] = str(_SESSION_ROOT / "data")
 os.environ.setdefault("SHOPFLOW_SPARK__SHUFFLE_PARTITIONS", "2")
 os.environ.setdefault("SHOPFLOW_SPARK__DRIVER_MEMORY", "2g")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,6 +37,35 @@ def data_root() -> Path:
     if not DATA_ROOT.exists():
         pytest.fail(f"the real data sets are expected at {DATA_ROOT}")
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def sliced_data(data_root: Path) -> Path:
+    """Slices of every real file plus planted bad rows, at SHOPFLOW_DATA_ROOT."""
+    from tests.data_slices import build_slices
+
+    return build_slices(data_root, Path(os.environ["SHOPFLOW_DATA_ROOT"]))
+
+
+@pytest.fixture(scope="session")
+def gold_lake(spark, sliced_data: Path) -> dict[str, Path]:
+    """Run the real ingest -> clean -> features jobs on the slices; table paths by name.
+
+    Keys are "<layer>/<table>", e.g. "gold/train_sentiment", "silver/quarantine".
+    """
+    from batch import clean, features, ingest
+    from shared.settings import get_settings
+
+    assert ingest.main(["--all"]) == 0
+    assert clean.main([]) == 0
+    assert features.main([]) == 0
+    root = get_settings().lake.root
+    return {
+        f"{layer.name}/{table.name}": table
+        for layer in sorted(root.iterdir())
+        for table in sorted(layer.iterdir())
+        if (table / "_delta_log").is_dir()
+    }
 
 
 @pytest.fixture(scope="session")

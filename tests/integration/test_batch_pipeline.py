@@ -1,0 +1,144 @@
+"""The batch jobs on real Spark + Delta over slices of the real data sets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+
+import pyarrow.compute as pc
+import pytest
+
+from shared.delta import read_arrow, table_version
+from shared.pseudonymize import pseudonymize
+from shared.settings import get_settings
+from tests.data_slices import CANARY_CUSTOMER, CANARY_DIGINETICA_USER, CANARY_TAOBAO_USER
+
+pytestmark = pytest.mark.integration
+
+
+def _quarantine(gold_lake, table: str):
+    q = read_arrow(gold_lake["silver/quarantine"])
+    return q.filter(pc.equal(q["source_table"], table)).to_pylist()
+
+
+def _reasons(rows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        out[row["reason"]] = out.get(row["reason"], 0) + 1
+    return out
+
+
+def test_every_layer_is_written(gold_lake):
+    expected = {
+        "bronze/orders", "bronze/reviews", "bronze/clicks_taobao", "bronze/views_diginetica",
+        "bronze/purchases_diginetica", "bronze/item_categories_diginetica",
+        "silver/orders", "silver/reviews", "silver/clicks", "silver/quarantine",
+        "gold/item_features", "gold/user_features", "gold/click_sessions", "gold/item_click_stats",
+        "gold/train_sentiment", "gold/train_propensity",
+    }
+    assert expected <= set(gold_lake)
+    for name in expected:
+        assert read_arrow(gold_lake[name]).num_rows > 0, name
+
+
+def test_bronze_keeps_rows_as_received_with_metadata(gold_lake, sliced_data):
+    bronze = read_arrow(gold_lake["bronze/clicks_taobao"])
+    assert {"_source", "_ingested_at", "_batch_id", "_row_number"} <= set(bronze.column_names)
+    lines = (sliced_data / "taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv").read_text().splitlines()
+    assert bronze.num_rows == len(lines)
+    assert all(t == pa_type for t, pa_type in [(bronze.schema.field("user_id").type, bronze.schema.field("timestamp").type)])
+    assert str(bronze.schema.field("timestamp").type) == "string"
+
+
+def test_rows_in_equal_silver_plus_quarantine(gold_lake):
+    metrics_dir = get_settings().metrics_dir
+    runs = [json.loads(p.read_text()) for p in sorted(metrics_dir.glob("batch.clean-*.json"))]
+    first = next(r for r in runs if r.get("tables"))
+    for table, counts in first["tables"].items():
+        assert counts["rows_in"] == counts["silver"] + counts["quarantine"], table
+        assert counts["accounted"] is True
+        assert read_arrow(gold_lake[f"silver/{table}"]).num_rows == counts["silver"]
+    assert set(first["tables"]) == {"orders", "reviews", "clicks"}
+    assert first["tables_read"]["bronze/orders"] is not None
+
+
+def test_orders_quarantine_every_planted_problem_with_its_reason(gold_lake):
+    reasons = _reasons(_quarantine(gold_lake, "orders"))
+    for reason in (
+        "malformed_row", "source_overlap", "duplicate", "cancellation", "bad_debt_adjustment",
+        "non_product_code", "non_positive_price", "missing_description",
+    ):
+        assert reasons.get(reason, 0) >= 1, f"no order quarantined as {reason}: {reasons}"
+    assert reasons["source_overlap"] >= 150  # the slice's last 200 Online Retail II rows
+    assert reasons["malformed_row"] >= 3  # bad quantity, bad date, too many fields
+
+
+def test_silver_orders_are_typed_utc_and_pseudonymized(gold_lake):
+    orders = read_arrow(gold_lake["silver/orders"])
+    schema = {f.name: str(f.type) for f in orders.schema}
+    assert schema["quantity"] == "int32" and schema["unit_price"] == "double"
+    assert schema["invoice_ts"] == "timestamp[us, tz=UTC]"
+    assert pc.min(orders["quantity"]).as_py() > 0 and pc.min(orders["unit_price"]).as_py() > 0
+    key = get_settings().pseudonymization_key.get_secret_value().encode()
+    canary = pseudonymize(CANARY_CUSTOMER, "customer", key=key)
+    assert canary in set(orders["customer_key"].to_pylist())
+    # 2011-12-09 10:00 in London (GMT in December) is 10:00 UTC.
+    row = orders.filter(pc.equal(orders["invoice_no"], "581001")).to_pylist()[0]
+    assert row["invoice_ts"].hour == 10 and row["invoice_ts"].utcoffset().total_seconds() == 0
+
+
+def test_reviews_quarantine_and_mojibake_repair(gold_lake):
+    reasons = _reasons(_quarantine(gold_lake, "reviews"))
+    assert reasons.get("empty_review_text", 0) >= 1
+    assert reasons.get("invalid_rating", 0) == 1
+    assert reasons.get("duplicate", 0) >= 1
+    assert reasons.get("malformed_row", 0) >= 1  # age 'x'
+    reviews = read_arrow(gold_lake["silver/reviews"])
+    repaired = reviews.filter(pc.equal(reviews["review_id"], 900004)).to_pylist()[0]
+    assert repaired["review_text"] == "my fiancé loved the ombré color"
+    assert repaired["text_repaired"] is True
+
+
+def test_clicks_quarantine_and_anonymous_users(gold_lake):
+    reasons = _reasons(_quarantine(gold_lake, "clicks"))
+    for reason in ("unknown_event_type", "bad_timestamp", "missing_field", "malformed_row", "duplicate"):
+        assert reasons.get(reason, 0) >= 1, f"no click quarantined as {reason}: {reasons}"
+    clicks = read_arrow(gold_lake["silver/clicks"])
+    assert set(clicks["event_type"].to_pylist()) <= {"view", "add_to_cart", "favorite", "purchase", "search"}
+    anonymous = read_arrow(gold_lake["bronze/views_diginetica"])
+    na_rows = sum(1 for u in anonymous["user_id"].to_pylist() if u == "NA")
+    assert na_rows > 0
+    digi = clicks.filter(pc.equal(clicks["source"], "diginetica_views"))
+    assert digi.num_rows == anonymous.num_rows  # anonymous sessions are kept, not dropped
+
+
+def test_canary_identifiers_never_reach_silver_gold_or_quarantine(gold_lake):
+    canaries = [re.compile(rf"(?<![0-9]){c}(?![0-9])") for c in (CANARY_CUSTOMER, CANARY_TAOBAO_USER, CANARY_DIGINETICA_USER)]
+    for name, path in gold_lake.items():
+        if name.startswith("bronze/"):
+            continue
+        table = read_arrow(path)
+        for field in table.schema:
+            if not (pa.types.is_string(field.type) or pa.types.is_list(field.type)):
+                continue
+            text = json.dumps(table[field.name].to_pylist())
+            for canary in canaries:
+                assert not canary.search(text), f"raw identifier {canary.pattern} found in {name}.{field.name}"
+    # ...while the pseudonyms are there (so this test can fail).
+    key = get_settings().pseudonymization_key.get_secret_value().encode()
+    users = set(read_arrow(gold_lake["silver/clicks"])["user_id"].to_pylist())
+    assert pseudonymize(CANARY_TAOBAO_USER, "user", key=key) in users
+    assert pseudonymize(CANARY_DIGINETICA_USER, "user", key=key) in users
+
+
+def test_rerunning_every_job_changes_nothing(gold_lake):
+    from batch import clean, features, ingest
+
+    before = {name: table_version(path) for name, path in gold_lake.items()}
+    assert ingest.main(["--all"]) == 0
+    assert clean.main([]) == 0
+    assert features.main([]) == 0
+    after = {name: table_version(path) for name, path in gold_lake.items()}
+    assert after == before
