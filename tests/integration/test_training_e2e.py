@@ -1,8 +1,8 @@
 """End to end on real data, real torch/transformers, real Spark + Delta: train a task on a
 small gold slice, register it, load it back, predict, and bulk-score a table with it.
 
-Gold tables come from the batch layer's `gold_lake` fixture when this branch has it, and
-otherwise from `real_gold.build_gold` (same schemas and rules, rows of the real data).
+Gold tables come from the `gold_lake` fixture: the real ingest -> clean -> features jobs
+run on slices of the real data.
 """
 
 from __future__ import annotations
@@ -30,17 +30,8 @@ PROPENSITY_ARGS = ["--max-train-samples", "256", "--max-eval-samples", "200", "-
 
 
 @pytest.fixture(scope="module")
-def gold(request: pytest.FixtureRequest, data_root: Path) -> dict[str, str]:
-    try:
-        return request.getfixturevalue("gold_lake")
-    except pytest.FixtureLookupError:
-        from tests.integration.real_gold import build_gold
-
-        return build_gold(
-            data_root, get_settings().lake.root, max_events=60_000,
-            sentiment_rows={"train": 160, "valid": 16, "test": 64},
-            propensity_rows={"train": 400, "valid": 40, "test": 200},
-        )
+def gold(gold_lake: dict[str, Path]) -> dict[str, str]:
+    return {name: str(path) for name, path in gold_lake.items()}
 
 
 def _train(task: str, gold: dict[str, str], *extra: str) -> dict:
