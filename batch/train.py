@@ -126,12 +126,14 @@ def run(args: TrainArgs) -> dict[str, Any]:
              data.table_path, data.delta_version)
 
     base_model = args.base_model if args.base_model is not None else task.default_base_model()
+    init_from = None
     if args.init_from_champion:
         champion = registry.resolve(task.name)
         if champion is None:
             raise ModelError(f"--init-from-champion: task {task.name!r} has no champion yet")
-        registry.verify(task.name, champion)
+        base_model_manifest = registry.verify(task.name, champion)
         base_model = str(registry.path(task.name, champion))
+        init_from = {"task": task.name, "version": champion, "base_model": base_model_manifest.get("base_model")}
     if args.lora and task.name == "propensity":
         raise ModelError("--lora applies to text tasks; the propensity model is small enough to train fully")
     if args.lora and args.resume_from:
@@ -186,7 +188,8 @@ def run(args: TrainArgs) -> dict[str, Any]:
     task.save(model.cpu(), encoder, final_dir)
     manifest = {
         "model_name": task.model_name,
-        "base_model": task.base_model_name(base_model),
+        "base_model": task.base_model_name(base_model) if init_from is None else init_from["base_model"],
+        "init_from_champion": init_from,
         "label_names": list(task.label_names),
         "primary_metric": task.primary_metric,
         "metrics": report.metrics,
