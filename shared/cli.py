@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("batch.ingest", "files -> bronze Delta tables"),
     "clean": ("batch.clean", "bronze -> silver + quarantine"),
     "features": ("batch.features", "silver -> gold features and training sets"),
+    "train": ("batch.train", "fine-tune a task's model, evaluate vs baselines, register"),
+    "models": ("batch.models_cli", "list | show | promote registered models"),
+    "score": ("batch.score", "bulk-score a Delta table with a registered model"),
 }
 
 
