@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("batch.ingest", "files -> bronze Delta tables"),
     "clean": ("batch.clean", "bronze -> silver + quarantine"),
     "features": ("batch.features", "silver -> gold features and training sets"),
+    "broker": ("stream.broker", "start|stop|status the embedded Kafka-protocol broker; create topics"),
+    "replay": ("stream.replay", "Taobao/Diginetica files -> click events on the clicks topic"),
+    "worker": ("stream.worker", "the Faust worker: clicks -> validate, enrich, score -> clicks.scored"),
 }
 
 
