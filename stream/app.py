@@ -61,7 +61,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     dlq = app.topic(k.dlq_topic, **raw)
     sessions = app.Table(
         SESSION_TABLE, default=None, partitions=k.partitions,
-        key_type=str, key_serializer="json", value_serializer="json",
+        key_type=str,  # the pseudonymized user id; values are JSON dicts (app default)
     )
 
     metrics = WorkerMetrics()
@@ -80,19 +80,28 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     pipeline = Pipeline(settings, scored_topic=scored, dlq_topic=dlq, sessions=sessions,
                         holder=holder, metrics=metrics)
 
-    async def on_agent_error(agent: Any, exc: BaseException) -> None:
-        die(f"agent {agent.name}", exc)
-
     async def score_clicks(stream: faust.StreamT) -> None:
-        stream.add_processor(pipeline.prepare)
-        async for batch in stream.take(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
-            await pipeline.score_batch(list(batch))
+        # Faust's default on agent error is to log and leave the process up with the
+        # partitions stalled; every exit path here ends the process instead.
+        try:
+            stream.add_processor(pipeline.prepare)
+            async for batch in stream.take(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
+                await pipeline.score_batch(list(batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            die("agent score_clicks", exc)
 
-    app.agent(clicks, name="score_clicks", on_error=on_agent_error)(score_clicks)
+    app.agent(clicks, name="score_clicks")(score_clicks)
 
     async def start_pipeline() -> None:
-        metrics.serve(s.metrics_host, s.metrics_port)
-        await pipeline.start()
+        try:
+            metrics.serve(s.metrics_host, s.metrics_port)
+            await pipeline.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # no metrics or no snapshot: do not run half a worker
+            die("start_pipeline", exc)
 
     app.task(start_pipeline, on_leader=False)
 
@@ -122,7 +131,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     app.timer(1.0, name="observe")(observe)
 
-    @app.on_after_shutdown.connect
+    @app.on_before_shutdown.connect
     async def _close(app_: Any, **_: Any) -> None:
         pipeline.close()
 
