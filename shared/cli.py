@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("stream.broker", "start|stop|status the embedded Kafka-protocol broker; create topics"),
     "replay": ("stream.replay", "Taobao/Diginetica files -> click events on the clicks topic"),
     "worker": ("stream.worker", "the Faust worker: clicks -> validate, enrich, score -> clicks.scored"),
+    "train": ("batch.train", "fine-tune a task's model, evaluate vs baselines, register"),
+    "models": ("batch.models_cli", "list | show | promote registered models"),
+    "score": ("batch.score", "bulk-score a Delta table with a registered model"),
 }
 
 

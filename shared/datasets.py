@@ -19,12 +19,16 @@ SPLITS = ("train", "valid", "test")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 # Reviews have no date: the upstream row id is the only order, so it stands in for time.
 SENTIMENT_SPLIT_QUANTILES = (0.8, 0.9)  # review-id quantiles ending train and valid
-# Propensity: a view is positive when the same user adds the same item to the cart or
-# buys it within this horizon. Training rows end one horizon before the valid cutoff so
-# no label peeks past the cutoff.
-PROPENSITY_HORIZON_SECONDS = 30 * 60
+# Propensity: every click is an example (the clicked item is the candidate); it is
+# positive when it is an add-to-cart/purchase or the same user carts/buys the same item
+# within this horizon. Training rows end one horizon before the valid cutoff so
+# no label peeks past the cutoff. The click log spans ~2 hours, so the horizon is short.
+PROPENSITY_HORIZON_SECONDS = 10 * 60
 PROPENSITY_SPLIT_QUANTILES = (0.7, 0.85)  # event-time quantiles ending train and valid
 TEST_USER_BUCKETS = 5  # users whose hash bucket is 0 are held out of train entirely
+# Columns of train_propensity a model must never take as input: the event's own type is
+# where the label comes from, and ids/timestamps/split do not generalize.
+PROPENSITY_NON_INPUTS = ("event_id", "user_id", "session_id", "event_type", "ts", "query", "session_key", "label", "split")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ PROPENSITY_TRAINING_SET = TrainingSet(
         + SESSION_FEATURES.fields
         + ITEM_FEATURES.fields
         + (
-            FieldSpec("label", "int64", doc="1 if carted or bought within the horizon"),
+            FieldSpec("label", "int64", doc="1 if this click is/leads to a cart or purchase"),
             FieldSpec("split", "string", allowed=SPLITS),
         ),
     ),

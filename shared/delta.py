@@ -134,8 +134,13 @@ def write_arrow(
     partition_by: list[str] | None = None,
     txn: AppTxn | None = None,
     info: dict[str, str] | None = None,
+    replace_where: str | None = None,
 ) -> WriteResult:
-    """Commit an Arrow table in one transaction (no-op when `txn` is already committed)."""
+    """Commit an Arrow table in one transaction (no-op when `txn` is already committed).
+
+    With `replace_where` (a SQL predicate, e.g. "source_table = 'orders'") an overwrite
+    replaces only the rows matching it, atomically.
+    """
     if txn and already_committed(path, txn):
         return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
     try:
@@ -144,7 +149,8 @@ def write_arrow(
             data,
             mode=mode,
             partition_by=partition_by,
-            schema_mode="overwrite" if mode == "overwrite" else None,
+            schema_mode="overwrite" if mode == "overwrite" and not replace_where else None,
+            predicate=replace_where,
             commit_properties=_commit_properties(txn, info),
         )
     except DeltaError as exc:
@@ -161,11 +167,13 @@ def write_table(
     txn: AppTxn | None = None,
     info: dict[str, str] | None = None,
     arrow_max_rows: int | None = None,
+    replace_where: str | None = None,
 ) -> WriteResult:
     """Commit a Spark DataFrame to a Delta table in one transaction.
 
     Frames of at most `arrow_max_rows` rows go through Arrow in the driver; larger ones
     are written by the executors. Either way readers see all of the write or none of it.
+    A `replace_where` overwrite goes through Arrow (delta-rs's predicate overwrite).
     """
     if txn and already_committed(path, txn):
         return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
@@ -174,9 +182,10 @@ def write_table(
 
         arrow_max_rows = get_settings().spark.arrow_write_max_rows
     rows = df.count()
-    if rows <= arrow_max_rows:
+    if rows <= arrow_max_rows or replace_where:
         return write_arrow(
-            _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info
+            _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info,
+            replace_where=replace_where,
         )
     return _write_via_executors(df, Path(path), rows, mode, partition_by or [], txn, info)
 

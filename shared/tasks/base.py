@@ -77,6 +77,10 @@ class Task(ABC):
         model.save_pretrained(folder, safe_serialization=True)
         encoder.save(folder)
 
+    def default_base_model(self) -> str:
+        """What `--base-model` defaults to ("" means: build the model from scratch)."""
+        return ""
+
     def base_model_name(self, base_model: str) -> str:
         """What the manifest records as the base model."""
         return base_model

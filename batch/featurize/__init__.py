@@ -1,0 +1,1 @@
+"""Pure silver -> gold transforms: features and training sets."""

@@ -1,0 +1,1 @@
+"""The pieces of the offline trainer (`batch.train`): data, loop, checkpoints, evaluation."""

@@ -1,0 +1,83 @@
+"""Reading a task's gold training set at a pinned Delta version, and slicing it.
+
+    data = load_training_data(task, table_path, max_train_samples=200, seed=13)
+    data.train, data.test, data.delta_version
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.delta import read_arrow, table_version
+from shared.errors import TableNotFoundError
+from shared.tasks import Task
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    table_path: str
+    delta_version: int
+    train: list[Record]
+    test: list[Record]
+    train_rows_available: int
+    test_rows_available: int
+
+
+def default_table_path(task: Task) -> Path:
+    from shared.settings import get_settings
+
+    return get_settings().lake.table("gold", task.training_set.table)
+
+
+def _subsample(rows: list[Record], limit: int | None, rng: np.random.Generator) -> list[Record]:
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = np.sort(rng.choice(len(rows), size=limit, replace=False))
+    return [rows[i] for i in keep]
+
+
+def load_training_data(
+    task: Task,
+    table_path: str | Path | None = None,
+    *,
+    delta_version: int | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 13,
+    eval_split: str = "test",
+) -> TrainingData:
+    """Train and evaluation rows of one Delta version of the task's gold table.
+
+    The version read is pinned first and recorded, so a run can be reproduced later
+    with Delta time travel (`--table-version`).
+    """
+    path = Path(table_path) if table_path else default_table_path(task)
+    version = table_version(path) if delta_version is None else delta_version
+    if version is None:
+        raise TableNotFoundError(
+            f"no gold table for task {task.name!r} at {path}: run `shopflow features` first "
+            "or pass --table-path"
+        )
+    rows = read_arrow(path, version).to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == eval_split]
+    if not train or not test:
+        raise TableNotFoundError(
+            f"{path} (version {version}) has {len(train)} train and {len(test)} {eval_split} rows; "
+            "the trainer needs both: rebuild the gold table"
+        )
+    rng = np.random.default_rng(seed)
+    return TrainingData(
+        table_path=str(path),
+        delta_version=int(version),
+        train=_subsample(train, max_train_samples, rng),
+        test=_subsample(test, max_eval_samples, rng),
+        train_rows_available=len(train),
+        test_rows_available=len(test),
+    )
