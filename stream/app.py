@@ -40,6 +40,8 @@ class _CommitSensor(faust.Sensor):
 def create_app(settings: Settings, champion: ChampionFunctions | None = None) -> faust.App:
     """Build the worker app. `champion` overrides the registry (resolve, load) pair."""
     k, s = settings.kafka, settings.stream
+    # Faust keeps its own small state files here and refuses to start without the folder.
+    (s.run_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         s.app_id,
         broker=[f"kafka://{server.strip()}" for server in k.bootstrap_servers.split(",")],

@@ -94,6 +94,9 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         self._items = await loop.run_in_executor(None, ItemSnapshot.load, self._settings)
         await self._holder.refresh()
+        scorer = self._holder.swap()  # no batch has started yet: swapping now is safe
+        if scorer is not None:
+            self._metrics.serving(scorer.model_name, scorer.version)
         self._ready.set()
 
     async def wait_ready(self) -> None:

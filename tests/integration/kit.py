@@ -141,3 +141,87 @@ def register_propensity_from_task(registry_root: Path, records: list[dict[str, A
     registry = ModelRegistry(registry_root)
     return registry.register("propensity", folder, {"base_model": task.base_model_name(""),
                                                     "metrics": {}, "note": "test build"})
+
+
+def write_propensity_gold(events: list[dict[str, Any]], key: bytes, lake_root: Path) -> Path:
+    """A small gold/train_propensity table from real Taobao events, for the trainer.
+
+    Rows are the views of `events` with their session features (shared fold) and prior
+    item rates, labelled 1 when the same user carts or buys the item within the horizon;
+    split by time (70/15/15).
+    """
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from shared.datasets import PROPENSITY_HORIZON_SECONDS, PROPENSITY_TRAINING_SET
+
+    records = scoring_records(events, key)
+    positives: dict[tuple[str, str], list[Any]] = {}
+    for r in records:
+        if r["event_type"] in ("add_to_cart", "purchase"):
+            positives.setdefault((r["user_id"], r["item_id"]), []).append(r["ts"])
+    views = sorted((r for r in records if r["event_type"] == "view"),
+                   key=lambda r: (r["ts"], r["event_id"]))
+    n = len(views)
+    for i, r in enumerate(views):
+        later = positives.get((r["user_id"], r["item_id"]), [])
+        r["label"] = int(any(0 < (t - r["ts"]).total_seconds() <= PROPENSITY_HORIZON_SECONDS for t in later))
+        r["split"] = "train" if i < 0.7 * n else ("valid" if i < 0.85 * n else "test")
+    schema = PROPENSITY_TRAINING_SET.schema.arrow_schema()
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in views], schema=schema)
+    path = lake_root / "gold" / PROPENSITY_TRAINING_SET.table
+    write_deltalake(str(path), table, mode="overwrite")
+    return path
+
+
+def train_propensity(table: Path, *, seed: int, promote: bool, samples: int = 400) -> int:
+    """Smoke-train a propensity model with the project's trainer; returns its version."""
+    import contextlib
+    import io
+
+    from batch.train import main as train_main
+
+    out = io.StringIO()
+    argv = ["--task", "propensity", "--table-path", str(table), "--max-train-samples", str(samples),
+            "--seed", str(seed), "--device", "cpu", "--no-progress"]
+    with contextlib.redirect_stdout(out):
+        train_main(argv + (["--promote"] if promote else []))
+    return int(json.loads(out.getvalue().strip().splitlines()[-1])["version"])
+
+
+def wait_for(check, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Poll `check()` until it returns a truthy value; raise AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """Wait until the worker's metrics page shows a serving model; returns the page."""
+    def check():
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.returncode} while starting")
+        try:
+            page = metrics_text(port)
+        except OSError:
+            return None
+        return page if metric_value(page, "shopflow_stream_serving_model") >= 1 else None
+
+    return wait_for(check, timeout, what="the worker to serve a model")
+
+
+def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce raw (key, value) pairs to the clicks topic and wait for the acks."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    try:
+        for key, value in values:
+            producer.send(settings.kafka.clicks_topic, key=key, value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)
