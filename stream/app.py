@@ -118,9 +118,15 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     app.task(announcements, on_leader=False)
 
+    seen_assignment: list[set] = [set()]
+
     async def observe() -> None:
         metrics.update_commit_age()
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == k.clicks_topic]
+        if set(assigned) != seen_assignment[0]:
+            seen_assignment[0] = set(assigned)
+            log.info("assigned %s partitions %s", k.clicks_topic,
+                     sorted(tp.partition for tp in assigned) or "none")
         for tp in assigned:
             try:
                 highwater = app.consumer.highwater(tp)

@@ -109,9 +109,12 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout: float) -
         consumer.seek_to_beginning(*tps)
         out: list[tuple[bytes | None, bytes]] = []
         deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.key, r.value) for r in records)
+        while time.monotonic() < deadline:
+            batch = [(r.key, r.value) for records in consumer.poll(timeout_ms=500).values() for r in records]
+            out.extend(batch)
+            # Past `expect`, keep reading until the topic is drained: duplicates count too.
+            if len(out) >= expect and not batch:
+                break
         return out
     finally:
         consumer.close()
