@@ -228,3 +228,11 @@ def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> No
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=5)
+
+
+def serving_version(page: str) -> str | None:
+    """The `version` label of the serving-model gauge that is set to 1."""
+    for line in page.splitlines():
+        if line.startswith("shopflow_stream_serving_model{") and line.endswith(" 1.0"):
+            return line.split('version="', 1)[1].split('"', 1)[0]
+    return None
