@@ -236,3 +236,31 @@ def serving_version(page: str) -> str | None:
         if line.startswith("shopflow_stream_serving_model{") and line.endswith(" 1.0"):
             return line.split('version="', 1)[1].split('"', 1)[0]
     return None
+
+
+class TopicWatcher:
+    """Reads topics from the beginning and keeps every value seen, for waiting on output."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                       group_id=None, enable_auto_commit=False,
+                                       auto_offset_reset="earliest")
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t) or [])]
+        self._consumer.assign(tps)
+        self._consumer.seek_to_beginning(*tps)
+        self.values: dict[str, list[bytes]] = {t: [] for t in topics}
+
+    def poll(self) -> None:
+        for tp, records in self._consumer.poll(timeout_ms=200).items():
+            self.values[tp.topic].extend(r.value for r in records)
+
+    def wait(self, check, timeout: float, what: str) -> None:
+        def step():
+            self.poll()
+            return check(self)
+        wait_for(step, timeout, interval=0.0, what=what)
+
+    def close(self) -> None:
+        self._consumer.close()
