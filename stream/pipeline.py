@@ -89,15 +89,23 @@ class Pipeline:
         self._score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
         self.last_offsets: dict[int, int] = {}
 
-    async def start(self) -> None:
-        """Load the item snapshot and the first champion (off the event loop)."""
-        loop = asyncio.get_running_loop()
-        self._items = await loop.run_in_executor(None, ItemSnapshot.load, self._settings)
-        await self._holder.refresh()
+    def load(self) -> None:
+        """Load the item snapshot and the first champion; blocking, before the worker starts.
+
+        Done before any event is fetched: a stream processor that waits for seconds on
+        start-up stalls Faust's partition flow after a restart with a backlog.
+        """
+        self._items = ItemSnapshot.load(self._settings)
+        self._holder.load_now()
         scorer = self._holder.swap()  # no batch has started yet: swapping now is safe
         if scorer is not None:
             self._metrics.serving(scorer.model_name, scorer.version)
         self._ready.set()
+
+    async def start(self) -> None:
+        """`load` off the event loop, for an app started without `load` (tests, bench)."""
+        if not self._ready.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self.load)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

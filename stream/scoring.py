@@ -81,7 +81,7 @@ class ModelHolder:
             self._loading = wanted
             try:
                 scorer = await loop.run_in_executor(self._executor, self._load, int(wanted))
-            except ShopflowError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to load means: do not serve it
                 self.refused.add(wanted)
                 self._on_event("refused", wanted)
                 log.error("refused model version %s, keeping %s: %s", wanted,
@@ -98,6 +98,26 @@ class ModelHolder:
             log.info("model %s version %s loaded; it serves from the next batch",
                      scorer.model_name, scorer.version)
             return True
+
+    def load_now(self) -> bool:
+        """Blocking `refresh` for start-up, before the event loop serves anything."""
+        try:
+            wanted = self._wanted(self._resolve())
+        except ShopflowError as exc:
+            log.warning("cannot resolve the champion yet: %s", exc)
+            return False
+        if wanted is None:
+            return False
+        try:
+            scorer = self._load(int(wanted))
+        except Exception as exc:  # noqa: BLE001 - any failure to load means: do not serve it
+            self.refused.add(wanted)
+            self._on_event("refused", wanted)
+            log.error("refused model version %s at start-up: %s", wanted, exc)
+            return False
+        self.pending = scorer
+        self._on_event("loaded", wanted)
+        return True
 
     def swap(self) -> Scorer | None:
         """Between batches: make the pending scorer the serving one; returns the serving one."""

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     from stream.app import create_app
 
     app = create_app(settings)
+    # Snapshot and champion load before the consumer starts (see Pipeline.load).
+    app.shopflow["pipeline"].load()  # type: ignore[attr-defined]
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     # The per-connection chatter of the Kafka clients drowns the worker's own lines.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
