@@ -73,6 +73,9 @@ class StreamSettings(_Group):
     # Micro-batches close at this many events or after this long, whichever is first.
     batch_max_events: int = 64
     batch_max_wait_ms: int = 50
+    # How long a consumer fetch waits for data. The embedded broker answers a fetch only
+    # when this expires, so it bounds latency there (see stream/transport.py).
+    fetch_max_wait_ms: int = 25
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
     # How often the worker asks the registry for the champion, besides announcements.

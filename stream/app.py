@@ -20,6 +20,7 @@ from stream.metrics import WorkerMetrics
 from stream.pipeline import Pipeline, die
 from stream.scoring import ModelHolder, Scorer
 from stream.topics import SESSION_TABLE
+from stream.transport import ShopflowApp
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     k, s = settings.kafka, settings.stream
     # Faust keeps its own small state files here and refuses to start without the folder.
     (s.run_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = ShopflowApp(
         s.app_id,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
         broker=[f"kafka://{server.strip()}" for server in k.bootstrap_servers.split(",")],
         datadir=str(s.run_dir / "faust"),
         store="memory://",  # the changelog topic is the table's durable copy
