@@ -58,7 +58,10 @@ def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champ
                                                 expect=len(events), timeout=90))
     finally:
         kit.stop_worker(worker)
-    assert {s["event_id"] for s in scored} == {e["event_id"] for e in events}
+    missing = {e["event_id"] for e in events} - {s["event_id"] for s in scored}
+    dlq = kit.read_topic(settings, settings.kafka.dlq_topic, expect=0, timeout=2)
+    assert not missing, (missing, dlq[:3])
+    assert dlq == []
     assert {s["model_version"] for s in scored} == {str(champion["version"])}
 
 
