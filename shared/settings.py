@@ -65,6 +65,27 @@ class KafkaSettings(_Group):
     heartbeat_interval_ms: int = 2_000
 
 
+class StreamSettings(_Group):
+    """The embedded broker's run files and the scoring worker's knobs."""
+
+    run_dir: Path = REPO_ROOT / "var" / "run"
+    app_id: str = "shopflow-stream"
+    # Micro-batches close at this many events or after this long, whichever is first.
+    batch_max_events: int = 64
+    batch_max_wait_ms: int = 50
+    # How long a consumer fetch waits for data. The embedded broker answers a fetch only
+    # when this expires, so it bounds latency there (see stream/transport.py).
+    fetch_max_wait_ms: int = 25
+    metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
+    # How often the worker asks the registry for the champion, besides announcements.
+    model_poll_seconds: float = 5.0
+    model_task: str = "propensity"
+    # Empty means the gold item snapshot under the lake (gold/item_click_stats).
+    item_snapshot_path: str = ""
+    broker_start_timeout_seconds: float = 20.0
+
+
 class ModelSettings(_Group):
     registry_root: Path = REPO_ROOT / "var" / "registry"
     # Base model for text tasks: a HF model directory or hub name. Empty means the
@@ -93,6 +114,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
     @model_validator(mode="after")
     def _cluster_needs_real_key(self) -> "Settings":

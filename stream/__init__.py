@@ -1,0 +1,1 @@
+"""The streaming side: embedded broker, replay producer, and the Faust scoring worker."""

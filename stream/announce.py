@@ -1,0 +1,73 @@
+"""Model announcements on the `models.announce` topic: publish one, or listen for them.
+
+Every worker must see every announcement, so the listener reads the topic without a
+consumer group (each worker reads all partitions from the end). An announcement only
+makes the worker ask the registry now instead of at its next poll; the registry alias
+stays the truth, so a lost announcement delays a reload by one poll interval at most.
+
+    announce(get_settings(), task="propensity", version=3)     # after a promotion
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+from shared.errors import BrokerError
+from shared.schemas import format_timestamp
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def announce(settings: Settings, *, task: str, version: int, alias: str = "champion") -> None:
+    """Tell running workers that `alias` of `task` now points at `version`."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    payload = {"task": task, "version": int(version), "alias": alias,
+               "announced_at": format_timestamp(datetime.now(timezone.utc))}
+    try:
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+        try:
+            producer.send(settings.kafka.models_topic, key=task.encode(),
+                          value=json.dumps(payload).encode()).get(timeout=10)
+        finally:
+            producer.close(timeout=5)
+    except KafkaError as exc:
+        raise BrokerError(
+            f"announcing {task} v{version} on {settings.kafka.models_topic} failed: {exc}; "
+            "workers still pick the new champion up at their next registry poll"
+        ) from exc
+
+
+async def listen_for_announcements(settings: Settings, on_announce: Callable[[], Awaitable[bool]]) -> None:
+    """Call `on_announce()` for each announcement; reconnects after broker errors, forever."""
+    from aiokafka import AIOKafkaConsumer
+
+    while True:
+        consumer = AIOKafkaConsumer(
+            settings.kafka.models_topic,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        try:
+            await consumer.start()
+            async for message in consumer:
+                log.info("model announcement: %s", (message.value or b"")[:200].decode("utf-8", "replace"))
+                await on_announce()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # broker gone or restarted: listen again shortly
+            log.warning("announcement listener: %s; retrying in 2 s", exc)
+            await asyncio.sleep(2.0)
+        finally:
+            try:
+                await consumer.stop()
+            except Exception as exc:  # stopping a consumer whose broker vanished can fail too
+                log.debug("stopping the announcement consumer: %s", exc)

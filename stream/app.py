@@ -1,0 +1,150 @@
+"""The Faust app factory: topics, the session table, agents and timers, registered here.
+
+Nothing happens at import time; `create_app(settings)` builds a fresh app each call
+(tests build several). Run it with `shopflow worker` (see `stream.worker`).
+
+    app = create_app(get_settings())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import faust
+
+from shared.settings import Settings
+from stream.announce import listen_for_announcements
+from stream.metrics import WorkerMetrics
+from stream.pipeline import Pipeline, die
+from stream.scoring import ModelHolder, Scorer
+from stream.topics import SESSION_TABLE
+from stream.transport import ShopflowApp
+
+log = logging.getLogger(__name__)
+
+ChampionFunctions = tuple[Callable[[], "int | None"], Callable[[int], Scorer]]
+
+
+class _CommitSensor(faust.Sensor):
+    """Records when Faust committed offsets, for the commit-age gauge."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        self._metrics.committed()
+
+
+def create_app(settings: Settings, champion: ChampionFunctions | None = None) -> faust.App:
+    """Build the worker app. `champion` overrides the registry (resolve, load) pair."""
+    k, s = settings.kafka, settings.stream
+    # Faust keeps its own small state files here and refuses to start without the folder.
+    (s.run_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = ShopflowApp(
+        s.app_id,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
+        broker=[f"kafka://{server.strip()}" for server in k.bootstrap_servers.split(",")],
+        datadir=str(s.run_dir / "faust"),
+        store="memory://",  # the changelog topic is the table's durable copy
+        web_enabled=False,  # metrics come from prometheus-client on their own port
+        topic_partitions=k.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        broker_session_timeout=k.session_timeout_ms / 1000,
+        broker_heartbeat_interval=k.heartbeat_interval_ms / 1000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    clicks = app.topic(k.clicks_topic, **raw)
+    scored = app.topic(k.scored_topic, **raw)
+    dlq = app.topic(k.dlq_topic, **raw)
+    sessions = app.Table(
+        SESSION_TABLE, default=None, partitions=k.partitions,
+        key_type=str,  # the pseudonymized user id; values are JSON dicts (app default)
+    )
+
+    metrics = WorkerMetrics()
+    app.sensors.add(_CommitSensor(metrics))
+
+    if champion is None:
+        from stream.champion import champion_functions
+
+        champion = champion_functions(settings)
+    resolve, load = champion
+
+    def on_model_event(what: str, version: str) -> None:
+        metrics.model_events.labels(outcome=what).inc()
+
+    holder = ModelHolder(resolve, load, on_event=on_model_event)
+    pipeline = Pipeline(settings, scored_topic=scored, dlq_topic=dlq, sessions=sessions,
+                        holder=holder, metrics=metrics)
+
+    async def score_clicks(stream: faust.StreamT) -> None:
+        # Faust's default on agent error is to log and leave the process up with the
+        # partitions stalled; every exit path here ends the process instead.
+        try:
+            stream.add_processor(pipeline.prepare)
+            async for batch in stream.take(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
+                await pipeline.score_batch(list(batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            die("agent score_clicks", exc)
+
+    app.agent(clicks, name="score_clicks")(score_clicks)
+
+    async def start_pipeline() -> None:
+        try:
+            metrics.serve(s.metrics_host, s.metrics_port)
+            await pipeline.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # no metrics or no snapshot: do not run half a worker
+            die("start_pipeline", exc)
+
+    app.task(start_pipeline, on_leader=False)
+
+    async def poll_registry() -> None:
+        await pipeline.wait_ready()
+        await holder.refresh()
+
+    app.timer(s.model_poll_seconds, name="poll_registry")(poll_registry)
+
+    async def announcements() -> None:
+        await listen_for_announcements(settings, holder.refresh)
+
+    app.task(announcements, on_leader=False)
+
+    seen_assignment: list[set] = [set()]
+
+    async def observe() -> None:
+        metrics.update_commit_age()
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == k.clicks_topic]
+        if set(assigned) != seen_assignment[0]:
+            seen_assignment[0] = set(assigned)
+            log.info("assigned %s partitions %s", k.clicks_topic,
+                     sorted(tp.partition for tp in assigned) or "none")
+        for tp in assigned:
+            try:
+                highwater = app.consumer.highwater(tp)
+            except Exception:  # no fetch yet for this partition: nothing to report
+                continue
+            if highwater is None:
+                continue
+            done = pipeline.last_offsets.get(tp.partition, -1)
+            metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - done - 1))
+
+    app.timer(1.0, name="observe")(observe)
+
+    @app.on_before_shutdown.connect
+    async def _close(app_: Any, **_: Any) -> None:
+        pipeline.close()
+
+    # Handles for tests and the bench: the same objects the agents use.
+    app.shopflow = {"pipeline": pipeline, "holder": holder, "metrics": metrics}  # type: ignore[attr-defined]
+    return app

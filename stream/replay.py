@@ -1,0 +1,175 @@
+"""Replay the Taobao / Diginetica click logs onto the `clicks` topic as CLICK_EVENTs.
+
+    shopflow replay --source taobao --speed 20           # 20x the recorded pace
+    shopflow replay --source taobao --speed max --limit 5000
+    shopflow replay --source diginetica --speed 1        # real time
+
+Events are keyed by user id (so one user's events stay in order on one partition) and
+sent in (ts, event_id) order, the order the batch layer folds sessions in. An event's id
+is the sha1 of its source name and raw line, so replaying a file twice produces the
+same ids and consumers can drop the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from shared.errors import BrokerError, SourceReadError
+from shared.schemas import to_wire
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Source = Literal["taobao", "diginetica"]
+TAOBAO_FILE = Path("taobao_user_behavior") / "user_behavior_2017-11-26_0100-0310utc.csv"
+DIGINETICA_VIEWS = Path("diginetica_cikm2016") / "sample_train-item-views.csv"
+DIGINETICA_CATEGORIES = Path("diginetica_cikm2016") / "product-categories.csv"
+TAOBAO_BEHAVIOR = {"pv": "view", "cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
+
+
+def event_id_for(source: str, raw_line: str) -> str:
+    """Deterministic event id: sha1 of '<source>:<raw line>' (line without its newline)."""
+    return hashlib.sha1(f"{source}:{raw_line}".encode("utf-8")).hexdigest()
+
+
+def _taobao(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("r", encoding="ascii", newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            raw = line.rstrip("\r\n")
+            if not raw:
+                continue
+            parts = raw.split(",")
+            if len(parts) != 5 or parts[3] not in TAOBAO_BEHAVIOR or not parts[4].isdigit():
+                raise SourceReadError(f"{path}:{number}: not a Taobao UserBehavior row: {raw!r}")
+            user, item, category, behavior, ts = parts
+            yield {
+                "event_id": event_id_for("taobao", raw),
+                "user_id": user,
+                "session_id": None,
+                "item_id": item,
+                "event_type": TAOBAO_BEHAVIOR[behavior],
+                "ts": datetime.fromtimestamp(int(ts), tz=timezone.utc),
+                "query": None,
+                "category_id": category,
+            }
+
+
+def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any]]:
+    categories: dict[str, str] = {}
+    if categories_path.exists():
+        with categories_path.open("r", encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh, delimiter=";"):
+                categories[row["itemId"]] = row["categoryId"]
+    with path.open("r", encoding="utf-8", newline="") as fh:
+        header = fh.readline().rstrip("\r\n").split(";")
+        if header != ["session_id", "user_id", "item_id", "timeframe", "eventdate"]:
+            raise SourceReadError(f"{path}: unexpected header {header}")
+        for number, line in enumerate(fh, start=2):
+            raw = line.rstrip("\r\n")
+            if not raw:
+                continue
+            session, user, item, timeframe, eventdate = raw.split(";")
+            try:
+                ts = datetime.combine(date.fromisoformat(eventdate), datetime.min.time(),
+                                      tzinfo=timezone.utc) + timedelta(milliseconds=int(timeframe))
+            except ValueError as exc:
+                raise SourceReadError(f"{path}:{number}: bad date/timeframe in {raw!r}") from exc
+            yield {
+                "event_id": event_id_for("diginetica", raw),
+                # Anonymous views (user NA) are keyed by their session: it is all we know.
+                "user_id": user if user != "NA" else f"anon-session-{session}",
+                "session_id": session,
+                "item_id": item,
+                "event_type": "view",
+                "ts": ts,
+                "query": None,
+                "category_id": categories.get(item),
+            }
+
+
+def load_events(source: Source, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """A source's events as typed CLICK_EVENT dicts, sorted by (ts, event_id)."""
+    try:
+        if source == "taobao":
+            events = list(_taobao(data_root / TAOBAO_FILE))
+        else:
+            events = list(_diginetica(data_root / DIGINETICA_VIEWS, data_root / DIGINETICA_CATEGORIES))
+    except OSError as exc:
+        raise SourceReadError(f"cannot read the {source} data under {data_root}: {exc}") from exc
+    events.sort(key=lambda e: (e["ts"], e["event_id"]))
+    return events[:limit] if limit is not None else events
+
+
+def replay(
+    events: list[dict[str, Any]],
+    settings: Settings,
+    *,
+    speed: float | None,
+    progress: bool = True,
+) -> int:
+    """Send events to the clicks topic; `speed` None = as fast as possible, else N x real time."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+    from tqdm import tqdm
+
+    try:
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                 acks="all", linger_ms=5)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}; "
+                          "start it with `shopflow broker start`") from exc
+    topic = settings.kafka.clicks_topic
+    sent = 0
+    started = time.monotonic()
+    first_ts = events[0]["ts"] if events else None
+    try:
+        for event in tqdm(events, unit="ev", disable=not progress, desc=f"replay -> {topic}"):
+            if speed:
+                due = started + (event["ts"] - first_ts).total_seconds() / speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.send(topic, key=event["user_id"].encode("utf-8"), value=to_wire(event))
+            sent += 1
+        producer.flush(timeout=60)
+    except KafkaError as exc:
+        raise BrokerError(f"replay to {topic} failed after {sent} events: {exc}") from exc
+    finally:
+        producer.close(timeout=10)
+    return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shopflow replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", choices=["taobao", "diginetica"], default="taobao")
+    parser.add_argument("--speed", default="1",
+                        help="'max' (as fast as possible) or a multiple of real time, e.g. 1, 20")
+    parser.add_argument("--limit", type=int, default=None, help="send at most this many events")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    speed = None if args.speed == "max" else float(args.speed)
+    if speed is not None and speed <= 0:
+        parser.error("--speed must be positive or 'max'")
+    try:
+        events = load_events(args.source, settings.data_root, args.limit)
+        sent = replay(events, settings, speed=speed, progress=not args.no_progress)
+    except (SourceReadError, BrokerError) as exc:
+        print(f"shopflow replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {sent} {args.source} events to {settings.kafka.clicks_topic}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The worker's pure steps: validation, pseudonymization, enrichment, output records."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.errors import ValidationError
+from shared.features import ITEM_FEATURES, SESSION_FEATURES, fold_user_events
+from shared.pseudonymize import pseudonymize
+from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire, validate_record
+from stream import steps
+from stream.records import click_event_record, scored_event_record
+
+KEY = b"unit-test-key"
+T0 = datetime(2017, 11, 26, 1, 0, tzinfo=timezone.utc)
+
+
+def _event(i: int, user: str = "u1", item: str = "i1", kind: str = "view", seconds: int = 0) -> dict:
+    return {"event_id": f"e{i}", "user_id": user, "session_id": None, "item_id": item, "event_type": kind,
+            "ts": T0.replace(second=seconds), "query": None, "category_id": "c1"}
+
+
+def _items(item_id: str) -> dict:
+    return steps.item_features_from_counts(10, 2, 1) if item_id == "i1" else steps.item_features_from_counts(0, 0, 0)
+
+
+def test_parse_validate_returns_typed_event_and_lists_every_problem():
+    assert steps.parse_validate(to_wire(_event(1)))["ts"] == T0
+    with pytest.raises(ValidationError) as info:
+        steps.parse_validate(b'{"event_id": "x", "event_type": "teleport", "ts": "never"}')
+    text = " ".join(info.value.reasons)
+    assert "user_id: required" in text and "event_type" in text and "ts: bad timestamp" in text
+    with pytest.raises(ValidationError):
+        steps.parse_validate(None)
+
+
+def test_pseudonymize_replaces_only_the_user_id():
+    out = steps.pseudonymize_user(_event(1), key=KEY)
+    assert out["user_id"] == pseudonymize("u1", "user", key=KEY) != "u1"
+    assert {k: v for k, v in out.items() if k != "user_id"} == {k: v for k, v in _event(1).items() if k != "user_id"}
+
+
+def test_enrich_matches_the_shared_fold_and_adds_item_features():
+    events = [_event(1, seconds=0), _event(2, item="i2", kind="add_to_cart", seconds=5), _event(3, seconds=9)]
+    entry, online = None, []
+    for event in events:
+        entry, record, replayed = steps.enrich(event, entry, _items)
+        assert not replayed
+        online.append(record)
+    for record, expected in zip(online, fold_user_events(events)):
+        assert {n: record[n] for n in SESSION_FEATURES.names} == expected
+    assert online[0]["item_cart_rate"] == pytest.approx(float(_items("i1")["item_cart_rate"]))
+    assert set(ITEM_FEATURES.names) <= set(online[1]) and set(CLICK_EVENT.names) <= set(online[1])
+
+
+def test_enrich_is_idempotent_for_a_replayed_event_id():
+    entry, first, _ = steps.enrich(_event(1), None, _items)
+    entry, second, _ = steps.enrich(_event(2, seconds=3), entry, _items)
+    again_entry, again, replayed = steps.enrich(_event(2, seconds=3), entry, _items)
+    assert replayed and again == second and again_entry == entry
+    # The state survives a JSON round trip (that is how the Faust table stores it).
+    restored = json.loads(json.dumps(entry))
+    _, third, _ = steps.enrich(_event(3, seconds=6), restored, _items)
+    assert third["session_event_index"] == 2
+
+
+def test_enrich_remembers_a_bounded_number_of_events():
+    entry = None
+    for i in range(steps.RECENT_EVENTS_KEPT + 5):
+        entry, _, _ = steps.enrich(_event(i, seconds=i % 60), entry, _items)
+    assert len(entry["recent"]) == steps.RECENT_EVENTS_KEPT
+
+
+def test_to_scored_is_a_valid_scored_event():
+    record = {**steps.pseudonymize_user(_event(1), key=KEY), "session_event_index": 0}
+    wire = steps.to_scored(record, model_name="m", model_version="3", score=0.25, received_at=T0, scored_at=T0)
+    scored = validate_record(SCORED_EVENT, wire)
+    assert scored["score"] == 0.25 and scored["model_version"] == "3" and scored["user_id"] == record["user_id"]
+    assert set(json.loads(wire)) == set(SCORED_EVENT.names)  # features stay out of the topic
+
+
+def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
+    raw = b"\xff\x00not json"
+    entry = json.loads(steps.dlq_entry(raw, ["not UTF-8"], step="parse_validate", topic="clicks",
+                                       partition=2, offset=41, failed_at=T0))
+    assert entry["raw"].encode("latin-1") == raw
+    assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
+
+
+def test_faust_records_are_derived_from_the_schemas():
+    assert set(click_event_record()._options.fields) == set(CLICK_EVENT.names)
+    assert set(scored_event_record()._options.fields) == set(SCORED_EVENT.names)
+    optional = {f.name for f in CLICK_EVENT.fields if not f.required}
+    record = click_event_record()(**{k: v for k, v in _event(1).items() if k not in optional})
+    assert record.session_id is None and record.item_id == "i1"
