@@ -6,15 +6,15 @@
 
 Events are keyed by user id (so one user's events stay in order on one partition) and
 sent in (ts, event_id) order, the order the batch layer folds sessions in. An event's id
-is the sha1 of its source name and raw line, so replaying a file twice produces the
-same ids and consumers can drop the repeats.
+is `shared.schemas.click_event_id` of its source and raw fields, the same id the batch
+clean job gives the same row, so a replayed file and the cleaned file share ids and the
+fold back into Delta drops the repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import logging
 import sys
 import time
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from shared.errors import BrokerError, SourceReadError
-from shared.schemas import to_wire
+from shared.schemas import click_event_id, to_wire
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,10 @@ Source = Literal["taobao", "diginetica"]
 TAOBAO_FILE = Path("taobao_user_behavior") / "user_behavior_2017-11-26_0100-0310utc.csv"
 DIGINETICA_VIEWS = Path("diginetica_cikm2016") / "sample_train-item-views.csv"
 DIGINETICA_CATEGORIES = Path("diginetica_cikm2016") / "product-categories.csv"
+# Source names and the anonymous-user key are the batch clean job's (batch/cleaning/clicks.py).
+DIGINETICA_VIEWS_SOURCE = "diginetica_views"
+ANONYMOUS_USER_PREFIX = "anon-session:"
 TAOBAO_BEHAVIOR = {"pv": "view", "cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
-
-
-def event_id_for(source: str, raw_line: str) -> str:
-    """Deterministic event id: sha1 of '<source>:<raw line>' (line without its newline)."""
-    return hashlib.sha1(f"{source}:{raw_line}".encode("utf-8")).hexdigest()
 
 
 def _taobao(path: Path) -> Iterator[dict[str, Any]]:
@@ -51,7 +49,7 @@ def _taobao(path: Path) -> Iterator[dict[str, Any]]:
                 raise SourceReadError(f"{path}:{number}: not a Taobao UserBehavior row: {raw!r}")
             user, item, category, behavior, ts = parts
             yield {
-                "event_id": event_id_for("taobao", raw),
+                "event_id": click_event_id("taobao", parts),
                 "user_id": user,
                 "session_id": None,
                 "item_id": item,
@@ -76,16 +74,17 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any]]:
             raw = line.rstrip("\r\n")
             if not raw:
                 continue
-            session, user, item, timeframe, eventdate = raw.split(";")
+            fields = raw.split(";")
+            session, user, item, timeframe, eventdate = fields
             try:
                 ts = datetime.combine(date.fromisoformat(eventdate), datetime.min.time(),
                                       tzinfo=timezone.utc) + timedelta(milliseconds=int(timeframe))
             except ValueError as exc:
                 raise SourceReadError(f"{path}:{number}: bad date/timeframe in {raw!r}") from exc
             yield {
-                "event_id": event_id_for("diginetica", raw),
+                "event_id": click_event_id(DIGINETICA_VIEWS_SOURCE, fields),
                 # Anonymous views (user NA) are keyed by their session: it is all we know.
-                "user_id": user if user != "NA" else f"anon-session-{session}",
+                "user_id": user if user != "NA" else f"{ANONYMOUS_USER_PREFIX}{session}",
                 "session_id": session,
                 "item_id": item,
                 "event_type": "view",
