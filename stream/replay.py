@@ -18,6 +18,7 @@ import csv
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -38,7 +39,17 @@ ANONYMOUS_USER_PREFIX = "anon-session:"
 TAOBAO_BEHAVIOR = {"pv": "view", "cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
 
 
-def _taobao(path: Path) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class MalformedRow:
+    """A line of a source file that is not a click. Replay still sends its raw bytes, so
+    the worker dead-letters it with a reason instead of the row vanishing here."""
+
+    raw: str
+    where: str
+    error: str
+
+
+def _taobao(path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
     with path.open("r", encoding="ascii", newline="") as fh:
         for number, line in enumerate(fh, start=1):
             raw = line.rstrip("\r\n")
@@ -46,7 +57,8 @@ def _taobao(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             parts = raw.split(",")
             if len(parts) != 5 or parts[3] not in TAOBAO_BEHAVIOR or not parts[4].isdigit():
-                raise SourceReadError(f"{path}:{number}: not a Taobao UserBehavior row: {raw!r}")
+                yield MalformedRow(raw, f"{path.name}:{number}", "not a Taobao UserBehavior row")
+                continue
             user, item, category, behavior, ts = parts
             yield {
                 "event_id": click_event_id("taobao", parts),
@@ -60,7 +72,7 @@ def _taobao(path: Path) -> Iterator[dict[str, Any]]:
             }
 
 
-def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any]]:
+def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
     categories: dict[str, str] = {}
     if categories_path.exists():
         with categories_path.open("r", encoding="utf-8", newline="") as fh:
@@ -75,12 +87,16 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any]]:
             if not raw:
                 continue
             fields = raw.split(";")
+            if len(fields) != 5 or not all(fields[i] for i in (0, 2)):
+                yield MalformedRow(raw, f"{path.name}:{number}", "expected 5 ';'-separated fields with session and item ids")
+                continue
             session, user, item, timeframe, eventdate = fields
             try:
                 ts = datetime.combine(date.fromisoformat(eventdate), datetime.min.time(),
                                       tzinfo=timezone.utc) + timedelta(milliseconds=int(timeframe))
-            except ValueError as exc:
-                raise SourceReadError(f"{path}:{number}: bad date/timeframe in {raw!r}") from exc
+            except ValueError:
+                yield MalformedRow(raw, f"{path.name}:{number}", "bad eventdate/timeframe")
+                continue
             yield {
                 "event_id": click_event_id(DIGINETICA_VIEWS_SOURCE, fields),
                 # Anonymous views (user NA) are keyed by their session: it is all we know.
@@ -94,16 +110,27 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any]]:
             }
 
 
-def load_events(source: Source, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """A source's events as typed CLICK_EVENT dicts, sorted by (ts, event_id)."""
+def read_source(source: Source, data_root: Path) -> tuple[list[dict[str, Any]], list[MalformedRow]]:
+    """A source's events as typed CLICK_EVENT dicts sorted by (ts, event_id), and its
+    malformed lines in file order."""
     try:
         if source == "taobao":
-            events = list(_taobao(data_root / TAOBAO_FILE))
+            rows = list(_taobao(data_root / TAOBAO_FILE))
         else:
-            events = list(_diginetica(data_root / DIGINETICA_VIEWS, data_root / DIGINETICA_CATEGORIES))
-    except OSError as exc:
+            rows = list(_diginetica(data_root / DIGINETICA_VIEWS, data_root / DIGINETICA_CATEGORIES))
+    except (OSError, UnicodeDecodeError) as exc:
         raise SourceReadError(f"cannot read the {source} data under {data_root}: {exc}") from exc
+    events = [r for r in rows if not isinstance(r, MalformedRow)]
+    malformed = [r for r in rows if isinstance(r, MalformedRow)]
     events.sort(key=lambda e: (e["ts"], e["event_id"]))
+    return events, malformed
+
+
+def load_events(source: Source, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """A source's well-formed events, sorted by (ts, event_id); malformed lines are logged."""
+    events, malformed = read_source(source, data_root)
+    for row in malformed:
+        log.warning("%s: %s: %r", row.where, row.error, row.raw)
     return events[:limit] if limit is not None else events
 
 
@@ -113,8 +140,13 @@ def replay(
     *,
     speed: float | None,
     progress: bool = True,
+    malformed: list[MalformedRow] = (),
 ) -> int:
-    """Send events to the clicks topic; `speed` None = as fast as possible, else N x real time."""
+    """Send events to the clicks topic; `speed` None = as fast as possible, else N x real time.
+
+    Malformed source lines go first, as their raw bytes with no key: the worker's validation
+    sends them to the dead-letter topic with the reason, so nothing in the file is lost.
+    """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -130,6 +162,9 @@ def replay(
     started = time.monotonic()
     first_ts = events[0]["ts"] if events else None
     try:
+        for row in malformed:
+            producer.send(topic, key=None, value=row.raw.encode("utf-8"))
+            sent += 1
         for event in tqdm(events, unit="ev", disable=not progress, desc=f"replay -> {topic}"):
             if speed:
                 due = started + (event["ts"] - first_ts).total_seconds() / speed
@@ -161,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     if speed is not None and speed <= 0:
         parser.error("--speed must be positive or 'max'")
     try:
-        events = load_events(args.source, settings.data_root, args.limit)
-        sent = replay(events, settings, speed=speed, progress=not args.no_progress)
+        events, malformed = read_source(args.source, settings.data_root)
+        if args.limit is not None:
+            events = events[: args.limit]
+        for row in malformed:
+            log.warning("%s: %s (sent as is; the worker dead-letters it): %r", row.where, row.error, row.raw)
+        sent = replay(events, settings, speed=speed, progress=not args.no_progress, malformed=malformed)
     except (SourceReadError, BrokerError) as exc:
         print(f"shopflow replay: {exc}", file=sys.stderr)
         return 1
-    print(f"sent {sent} {args.source} events to {settings.kafka.clicks_topic}")
+    print(f"sent {sent} {args.source} records to {settings.kafka.clicks_topic} "
+          f"({len(malformed)} malformed lines among them, for the dead-letter topic)")
     return 0
 
 
