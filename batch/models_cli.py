@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelNotFoundError
 from shared.registry import ModelRegistry
+from shared.settings import get_settings
 
 
 def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> dict[str, Any]:
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             registry.promote(args.task, args.version, args.alias)
             print(f"{args.task}: {args.alias} -> v{args.version}")
+            from stream.announce import announce_promotion  # running workers reload now
+
+            settings = get_settings()
+            if announce_promotion(settings, task=args.task, version=args.version, alias=args.alias):
+                print(f"announced on {settings.kafka.models_topic}: running workers reload now")
+            else:
+                print("not announced (no broker answers): running workers reload at their next registry poll")
     except (ModelNotFoundError, CorruptCheckpointError) as exc:
         print(f"shopflow models: {exc}", file=sys.stderr)
         return 1

@@ -203,6 +203,9 @@ def run(args: TrainArgs) -> dict[str, Any]:
     promoted = bool(args.promote and report.beats_champion(task.primary_metric))
     if promoted:
         registry.promote(task.name, version)
+        from stream.announce import announce_promotion  # running workers reload now, not at their next poll
+
+        doc["announced"] = announce_promotion(settings, task=task.name, version=version)
     doc["promoted"] = promoted
     doc["metrics_file"] = str(_write_metrics(settings.metrics_dir, f"train-{task.name}-v{version}.json", doc))
     if not args.output_dir:

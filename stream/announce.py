@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
@@ -42,6 +43,33 @@ def announce(settings: Settings, *, task: str, version: int, alias: str = "champ
             f"announcing {task} v{version} on {settings.kafka.models_topic} failed: {exc}; "
             "workers still pick the new champion up at their next registry poll"
         ) from exc
+
+
+def _probe(bootstrap_servers: str, timeout: float = 2.0) -> None:
+    """Fail fast when no bootstrap server accepts a connection (the Kafka client would
+    retry for half a minute before giving up)."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            return
+        except (OSError, ValueError):
+            continue
+    raise BrokerError(f"no Kafka broker answers at {bootstrap_servers}; workers pick the new "
+                      "champion up at their next registry poll")
+
+
+def announce_promotion(settings: Settings, *, task: str, version: int, alias: str = "champion") -> bool:
+    """Best-effort `announce` after a promotion: a broker that cannot be reached only
+    delays the reload to the workers' next registry poll, so it is a warning, not a failure."""
+    try:
+        _probe(settings.kafka.bootstrap_servers)
+        announce(settings, task=task, version=version, alias=alias)
+    except BrokerError as exc:
+        log.warning("%s", exc)
+        return False
+    log.info("announced %s %s -> v%d on %s", task, alias, version, settings.kafka.models_topic)
+    return True
 
 
 async def listen_for_announcements(settings: Settings, on_announce: Callable[[], Awaitable[bool]]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -56,8 +58,11 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
         scored_so_far = lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total")  # noqa: E731
         kit.wait_for(lambda: scored_so_far() >= 400, 60, what="400 events on the first champion")
 
-        ModelRegistry(registry_root).promote("propensity", v2)
-        announce(settings, task="propensity", version=v2)
+        # The user's path: `shopflow models promote` flips the alias and announces it.
+        promote = subprocess.run([sys.executable, "-m", "batch.models_cli", "promote", "propensity", str(v2)],
+                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert promote.returncode == 0, promote.stderr
+        assert "announced on" in promote.stdout, promote.stdout + promote.stderr
         kit.wait_for(lambda: kit.serving_version(kit.metrics_text(port)) == str(v2), 30, what="v2 serving")
         at_swap = scored_so_far()
 

@@ -34,6 +34,17 @@ def gold(gold_lake: dict[str, Path]) -> dict[str, str]:
     return {name: str(path) for name, path in gold_lake.items()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A registry of this module's own: the stream tests promote champions in the session's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SHOPFLOW_MODELS__REGISTRY_ROOT", str(tmp_path_factory.mktemp("registry")))
+    get_settings.cache_clear()
+    yield
+    mp.undo()
+    get_settings.cache_clear()
+
+
 def _train(task: str, gold: dict[str, str], *extra: str) -> dict:
     """Run the trainer's main() and return the metrics JSON it wrote for the new version."""
     table = gold["gold/train_sentiment" if task != "propensity" else "gold/train_propensity"]
