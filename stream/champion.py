@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from shared.errors import ModelError
+from shared.predictor import load_predictor
+from shared.registry import ModelRegistry
 from shared.settings import Settings
 from stream.scoring import Scorer
 
 
 def champion_functions(settings: Settings) -> tuple[Callable[[], int | None], Callable[[int], Scorer]]:
     """(resolve champion version, load + verify a version) for the configured task."""
-    try:
-        from shared.predictor import load_predictor
-        from shared.registry import ModelRegistry
-    except ImportError as exc:
-        raise ModelError(
-            "the model registry (shared.registry / shared.predictor) is not installed in this "
-            f"checkout: {exc}; merge the training branch"
-        ) from exc
     task = settings.stream.model_task
     registry = ModelRegistry(settings.models.registry_root)
 
@@ -33,9 +26,8 @@ def champion_functions(settings: Settings) -> tuple[Callable[[], int | None], Ca
         return registry.resolve(task, alias="champion")
 
     def load(version: int) -> Scorer:
-        # verify first: a half-written or tampered checkpoint raises CorruptCheckpointError
-        # (a ModelError) before any weight is read.
-        registry.verify(task, version)
+        # load_predictor verifies every checksum first: a half-written or tampered
+        # checkpoint raises CorruptCheckpointError (a ModelError) before any weight is read.
         return load_predictor(task, version=version, registry=registry)
 
     return resolve, load
