@@ -15,6 +15,7 @@ from tests.integration import kit
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.restart_stall  # open defect: see README "Known defect"
 def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
     settings = kit.settings_from(stream_env)
     port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
