@@ -15,7 +15,6 @@ from tests.integration import kit
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.restart_stall  # open defect: see README "Known defect"
 def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
     settings = kit.settings_from(stream_env)
     port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
@@ -58,6 +57,29 @@ def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
         by_id[v["event_id"]].add(round(v["score"], 6))
     assert all(len(scores) == 1 for scores in by_id.values())
     assert kit.read_topic(settings, settings.kafka.dlq_topic, expect=1, timeout=1) == []
+
+
+def test_first_start_on_a_backlog_scores_every_event(stream_env, taobao_events, tmp_path):
+    """A new consumer group (no committed offsets) started on a full topic reads it all."""
+    settings = kit.settings_from(stream_env)
+    port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
+    events = taobao_events[30_000:33_000]
+    replay(events, settings, speed=None, progress=False)
+    worker = kit.start_worker(stream_env, tmp_path / "worker.log")
+    try:
+        kit.wait_serving(port, worker)
+        wanted = {e["event_id"] for e in events}
+
+        def all_scored():
+            values = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
+                                                    expect=len(events), timeout=2))
+            return values if wanted <= {v["event_id"] for v in values} else None
+
+        scored = kit.wait_for(all_scored, 60, interval=1.0, what="every backlog event scored")
+        assert worker.poll() is None
+    finally:
+        kit.stop_worker(worker)
+    assert {v["event_id"] for v in scored} == wanted
 
 
 def test_broker_restart_under_the_worker(champion, taobao_events, tmp_path):

@@ -1,8 +1,5 @@
 """A worker whose agent dies exits nonzero instead of staying up with stalled partitions,
 and the batch it died on is not committed: a restart scores it.
-
-The agent-death test restarts a crashed worker, which can stall on the embedded broker:
-see "Known defect" in README.md (it is marked restart_stall until that is fixed).
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ def _register_broken_at_scoring(registry_root, good_version: int, work) -> int:
     return registry.register("propensity", folder, {"note": "broken encoder statistics"})
 
 
-@pytest.mark.restart_stall  # open defect: see README "Known defect"
 def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champion, taobao_events, tmp_path):
     registry_root = tmp_path / "registry"
     shutil.copytree(champion["registry_root"], registry_root)
