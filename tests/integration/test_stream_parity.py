@@ -86,3 +86,62 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     assert set(stream_scores) == set(offline)
     worst = max(abs(stream_scores[i] - float(offline[i])) for i in ids)
     assert worst < 1e-5, worst
+
+
+def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_events, tmp_path):
+    """Half the events, a clean stop, a new worker, the other half: the features of the
+    second half are the batch ones, so the session table came back whole from its changelog."""
+    from batch.featurize.sessions import sessionize
+
+    # Users with the longest histories; each user's events split in two at its own
+    # midpoint, so the second worker continues sessions the first one started.
+    by_user: dict[str, list[dict]] = {}
+    for e in taobao_events:
+        by_user.setdefault(e["user_id"], []).append(e)
+    users = [u for u, evs in by_user.items() if len(evs) >= 8]
+    parts: tuple[list[dict], list[dict]] = ([], [])
+    for u in users:
+        evs = sorted(by_user[u], key=lambda e: (e["ts"], e["event_id"]))
+        parts[0].extend(evs[: len(evs) // 2])
+        parts[1].extend(evs[len(evs) // 2:])
+    events = parts[0] + parts[1]
+    by_id = {e["event_id"]: e for e in events}
+    settings = kit.settings_from(stream_env)
+    key = settings.pseudonymization_key.get_secret_value().encode()
+    rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
+    clicks = spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows],
+                                   CLICK_EVENT.spark_schema())
+    batch_rows = {r["event_id"]: r.asDict() for r in sessionize(clicks).collect()}
+
+    port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
+    for n, part in enumerate(parts):
+        worker = kit.start_worker(stream_env, tmp_path / f"worker-{n}.log")
+        try:
+            kit.wait_serving(port, worker)
+            replay(part, settings, speed=None, progress=False)
+            kit.wait_for(lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total")
+                         >= len(part), 60, what=f"part {n} scored")
+        finally:
+            assert kit.stop_worker(worker) == 0
+    changelog = kit.read_topic(settings, changelog_topic(settings), expect=len(events), timeout=10)
+
+    online: dict[str, dict] = {}
+    for _, value in changelog:
+        for event_id, features in json.loads(value)["recent"]:
+            online[event_id] = features
+    second = {e["event_id"] for e in parts[1]}
+    assert second <= set(online)
+    # The test has teeth only if many second-part events continue a first-part session.
+    first_ts = {}
+    for e in parts[0]:
+        first_ts[e["user_id"]] = max(first_ts.get(e["user_id"], e["ts"]), e["ts"])
+    continued = [eid for eid in second if batch_rows[eid]["session_event_index"] > 0
+                 and int(batch_rows[eid]["session_key"].rsplit(":", 1)[1])
+                 <= int(first_ts[by_id[eid]["user_id"]].timestamp() * 1000)]
+    assert len(continued) >= 50, len(continued)
+    mismatches = [
+        (eid, name, batch_rows[eid][name], online[eid][name])
+        for eid in sorted(second) for name in SESSION_FEATURES.names
+        if not _same(batch_rows[eid][name], online[eid][name])
+    ]
+    assert not mismatches, (len(mismatches), mismatches[:5])
