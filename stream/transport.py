@@ -1,4 +1,4 @@
-"""A Faust app with two changes to its Kafka consumer: a short fetch wait, a safe seek.
+"""A Faust app whose Kafka consumer waits briefly, seeks safely and checks end offsets.
 
 1. Faust's aiokafka driver fixes the consumer's fetch_max_wait_ms at 1500 ms. A Kafka
    broker answers a waiting fetch as soon as data arrives, so that only matters when idle;
@@ -9,20 +9,52 @@
    running when a table was recovered from its changelog, then seeks them to their
    committed offsets, then clears every stream queue. Records handed to a stream during
    the seek are dropped by that clear while the fetch position is already past them, so
-   they were skipped until the next restart (seen after every unclean restart with a
-   backlog: a worker "assigned but idle", commits stuck). `perform_seek` here stops the
+   they were skipped until the next restart (about one restart in three with a backlog:
+   a worker "assigned but idle", its commits stuck). `perform_seek` here stops the
    flow first (Faust resumes it right after the clear) and also rewinds the partitions
    that have no committed offset yet, so every cleared record is fetched again.
+3. Tansu answers ListOffsets(latest) with the base offset of a partition's last record
+   batch plus one, short of the real end when that batch holds several records. Faust
+   reads a table's changelog up to that answer when it recovers the table, so a
+   restarted worker lost the last updates of some users' sessions. End offsets are
+   confirmed here by a fetch, whose high watermark is right (on Kafka the two agree and
+   this costs one fetch per rebalance).
 
     app = ShopflowApp("id", broker="kafka://127.0.0.1:19092", fetch_max_wait_ms=25)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Mapping
 
+import aiokafka
 import faust
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+async def confirmed_end_offsets(probe: aiokafka.AIOKafkaConsumer, listed: Mapping[Any, int],
+                                timeout_s: float) -> dict[Any, int]:
+    """`listed` end offsets raised to the high watermark a fetch from each one reports.
+
+    `probe` is a new, unstarted consumer without a group; it is started and stopped here.
+    Keys are whatever `listed` uses (Faust or aiokafka topic-partitions).
+    """
+    if not listed:
+        return {}
+    keys = {TopicPartition(tp.topic, tp.partition): tp for tp in listed}
+    await probe.start()
+    try:
+        probe.assign(list(keys))
+        for tp, key in keys.items():
+            probe.seek(tp, max(0, listed[key]))
+        deadline = time.monotonic() + timeout_s
+        while any(probe.highwater(tp) is None for tp in keys) and time.monotonic() < deadline:
+            await probe.getmany(timeout_ms=100)
+        return {key: max(listed[key], probe.highwater(tp) or 0) for tp, key in keys.items()}
+    finally:
+        await probe.stop()
 
 
 def _transport_class(fetch_max_wait_ms: int) -> type:
@@ -32,6 +64,14 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
             # aiokafka passes this to its Fetcher in start(), which runs after this.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
+
+        async def _highwaters(self, partitions: Any) -> Mapping[Any, int]:
+            listed = await super()._highwaters(partitions)
+            if self.consumer.in_transaction:
+                return listed
+            probe = self._create_client_consumer(self.transport)
+            probe._fetch_max_wait_ms = fetch_max_wait_ms
+            return await confirmed_end_offsets(probe, listed, self.app.conf.broker_request_timeout)
 
     class ShopflowConsumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> ConsumerThread:
@@ -64,7 +104,7 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
 
 
 class ShopflowApp(faust.App):
-    """faust.App whose consumer takes its fetch wait from settings and seeks safely."""
+    """faust.App with the consumer described in this module's docstring."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self._transport_cls = _transport_class(fetch_max_wait_ms)
