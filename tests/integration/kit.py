@@ -124,6 +124,17 @@ def json_values(pairs: list[tuple[bytes | None, bytes]]) -> list[dict[str, Any]]
     return [json.loads(v) for _, v in pairs]
 
 
+def wait_all_scored(settings: Settings, events: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """Every scored value once each of `events` is on the scored topic (duplicates too)."""
+    wanted = {e["event_id"] for e in events}
+
+    def all_scored():
+        values = json_values(read_topic(settings, settings.kafka.scored_topic, expect=len(events), timeout=2))
+        return values if wanted <= {v["event_id"] for v in values} else None
+
+    return wait_for(all_scored, timeout, interval=1.0, what=f"all {len(wanted)} events scored")
+
+
 def register_propensity_from_task(registry_root: Path, records: list[dict[str, Any]], work: Path) -> int:
     """Build a propensity model with the task's own builder, save it and register it.
 

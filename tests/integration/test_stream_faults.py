@@ -37,19 +37,12 @@ def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
     restarted = kit.start_worker(stream_env, tmp_path / "worker-2.log")
     try:
         kit.wait_serving(port, restarted)
-        wanted = {e["event_id"] for e in events}
-
-        def all_scored():
-            values = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
-                                                    expect=len(events), timeout=2))
-            return values if wanted <= {v["event_id"] for v in values} else None
-
-        scored = kit.wait_for(all_scored, 120, interval=1.0, what="every event scored after the restart")
+        scored = kit.wait_all_scored(settings, events, 120)
         assert restarted.poll() is None
     finally:
         kit.stop_worker(restarted)
 
-    assert {v["event_id"] for v in scored} == wanted  # nothing lost, nothing invented
+    assert {v["event_id"] for v in scored} == {e["event_id"] for e in events}  # none lost or invented
     # At-least-once: events in flight at the kill are scored again, with the same features
     # (the session table remembers recent event ids) and so the same score.
     by_id = collections.defaultdict(set)
@@ -68,18 +61,11 @@ def test_first_start_on_a_backlog_scores_every_event(stream_env, taobao_events, 
     worker = kit.start_worker(stream_env, tmp_path / "worker.log")
     try:
         kit.wait_serving(port, worker)
-        wanted = {e["event_id"] for e in events}
-
-        def all_scored():
-            values = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
-                                                    expect=len(events), timeout=2))
-            return values if wanted <= {v["event_id"] for v in values} else None
-
-        scored = kit.wait_for(all_scored, 60, interval=1.0, what="every backlog event scored")
+        scored = kit.wait_all_scored(settings, events, 60)
         assert worker.poll() is None
     finally:
         kit.stop_worker(worker)
-    assert {v["event_id"] for v in scored} == wanted
+    assert {v["event_id"] for v in scored} == {e["event_id"] for e in events}
 
 
 def test_broker_restart_under_the_worker(champion, taobao_events, tmp_path):
