@@ -48,7 +48,7 @@ async def confirmed_end_offsets(probe: aiokafka.AIOKafkaConsumer, listed: Mappin
     try:
         probe.assign(list(keys))
         for tp, key in keys.items():
-            probe.seek(tp, max(0, listed[key]))
+            probe.seek(tp, listed[key])
         deadline = time.monotonic() + timeout_s
         while any(probe.highwater(tp) is None for tp in keys) and time.monotonic() < deadline:
             await probe.getmany(timeout_ms=100)

@@ -30,6 +30,13 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _pseudonymized_clicks(spark, events: list[dict], key: bytes):
+    """The events as the batch layer's silver clicks: a Spark frame, users pseudonymized."""
+    rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
+    return spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows],
+                                 CLICK_EVENT.spark_schema())
+
+
 def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion, taobao_events, tmp_path):
     from batch.featurize.sessions import sessionize
     from batch.featurize.training_sets import item_click_stats
@@ -39,9 +46,7 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     key = settings.pseudonymization_key.get_secret_value().encode()
 
     # Batch: pseudonymized clicks -> sessionize + the item snapshot, in Spark.
-    rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
-    clicks = spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows],
-                                   CLICK_EVENT.spark_schema())
+    clicks = _pseudonymized_clicks(spark, events, key)
     snapshot = tmp_path / "item_click_stats"
     write_table(item_click_stats(clicks), snapshot, mode="overwrite")
     batch_rows = {r["event_id"]: r.asDict() for r in sessionize(clicks).collect()}
@@ -108,9 +113,7 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
     by_id = {e["event_id"]: e for e in events}
     settings = kit.settings_from(stream_env)
     key = settings.pseudonymization_key.get_secret_value().encode()
-    rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
-    clicks = spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows],
-                                   CLICK_EVENT.spark_schema())
+    clicks = _pseudonymized_clicks(spark, events, key)
     batch_rows = {r["event_id"]: r.asDict() for r in sessionize(clicks).collect()}
 
     port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
