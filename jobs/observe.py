@@ -15,6 +15,8 @@ Prometheus' `rate()` treats them.
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
 import logging
 import math
 import threading
@@ -69,7 +71,8 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
-        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}  # a newer field is ignored
         data["latency_buckets"] = tuple((float(le), float(n))
                                         for le, n in data.get("latency_buckets", ()))
         data["dlq_by_step"] = {str(k): float(v) for k, v in data.get("dlq_by_step", {}).items()}
@@ -225,7 +228,8 @@ class MetricsSampler:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
                 text = response.read().decode("utf-8", errors="replace")
             sample = parse_metrics(text, at)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        # A worker going down mid-response can fail at any layer: all of it is a gap.
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             if self._was_up is not False:
                 log.info("metrics at %s not reachable (%s): recording a gap until it answers",
                          self.url, exc)

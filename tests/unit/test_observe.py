@@ -115,6 +115,7 @@ def test_sample_dict_round_trip_keeps_the_inf_bucket():
     d = s.to_dict()
     assert d["latency_buckets"][-1] == ["+Inf", 1]
     assert Sample.from_dict(d) == s
+    assert Sample.from_dict({**d, "a_field_from_a_newer_version": 1}) == s
 
 
 def test_sampler_records_gaps_until_the_worker_answers_then_scrapes_it():
