@@ -166,6 +166,20 @@ class Swap:
         f = d.get("from_version")
         return cls(to_utc(d["at"]), None if f is None else str(f), str(d["to_version"]))
 
+    @classmethod
+    def from_samples(cls, samples: list[Sample], to_version: str | None = None) -> Swap | None:
+        """The first scrape that saw the worker serve a new version (to `to_version`, if
+        given): when the worker actually swapped, which the promotion alone cannot tell."""
+        previous: str | None = None
+        for s in samples:
+            if not s.up or s.serving_version is None:
+                continue
+            if previous is not None and s.serving_version != previous and (
+                    to_version is None or s.serving_version == str(to_version)):
+                return cls(to_utc(s.at), previous, s.serving_version)
+            previous = s.serving_version
+        return None
+
 
 @dataclass(frozen=True)
 class DemoRecord:

@@ -186,3 +186,12 @@ def test_missing_parts_are_said_on_their_charts(tmp_path: Path):
 def test_a_decision_outside_the_two_is_refused():
     with pytest.raises(ValueError):
         Evaluation.from_dict({**sample_record().to_dict()["evaluation"], "decision": "maybe"})
+
+
+def test_the_swap_is_found_in_the_samples():
+    record = sample_record()
+    swap = Swap.from_samples(record.samples)
+    assert (swap.from_version, swap.to_version) == ("1", "2")
+    assert swap.at == record.swap.at
+    assert Swap.from_samples(record.samples, to_version="3") is None
+    assert Swap.from_samples([s for s in record.samples if s.serving_version == "1"]) is None
