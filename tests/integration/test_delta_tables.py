@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from shared.delta import AppTxn, read_arrow, read_table, table_version, write_arrow, write_table
-from shared.errors import TableNotFoundError
+from shared.delta import (
+    AppTxn, committed_versions, open_table, read_arrow, read_table, table_version, write_arrow, write_table,
+)
+from shared.errors import TableError, TableNotFoundError
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +50,29 @@ def test_app_transactions_make_writes_idempotent(spark, tmp_path):
     assert read_table(spark, path).count() == 10
     write_table(df, path, mode="append", txn=AppTxn("job", 2))
     assert read_table(spark, path).count() == 20 and table_version(path) == 1
+
+
+def test_several_app_transactions_commit_in_one_delta_commit(tmp_path):
+    """The fold's pattern: one commit carries one app transaction per Kafka partition."""
+    path = tmp_path / "t"
+    write_arrow(pa.table({"p": [0], "v": [0]}), path, mode="append")
+    rows = pa.table({"p": [0, 0, 1], "v": [1, 2, 3]})
+    first = write_arrow(rows, path, mode="append", txns=[AppTxn("fold:0", 41), AppTxn("fold:1", 17)])
+    assert not first.skipped and first.version == 1  # one commit after the table's first
+    assert committed_versions(path, ["fold:0", "fold:1", "fold:2"]) == {"fold:0": 41, "fold:1": 17, "fold:2": None}
+    # Both transactions live in that one commit file, next to its rows.
+    actions = [json.loads(line) for line in (path / "_delta_log" / f"{1:020d}.json").read_text().splitlines()]
+    assert sorted((a["txn"]["appId"], a["txn"]["version"]) for a in actions if "txn" in a) == [("fold:0", 41), ("fold:1", 17)]
+    assert open_table(path, version=0).transaction_version("fold:0") is None
+
+    rerun = write_arrow(rows, path, mode="append", txns=[AppTxn("fold:0", 41), AppTxn("fold:1", 17)])
+    assert rerun.skipped and table_version(path) == 1 and read_arrow(path).num_rows == 4
+    # Half done is refused: re-appending partition 0's rows would duplicate them.
+    with pytest.raises(TableError, match="fold:0@41 already committed"):
+        write_arrow(rows, path, mode="append", txns=[AppTxn("fold:0", 41), AppTxn("fold:1", 18)])
+    assert table_version(path) == 1
+    write_arrow(rows.slice(2), path, mode="append", txns=[AppTxn("fold:1", 18)])
+    assert committed_versions(path, ["fold:0", "fold:1"]) == {"fold:0": 41, "fold:1": 18}
 
 
 def test_replace_where_overwrites_one_slice(tmp_path):
