@@ -86,3 +86,45 @@ def test_replace_where_overwrites_one_slice(tmp_path):
 def test_missing_table_is_a_clear_error(spark, tmp_path):
     with pytest.raises(TableNotFoundError, match="run the job that writes it"):
         read_table(spark, tmp_path / "nothing-here")
+
+
+def test_incremental_outputs_skip_per_input_version_and_redo_only_what_was_lost(tmp_path):
+    """shared.incremental: a unit of work commits per output; a crash between two outputs
+    redoes only the missing one; new input versions redo both; force always writes."""
+    from shared.incremental import Output, PinnedInputs, run_incremental
+    from shared.run_metrics import JobRun
+
+    outputs = [Output("silver/a", tmp_path / "a", "job:a"), Output("silver/b", tmp_path / "b", "job:b")]
+    calls: list[list[str]] = []
+
+    def writer(crash_after_first: bool = False):
+        def write(txns):
+            calls.append([label for label, t in txns.items() if t])
+            results = {}
+            for out in outputs:
+                if crash_after_first and results:
+                    raise RuntimeError("killed between the two commits")
+                results[out.label] = write_arrow(pa.table({"v": [len(calls)]}), out.path, mode="overwrite",
+                                                 txns=txns[out.label])
+            return results
+        return write
+
+    def pinned(version: int) -> PinnedInputs:
+        return PinnedInputs(frames={}, versions={"bronze/x": version}, work_version=version + 1)
+
+    run = JobRun("test", tmp_path / "metrics")
+    with pytest.raises(RuntimeError):
+        run_incremental(run, pinned(0), outputs, force=False, write=writer(crash_after_first=True))
+    assert table_version(outputs[0].path) == 0 and table_version(outputs[1].path) is None
+    results = run_incremental(run, pinned(0), outputs, force=False, write=writer())
+    # a was committed for this work already: delta skips it, b is written.
+    assert results["silver/a"].skipped and not results["silver/b"].skipped
+    assert committed_versions(outputs[1].path, ["job:b"]) == {"job:b": 1}
+    assert run_incremental(run, pinned(0), outputs, force=False, write=writer()) is None
+    assert run.tables_written["silver/a"].skipped and run.tables_read == {"bronze/x": 0}
+    results = run_incremental(run, pinned(3), outputs, force=False, write=writer())
+    assert not any(r.skipped for r in results.values())
+    assert committed_versions(outputs[0].path, ["job:a"]) == {"job:a": 4}
+    results = run_incremental(run, pinned(3), outputs, force=True, write=writer())
+    assert calls[-1] == [] and not any(r.skipped for r in results.values())
+    assert table_version(outputs[0].path) == 2  # v0 crash run, v1 new input, v2 forced
