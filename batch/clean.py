@@ -29,7 +29,7 @@ from shared.incremental import Output, pin_inputs, run_incremental
 from shared.options import option, parse_options
 from shared.run_metrics import JobResult, JobRun
 from shared.settings import Settings, get_settings
-from shared.silver import QUARANTINE_TABLE, SILVER_SCHEMAS
+from shared.silver import QUARANTINE_TABLE, SILVER_QUARANTINE, SILVER_SCHEMAS
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.clean")
@@ -120,7 +120,8 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
         silver = write_table(silver_df, silver_out.path, mode="overwrite", txns=txns[silver_out.label],
                              info={"job": JOB}, arrow_max_rows=limit)
         quarantine = write_table(
-            result.quarantine.select(*QUARANTINE_COLUMNS), quarantine_out.path, mode="overwrite",
+            conform(result.quarantine.select(*QUARANTINE_COLUMNS), SILVER_QUARANTINE), quarantine_out.path,
+            mode="overwrite",
             partition_by=["source_table"], replace_where=f"source_table = '{spec.name}'",
             txns=txns[quarantine_out.label], arrow_max_rows=limit,
         )
@@ -143,7 +144,8 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
     return account
 
 
-def run(settings: Settings, options: CleanOptions = CleanOptions(), spark: SparkSession | None = None) -> CleanJobResult:
+def run(settings: Settings, options: CleanOptions = CleanOptions(),
+        spark: SparkSession | None = None) -> CleanJobResult:
     """Clean the chosen silver tables (all by default) from the latest bronze."""
     spark = spark or get_spark(settings)
     accounts: dict[str, TableAccount] = {}

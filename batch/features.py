@@ -83,7 +83,8 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         log.info("gold/%s v%d: %d rows", spec.name, result.version, result.rows)
 
 
-def run(settings: Settings, options: FeaturesOptions = FeaturesOptions(), spark: SparkSession | None = None) -> JobResult:
+def run(settings: Settings, options: FeaturesOptions = FeaturesOptions(),
+        spark: SparkSession | None = None) -> JobResult:
     """Build the chosen gold tables (all by default) from the latest silver."""
     spark = spark or get_spark(settings)
     with JobRun(JOB, settings.metrics_dir) as job:

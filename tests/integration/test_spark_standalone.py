@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,12 @@ import pytest
 
 from batch.sources import KNOWN_SOURCES
 from shared.delta import read_arrow
+from tests.integration.support.env import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -80,7 +74,7 @@ def cluster_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def standalone_master(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[str]:
     """spark://127.0.0.1:<port> with one registered worker (1 core, 1 GiB for executors)."""
-    port = _free_port()
+    port = free_port()
     url = f"spark://{LOOPBACK}:{port}"
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     daemons: list[subprocess.Popen] = []
