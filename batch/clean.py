@@ -5,34 +5,35 @@
     spark-submit batch/clean.py
 
 Each silver table is recomputed from the bronze versions it reads and committed with a
-Delta app transaction carrying those versions, so a rerun on unchanged bronze is a
-no-op and a rerun after a crash redoes only the tables that were not committed.
-Rejected rows replace their table's slice of `silver/quarantine` the same way.
+Delta app transaction carrying those versions (shared.incremental), so a rerun on
+unchanged bronze is a no-op and a rerun after a crash redoes only the tables that were
+not committed. Rejected rows replace their table's slice of `silver/quarantine` the same way.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.cleaning.clicks import clean_clicks
-from batch.cleaning.common import QUARANTINE_COLUMNS, CleanResult
+from batch.cleaning.common import QUARANTINE_COLUMNS, CleanResult, conform
 from batch.cleaning.orders import clean_orders
 from batch.cleaning.reviews import clean_reviews
-from shared.delta import AppTxn, already_committed, read_table, table_exists, table_version, write_table
-from shared.errors import TableNotFoundError
-from shared.run_metrics import JobRun
+from shared.delta import AppTxn, WriteResult, write_table
+from shared.incremental import Output, pin_inputs, run_incremental
+from shared.options import option, parse_options
+from shared.run_metrics import JobResult, JobRun
 from shared.settings import Settings, get_settings
+from shared.silver import QUARANTINE_TABLE, SILVER_QUARANTINE, SILVER_SCHEMAS
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.clean")
-QUARANTINE_TABLE = "quarantine"
+JOB = "batch.clean"
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ class SilverSpec:
     lookups: tuple[str, ...] = ()  # read to enrich, not rows of this table
 
     @property
-    def inputs(self) -> tuple[str, ...]:
-        return self.required + self.optional + self.lookups
+    def rows_inputs(self) -> tuple[str, ...]:
+        return self.required + self.optional
 
 
 SILVER_TABLES: tuple[SilverSpec, ...] = (
@@ -66,89 +67,106 @@ SILVER_TABLES: tuple[SilverSpec, ...] = (
 )
 
 
-def parse_args(argv: list[str] | None) -> tuple[list[str], bool]:
-    p = argparse.ArgumentParser(prog="shopflow clean", description=__doc__.split("\n")[0])
-    p.add_argument("--table", action="append", choices=[s.name for s in SILVER_TABLES], help="default: all")
-    p.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change (after a logic change)")
-    a = p.parse_args(argv)
-    return (a.table or [s.name for s in SILVER_TABLES]), a.force
+@dataclass(frozen=True)
+class CleanOptions:
+    tables: tuple[str, ...] = option((), help="a silver table to clean, repeatable (default: all)",
+                                     choices=tuple(s.name for s in SILVER_TABLES), flag="--table", repeat=True)
+    force: bool = option(False, help="rebuild even if the inputs did not change (after a logic change)")
 
 
-def _read_inputs(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun) -> tuple[dict[str, DataFrame | None], int] | None:
-    """The bronze inputs at their latest versions, and the app-transaction version for them."""
-    frames: dict[str, DataFrame | None] = {}
-    version_sum = 0
-    for name in spec.inputs:
-        path = settings.lake.table("bronze", name)
-        if not table_exists(path):
-            if name in spec.required:
-                raise TableNotFoundError(f"bronze/{name} does not exist: run `shopflow ingest` first")
-            frames[name] = None
-            continue
-        version = table_version(path) or 0
-        run.read(f"bronze/{name}", version)
-        frames[name] = read_table(spark, path, version)
-        # Versions only grow, so their sum does too: it orders this table's work units.
-        version_sum += version + 1
-    if all(frames.get(name) is None for name in spec.required + spec.optional):
+@dataclass(frozen=True)
+class TableAccount:
+    """Every bronze row lands in silver or in quarantine: rows_in = silver + quarantine."""
+
+    rows_in: int
+    silver: int
+    quarantine: int
+
+    @property
+    def accounted(self) -> bool:
+        return self.rows_in == self.silver + self.quarantine
+
+
+@dataclass(frozen=True)
+class CleanJobResult(JobResult):
+    tables: Mapping[str, TableAccount] = field(default_factory=dict)  # the tables rebuilt
+
+
+def _bronze(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"bronze/{n}" for n in names)
+
+
+def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun,
+                force: bool = False) -> TableAccount | None:
+    """Rebuild one silver table and its quarantine slice; None when skipped."""
+    pinned = pin_inputs(spark, settings.lake, required=_bronze(spec.required),
+                        optional=_bronze(spec.optional + spec.lookups), missing_hint="run `shopflow ingest` first")
+    if not pinned.present(_bronze(spec.rows_inputs)):
         log.info("silver/%s: no bronze input yet, skipped", spec.name)
         return None
-    return frames, version_sum
+    silver_out = Output(f"silver/{spec.name}", settings.lake.table("silver", spec.name), f"{JOB}:{spec.name}")
+    quarantine_out = Output(f"silver/{QUARANTINE_TABLE}[{spec.name}]", settings.lake.table("silver", QUARANTINE_TABLE),
+                            f"{JOB}:{spec.name}:quarantine")
+    frames = {label.partition("/")[2]: df for label, df in pinned.frames.items()}
+    accounts: list[TableAccount] = []
+
+    def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
+        key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
+        result = spec.transform(frames, key)
+        rows_in = sum(f.count() for name, f in frames.items() if f is not None and name not in spec.lookups)
+        result.tagged.persist(StorageLevel.MEMORY_AND_DISK)
+        limit = settings.spark.arrow_write_max_rows
+        silver_df = conform(result.silver, SILVER_SCHEMAS[spec.name])
+        silver = write_table(silver_df, silver_out.path, mode="overwrite", txns=txns[silver_out.label],
+                             info={"job": JOB}, arrow_max_rows=limit)
+        quarantine = write_table(
+            conform(result.quarantine.select(*QUARANTINE_COLUMNS), SILVER_QUARANTINE), quarantine_out.path,
+            mode="overwrite",
+            partition_by=["source_table"], replace_where=f"source_table = '{spec.name}'",
+            txns=txns[quarantine_out.label], arrow_max_rows=limit,
+        )
+        accounts.append(TableAccount(
+            rows_in,
+            silver_df.count() if silver.skipped else silver.rows,
+            result.quarantine.count() if quarantine.skipped else quarantine.rows,
+        ))
+        result.tagged.unpersist()
+        return {silver_out.label: silver, quarantine_out.label: quarantine}
+
+    if run_incremental(run, pinned, [silver_out, quarantine_out], force=force, write=write) is None:
+        return None
+    account = accounts[0]
+    run.count("rows_in", account.rows_in)
+    run.count("rows_out", account.silver)
+    run.count("rows_quarantined", account.quarantine)
+    log.info("silver/%s: %d in = %d silver + %d quarantined", spec.name, account.rows_in, account.silver,
+             account.quarantine)
+    return account
 
 
-def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
-    inputs = _read_inputs(spark, spec, settings, run)
-    if inputs is None:
-        return
-    frames, work_version = inputs
-    silver_path = settings.lake.table("silver", spec.name)
-    quarantine_path = settings.lake.table("silver", QUARANTINE_TABLE)
-    silver_txn = AppTxn(f"batch.clean:{spec.name}", work_version)
-    quarantine_txn = AppTxn(f"batch.clean:{spec.name}:quarantine", work_version)
-    if force:
-        silver_txn = quarantine_txn = None
-    elif already_committed(silver_path, silver_txn) and already_committed(quarantine_path, quarantine_txn):
-        log.info("silver/%s is up to date with its bronze input; nothing to do", spec.name)
-        run.wrote(f"silver/{spec.name}", table_version(silver_path) or 0, 0, skipped=True)
-        return
-
-    key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
-    result = spec.transform(frames, key)
-    rows_in = sum(f.count() for name, f in frames.items() if f is not None and name not in spec.lookups)
-    result.tagged.persist(StorageLevel.MEMORY_AND_DISK)
-    silver = write_table(result.silver, silver_path, mode="overwrite", txn=silver_txn, info={"job": "batch.clean"})
-    quarantine = write_table(
-        result.quarantine.select(*QUARANTINE_COLUMNS),
-        quarantine_path,
-        mode="overwrite",
-        partition_by=["source_table"],
-        replace_where=f"source_table = '{spec.name}'",
-        txn=quarantine_txn,
-    )
-    silver_rows = result.silver.count() if silver.skipped else silver.rows
-    quarantined = result.quarantine.count() if quarantine.skipped else quarantine.rows
-    run.wrote(f"silver/{spec.name}", silver.version, silver.rows, silver.skipped)
-    run.wrote(f"silver/{QUARANTINE_TABLE}[{spec.name}]", quarantine.version, quarantine.rows, quarantine.skipped)
-    run.count("rows_in", rows_in)
-    run.count("rows_out", silver_rows)
-    run.count("rows_quarantined", quarantined)
-    run.extra.setdefault("tables", {})[spec.name] = {
-        "rows_in": rows_in, "silver": silver_rows, "quarantine": quarantined,
-        "accounted": rows_in == silver_rows + quarantined,
-    }
-    log.info("silver/%s: %d in = %d silver + %d quarantined", spec.name, rows_in, silver_rows, quarantined)
-    result.tagged.unpersist()
+def run(settings: Settings, options: CleanOptions = CleanOptions(),
+        spark: SparkSession | None = None) -> CleanJobResult:
+    """Clean the chosen silver tables (all by default) from the latest bronze."""
+    spark = spark or get_spark(settings)
+    accounts: dict[str, TableAccount] = {}
+    with JobRun(JOB, settings.metrics_dir) as job:
+        for spec in SILVER_TABLES:
+            if not options.tables or spec.name in options.tables:
+                account = clean_table(spark, spec, settings, job, options.force)
+                if account is not None:
+                    accounts[spec.name] = account
+                    job.extra.setdefault("tables", {})[spec.name] = {
+                        "rows_in": account.rows_in, "silver": account.silver,
+                        "quarantine": account.quarantine, "accounted": account.accounted,
+                    }
+    return job.result(CleanJobResult, tables=accounts)
 
 
 def main(argv: list[str] | None = None) -> int:
+    options = parse_options(CleanOptions, argv, prog="shopflow clean", description=__doc__.split("\n")[0])
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    tables, force = parse_args(argv)
-    spark = get_spark(settings)
-    with JobRun("batch.clean") as run:
-        for spec in SILVER_TABLES:
-            if spec.name in tables:
-                clean_table(spark, spec, settings, run, force)
+    run(settings, options)
     return 0
 
 

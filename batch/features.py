@@ -11,29 +11,30 @@ Gold tables (under <lake>/gold/):
   train_sentiment, train_propensity training sets with a time-based `split` column
 
 Each table is recomputed from the silver versions it reads and committed with a Delta
-app transaction carrying them: a rerun on unchanged silver is a no-op.
+app transaction carrying them (shared.incremental): a rerun on unchanged silver is a no-op.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.featurize.orders import item_features, user_features
 from batch.featurize.sessions import sessionize
 from batch.featurize.training_sets import item_click_stats, propensity_training_set, sentiment_training_set
-from shared.delta import AppTxn, already_committed, read_table, table_exists, table_version, write_table
-from shared.errors import TableNotFoundError
-from shared.run_metrics import JobRun
+from shared.delta import AppTxn, WriteResult, write_table
+from shared.incremental import Output, pin_inputs, run_incremental
+from shared.options import option, parse_options
+from shared.run_metrics import JobResult, JobRun
 from shared.settings import Settings, get_settings
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.features")
+JOB = "batch.features"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class GoldSpec:
     name: str
     inputs: tuple[str, ...]  # silver tables, or "gold/<name>" for an earlier gold table
     build: Callable[..., DataFrame]
+
+    @property
+    def input_tables(self) -> tuple[str, ...]:
+        """Inputs as <layer>/<table>."""
+        return tuple(name if "/" in name else f"silver/{name}" for name in self.inputs)
 
 
 GOLD_TABLES: tuple[GoldSpec, ...] = (
@@ -53,53 +59,46 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
 )
 
 
-def parse_args(argv: list[str] | None) -> tuple[list[str], bool]:
-    p = argparse.ArgumentParser(prog="shopflow features", description=__doc__.split("\n")[0])
-    p.add_argument("--table", action="append", choices=[g.name for g in GOLD_TABLES], help="default: all")
-    p.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change (after a logic change)")
-    a = p.parse_args(argv)
-    return (a.table or [g.name for g in GOLD_TABLES]), a.force
-
-
-def _input_path(settings: Settings, name: str):
-    layer, _, table = name.rpartition("/")
-    return settings.lake.table(layer or "silver", table)
+@dataclass(frozen=True)
+class FeaturesOptions:
+    tables: tuple[str, ...] = option((), help="a gold table to build, repeatable (default: all)",
+                                     choices=tuple(g.name for g in GOLD_TABLES), flag="--table", repeat=True)
+    force: bool = option(False, help="rebuild even if the inputs did not change (after a logic change)")
 
 
 def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
-    frames, work_version = [], 0
-    for name in spec.inputs:
-        path = _input_path(settings, name)
-        if not table_exists(path):
-            raise TableNotFoundError(f"{name} does not exist: run `shopflow clean` (or the earlier gold table) first")
-        version = table_version(path) or 0
-        run.read(name if "/" in name else f"silver/{name}", version)
-        frames.append(read_table(spark, path, version))
-        work_version += version + 1
-    out = settings.lake.table("gold", spec.name)
-    txn = AppTxn(f"batch.features:{spec.name}", work_version)
-    if not force and already_committed(out, txn):
-        log.info("gold/%s is up to date with its inputs; nothing to do", spec.name)
-        run.wrote(f"gold/{spec.name}", table_version(out) or 0, 0, skipped=True)
-        return
-    # A forced rebuild commits without the app transaction (the log keeps the old one).
-    result = write_table(
-        spec.build(*frames), out, mode="overwrite", txn=None if force else txn, info={"job": "batch.features"}
-    )
-    run.wrote(f"gold/{spec.name}", result.version, result.rows, result.skipped)
-    run.count("rows_out", result.rows)
-    log.info("gold/%s v%d: %d rows", spec.name, result.version, result.rows)
+    pinned = pin_inputs(spark, settings.lake, required=spec.input_tables,
+                        missing_hint="run `shopflow clean` (or the earlier gold table) first")
+    out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), f"{JOB}:{spec.name}")
+
+    def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
+        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables))
+        return {out.label: write_table(frame, out.path, mode="overwrite", txns=txns[out.label], info={"job": JOB},
+                                       arrow_max_rows=settings.spark.arrow_write_max_rows)}
+
+    results = run_incremental(run, pinned, [out], force=force, write=write)
+    if results is not None:
+        result = results[out.label]
+        run.count("rows_out", result.rows)
+        log.info("gold/%s v%d: %d rows", spec.name, result.version, result.rows)
+
+
+def run(settings: Settings, options: FeaturesOptions = FeaturesOptions(),
+        spark: SparkSession | None = None) -> JobResult:
+    """Build the chosen gold tables (all by default) from the latest silver."""
+    spark = spark or get_spark(settings)
+    with JobRun(JOB, settings.metrics_dir) as job:
+        for spec in GOLD_TABLES:
+            if not options.tables or spec.name in options.tables:
+                build_table(spark, spec, settings, job, options.force)
+    return job.result()
 
 
 def main(argv: list[str] | None = None) -> int:
+    options = parse_options(FeaturesOptions, argv, prog="shopflow features", description=__doc__.split("\n")[0])
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    wanted, force = parse_args(argv)
-    spark = get_spark(settings)
-    with JobRun("batch.features") as run:
-        for spec in GOLD_TABLES:
-            if spec.name in wanted:
-                build_table(spark, spec, settings, run, force)
+    run(settings, options)
     return 0
 
 

@@ -14,14 +14,12 @@ job with an error naming it, before anything is committed for it.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
-import hashlib
 import io
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,11 +29,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch.sources import KNOWN_SOURCES, FileFormat, Source, bronze_column_name, source_by_name
+from batch.sources import KNOWN_SOURCES, Source, bronze_column_name, source_by_name
 from shared.delta import AppTxn, write_table
-from shared.errors import SourceReadError
-from shared.run_metrics import JobRun
-from shared.settings import get_settings
+from shared.errors import ConfigError, SourceReadError
+from shared.files import sha256_file
+from shared.options import build_parser, option, parse_options
+from shared.run_metrics import JobResult, JobRun
+from shared.settings import Settings, get_settings
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.ingest")
@@ -43,42 +43,34 @@ CORRUPT = "_corrupt_record"
 META_COLUMNS = ("_source", "_batch_id", "_ingested_at", "_row_number")
 
 
+PROG = "shopflow ingest"
+JOB = "batch.ingest"
+
+
 @dataclass(frozen=True)
-class IngestArgs:
-    all: bool
-    sources: tuple[str, ...]
-    path: str | None
-    table: str | None
-    format: FileFormat
-    sep: str
-    header: bool
-    multiline: bool
+class IngestOptions:
+    all: bool = option(False, help="ingest every known source")
+    sources: tuple[str, ...] = option((), help="a known source by name, repeatable", flag="--source", repeat=True,
+                                      choices=tuple(s.name for s in KNOWN_SOURCES))
+    path: Path | None = option(None, help="any CSV/JSON/Parquet file to ingest")
+    table: str | None = option(None, help="the bronze table for --path")
+    format: str = option("csv", help="the format of --path", choices=("csv", "json", "parquet"))
+    sep: str = option(",", help="the field separator of a CSV --path")
+    header: bool = option(True, help="a CSV --path starts with a header row")
+    multiline: bool = option(False, help="quoted fields of a CSV --path span lines")
+
+    def problem(self) -> str | None:
+        """Why these options name nothing sensible to ingest, or None."""
+        if not (self.all or self.sources or self.path):
+            return "say what to ingest: --all, --source NAME or --path FILE --table NAME"
+        if self.path and not self.table:
+            return "--path needs --table"
+        return None
 
 
-def parse_args(argv: list[str] | None) -> IngestArgs:
-    p = argparse.ArgumentParser(prog="shopflow ingest", description=__doc__.split("\n")[0])
-    p.add_argument("--all", action="store_true", help="ingest every known source")
-    p.add_argument("--source", action="append", default=[], help="a known source by name")
-    p.add_argument("--path", help="any CSV/JSON/Parquet file to ingest")
-    p.add_argument("--table", help="bronze table for --path")
-    p.add_argument("--format", choices=["csv", "json", "parquet"], default="csv")
-    p.add_argument("--sep", default=",")
-    p.add_argument("--no-header", dest="header", action="store_false")
-    p.add_argument("--multiline", action="store_true", help="quoted fields span lines")
-    a = p.parse_args(argv)
-    if not (a.all or a.source or a.path):
-        p.error("say what to ingest: --all, --source NAME or --path FILE --table NAME")
-    if a.path and not a.table:
-        p.error("--path needs --table")
-    return IngestArgs(a.all, tuple(a.source), a.path, a.table, a.format, a.sep, a.header, a.multiline)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class IngestResult(JobResult):
+    batches: dict[str, str] = field(default_factory=dict)  # source name -> batch id (file sha256)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -146,15 +138,17 @@ def to_bronze(df: DataFrame, source_name: str, batch_id: str, ingested_at: datet
     )
 
 
-def ingest_file(spark: SparkSession, source: Source, path: Path, run: JobRun) -> None:
+def ingest_file(spark: SparkSession, settings: Settings, source: Source, path: Path, run: JobRun) -> str:
+    """Append one file to its bronze table (once per file content); its batch id."""
     if not path.is_file():
         raise SourceReadError(f"{path}: no such file (source {source.name!r})")
-    batch_id = file_sha256(path)
-    table = get_settings().lake.table("bronze", source.bronze_table)
+    batch_id = sha256_file(path)
+    table = settings.lake.table("bronze", source.bronze_table)
     txn = AppTxn(f"batch.ingest:{batch_id}", 1)
     bronze = to_bronze(read_source(spark, source, path), source.name, batch_id, datetime.now(timezone.utc))
     try:
-        result = write_table(bronze, table, mode="append", txn=txn, info={"source": source.name})
+        result = write_table(bronze, table, mode="append", txn=txn, info={"source": source.name},
+                             arrow_max_rows=settings.spark.arrow_write_max_rows)
     except (PySparkException, Py4JJavaError) as exc:
         first_line = next((ln for ln in str(exc).strip().splitlines() if ln.strip()), "")[:300]
         raise SourceReadError(f"{path}: cannot be read as {source.format} ({first_line})") from exc
@@ -164,34 +158,46 @@ def ingest_file(spark: SparkSession, source: Source, path: Path, run: JobRun) ->
     run.count("files_skipped" if result.skipped else "files_ingested", 1)
     run.wrote(f"bronze/{source.bronze_table}", result.version, result.rows, result.skipped)
     run.extra.setdefault("batches", {})[source.name] = batch_id
+    return batch_id
 
 
-def selected_sources(args: IngestArgs) -> list[tuple[Source, Path]]:
-    data_root = get_settings().data_root
-    chosen = list(KNOWN_SOURCES) if args.all else [source_by_name(n) for n in args.sources]
-    pairs = [(s, data_root / s.relative_path) for s in chosen]
-    if args.path:
-        path = Path(args.path)
+def selected_sources(settings: Settings, options: IngestOptions) -> list[tuple[Source, Path]]:
+    chosen = list(KNOWN_SOURCES) if options.all else [source_by_name(n) for n in options.sources]
+    pairs = [(s, settings.data_root / s.relative_path) for s in chosen]
+    if options.path:
+        path = Path(options.path)
         custom = Source(
             name=path.name,
             relative_path=str(path),
-            bronze_table=args.table or path.stem,
-            format=args.format,
-            sep=args.sep,
-            header=args.header,
-            multiline=args.multiline,
+            bronze_table=options.table or path.stem,
+            format=options.format,  # type: ignore[arg-type]  # one of FileFormat (argparse choices)
+            sep=options.sep,
+            header=options.header,
+            multiline=options.multiline,
         )
         pairs.append((custom, path))
     return pairs
 
 
+def run(settings: Settings, options: IngestOptions, spark: SparkSession | None = None) -> IngestResult:
+    """Ingest the files `options` names into bronze; already-ingested files are skipped."""
+    if (problem := options.problem()) is not None:
+        raise ConfigError(f"{PROG}: {problem}")
+    spark = spark or get_spark(settings)
+    batches: dict[str, str] = {}
+    with JobRun(JOB, settings.metrics_dir) as job:
+        for source, path in selected_sources(settings, options):
+            batches[source.name] = ingest_file(spark, settings, source, path, job)
+    return job.result(IngestResult, batches=batches)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
-    spark = get_spark()
-    with JobRun("batch.ingest") as run:
-        for source, path in selected_sources(args):
-            ingest_file(spark, source, path, run)
+    options = parse_options(IngestOptions, argv, prog=PROG, description=__doc__.split("\n")[0])
+    if (problem := options.problem()) is not None:
+        build_parser(IngestOptions, prog=PROG).error(problem)  # exits 2, like any bad argument
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    run(settings, options)
     return 0
 
 

@@ -9,19 +9,40 @@ step skips work whose inputs did not change.
 
 from __future__ import annotations
 
+import logging
 import sys
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
 
 from batch import clean, features, ingest
+from shared.options import option, parse_options
+from shared.run_metrics import JobResult
+from shared.settings import Settings, get_settings
+from shared.spark import get_spark
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    force: bool = option(False, help="rebuild silver and gold even if their inputs did not change")
+
+
+def run(settings: Settings, options: PipelineOptions = PipelineOptions(),
+        spark: SparkSession | None = None) -> list[JobResult]:
+    """Every known file into bronze, then silver, then gold; each step's result in order."""
+    spark = spark or get_spark(settings)
+    return [
+        ingest.run(settings, ingest.IngestOptions(all=True), spark),
+        clean.run(settings, clean.CleanOptions(force=options.force), spark),
+        features.run(settings, features.FeaturesOptions(force=options.force), spark),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    for step in (lambda: ingest.main(["--all"]), lambda: clean.main([]), lambda: features.main([])):
-        code = step()
-        if code:
-            return code
+    options = parse_options(PipelineOptions, argv, prog="shopflow pipeline", description=__doc__.split("\n")[0])
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    run(settings, options)
     return 0
 
 

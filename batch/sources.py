@@ -14,6 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.click_sources import (
+    DIGINETICA_CATEGORIES_FILE, DIGINETICA_PURCHASES_FILE, DIGINETICA_VIEWS_FILE, TAOBAO_FILE, TAOBAO_RAW,
+)
+
 FileFormat = Literal["csv", "json", "parquet"]
 
 
@@ -64,27 +68,27 @@ KNOWN_SOURCES: tuple[Source, ...] = (
     ),
     Source(
         name="clicks_taobao",
-        relative_path="taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv",
+        relative_path=TAOBAO_FILE,
         bronze_table="clicks_taobao",
         header=False,
-        columns=("user_id", "item_id", "category_id", "behavior_type", "timestamp"),
+        columns=TAOBAO_RAW,
     ),
     Source(
         name="views_diginetica",
-        relative_path="diginetica_cikm2016/sample_train-item-views.csv",
+        relative_path=DIGINETICA_VIEWS_FILE,
         bronze_table="views_diginetica",
         sep=";",
     ),
     Source(
         name="purchases_diginetica",
-        relative_path="diginetica_cikm2016/train-purchases.csv",
+        relative_path=DIGINETICA_PURCHASES_FILE,
         bronze_table="purchases_diginetica",
         sep=";",
         rename={"sessionId": "session_id", "userId": "user_id", "itemId": "item_id"},
     ),
     Source(
         name="item_categories_diginetica",
-        relative_path="diginetica_cikm2016/product-categories.csv",
+        relative_path=DIGINETICA_CATEGORIES_FILE,
         bronze_table="item_categories_diginetica",
         sep=";",
         rename={"itemId": "item_id", "categoryId": "category_id"},

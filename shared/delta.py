@@ -8,12 +8,15 @@ Spark computes; delta-rs owns the transaction log. Rules this module enforces:
 * small frames are committed through Arrow; large ones are written as parquet by the
   executors into a hidden staging folder, moved under the table root and committed in
   one Delta transaction, so a crash leaves orphan files that no reader sees;
-* idempotent jobs tag commits with a Delta app transaction (app id + version) and ask
-  `committed_version` before doing work again (the kafka-delta-ingest pattern).
+* idempotent jobs tag commits with Delta app transactions (app id + version) and ask
+  `committed_versions` before doing work again (the kafka-delta-ingest pattern); one
+  commit may carry several (e.g. one per Kafka partition folded), all or none visible.
 
     from shared.delta import read_table, write_table, AppTxn
     df = read_table(spark, "var/lake/bronze/orders")
     write_table(df, "var/lake/silver/orders", mode="overwrite", txn=AppTxn("clean:orders", 3))
+    write_arrow(rows, "var/lake/silver/clicks", mode="append",
+                txns=[AppTxn("fold:clicks:0", 41), AppTxn("fold:clicks:1", 17)])
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 WriteMode = Literal["append", "overwrite"]
+# Frames up to this many rows commit through Arrow unless the caller says otherwise
+# (jobs pass settings.spark.arrow_write_max_rows).
+DEFAULT_ARROW_MAX_ROWS = 200_000
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -83,9 +89,42 @@ def committed_version(path: str | Path, app_id: str) -> int | None:
     return open_table(path).transaction_version(app_id)
 
 
+def committed_versions(path: str | Path, app_ids: Iterable[str]) -> dict[str, int | None]:
+    """The last app-transaction version of each of `app_ids` (None: never committed)."""
+    app_ids = list(app_ids)
+    if not table_exists(path):
+        return {app_id: None for app_id in app_ids}
+    table = open_table(path)
+    return {app_id: table.transaction_version(app_id) for app_id in app_ids}
+
+
 def already_committed(path: str | Path, txn: AppTxn) -> bool:
     done = committed_version(path, txn.app_id)
     return done is not None and done >= txn.version
+
+
+def all_committed(path: str | Path, txns: Sequence[AppTxn]) -> bool:
+    """True when every txn is committed (skip the write); False when none is.
+
+    Some but not all committed means the caller built one write from units of work
+    that were partly done: committing it would duplicate rows (and could move an app
+    id's version backwards), so it is refused.
+    """
+    if not txns:
+        return False
+    done = committed_versions(path, [t.app_id for t in txns])
+    committed = [t for t in txns if done[t.app_id] is not None and done[t.app_id] >= t.version]
+    if committed and len(committed) < len(txns):
+        names = ", ".join(f"{t.app_id}@{done[t.app_id]}" for t in committed)
+        raise TableError(f"{path}: {names} already committed; drop those units of work from this write")
+    return bool(committed)
+
+
+def _all_txns(txn: AppTxn | None, txns: Sequence[AppTxn]) -> list[AppTxn]:
+    together = ([txn] if txn else []) + list(txns)
+    if len({t.app_id for t in together}) < len(together):
+        raise ValueError("one commit carries at most one version per app id")
+    return together
 
 
 def arrow_schema(path: str | Path, version: int | None = None) -> pa.Schema:
@@ -119,10 +158,10 @@ def read_arrow(path: str | Path, version: int | None = None, columns: list[str] 
 # ------------------------------------------------------------------------------- writing
 
 
-def _commit_properties(txn: AppTxn | None, info: dict[str, str] | None) -> CommitProperties:
+def _commit_properties(txns: Sequence[AppTxn], info: dict[str, str] | None) -> CommitProperties:
     return CommitProperties(
         custom_metadata=info or None,
-        app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+        app_transactions=[Transaction(t.app_id, t.version) for t in txns] or None,
     )
 
 
@@ -135,13 +174,16 @@ def write_arrow(
     txn: AppTxn | None = None,
     info: dict[str, str] | None = None,
     replace_where: str | None = None,
+    txns: Sequence[AppTxn] = (),
 ) -> WriteResult:
-    """Commit an Arrow table in one transaction (no-op when `txn` is already committed).
+    """Commit an Arrow table in one transaction carrying `txn` and `txns` (no-op when
+    all of them are already committed; see `all_committed`).
 
     With `replace_where` (a SQL predicate, e.g. "source_table = 'orders'") an overwrite
     replaces only the rows matching it, atomically.
     """
-    if txn and already_committed(path, txn):
+    together = _all_txns(txn, txns)
+    if all_committed(path, together):
         return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
     try:
         write_deltalake(
@@ -151,7 +193,7 @@ def write_arrow(
             partition_by=partition_by,
             schema_mode="overwrite" if mode == "overwrite" and not replace_where else None,
             predicate=replace_where,
-            commit_properties=_commit_properties(txn, info),
+            commit_properties=_commit_properties(together, info),
         )
     except DeltaError as exc:
         raise TableError(f"commit to {path} failed: {exc}") from exc
@@ -166,8 +208,9 @@ def write_table(
     partition_by: list[str] | None = None,
     txn: AppTxn | None = None,
     info: dict[str, str] | None = None,
-    arrow_max_rows: int | None = None,
+    arrow_max_rows: int = DEFAULT_ARROW_MAX_ROWS,
     replace_where: str | None = None,
+    txns: Sequence[AppTxn] = (),
 ) -> WriteResult:
     """Commit a Spark DataFrame to a Delta table in one transaction.
 
@@ -175,12 +218,9 @@ def write_table(
     are written by the executors. Either way readers see all of the write or none of it.
     A `replace_where` overwrite goes through Arrow (delta-rs's predicate overwrite).
     """
-    if txn and already_committed(path, txn):
+    together = _all_txns(txn, txns)
+    if all_committed(path, together):
         return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
-    if arrow_max_rows is None:
-        from shared.settings import get_settings
-
-        arrow_max_rows = get_settings().spark.arrow_write_max_rows
     # Counting decides the path; persisting first keeps count + write one computation.
     from pyspark import StorageLevel
 
@@ -191,10 +231,10 @@ def write_table(
         rows = df.count()
         if rows <= arrow_max_rows or replace_where:
             return write_arrow(
-                _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txn=txn, info=info,
+                _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txns=together, info=info,
                 replace_where=replace_where,
             )
-        return _write_via_executors(df, Path(path), rows, mode, partition_by or [], txn, info)
+        return _write_via_executors(df, Path(path), rows, mode, partition_by or [], together, info)
     finally:
         if cached_here:
             df.unpersist()
@@ -213,7 +253,7 @@ def _write_via_executors(
     rows: int,
     mode: WriteMode,
     partition_by: list[str],
-    txn: AppTxn | None,
+    txns: Sequence[AppTxn],
     info: dict[str, str] | None,
 ) -> WriteResult:
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -227,7 +267,7 @@ def _write_via_executors(
         shutil.rmtree(staging, ignore_errors=True)
 
     schema = to_arrow_schema(df.schema, timezone="UTC")
-    props = _commit_properties(txn, info)
+    props = _commit_properties(txns, info)
     try:
         if table_exists(root):
             open_table(root).create_write_transaction(

@@ -70,8 +70,9 @@ def build_parser(options_cls: type, *, prog: str, description: str = "") -> argp
             continue
         flag = meta.get("flag") or "--" + field.name.replace("_", "-")
         if kind is bool:
+            # BooleanOptionalAction's default is None unless given: absent must mean the field's.
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction
-                                if field.default is True else "store_true", help=help_)
+                                if field.default is True else "store_true", default=field.default, help=help_)
         elif meta.get("repeat"):
             parser.add_argument(flag, dest=field.name, type=kind, action="append",
                                 choices=meta.get("choices"), help=help_)

