@@ -1,6 +1,6 @@
 """The metrics JSON every job writes: row counts, Delta versions read and written, seconds.
 
-    with JobRun("batch.clean") as run:
+    with JobRun("batch.clean", settings.metrics_dir) as run:
         run.read("silver/orders", 3)
         run.count("rows_in", 1000)
     # -> <metrics_dir>/batch.clean-<UTC timestamp>.json, and run.path points at it
@@ -16,14 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shared.settings import get_settings
-
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class JobRun:
     job: str
+    # None only while batch/ingest, clean and features still build JobRun(job) without
+    # it (issue 11 moves them to run(settings, options)); then make it required.
+    metrics_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     tables_read: dict[str, int | None] = field(default_factory=dict)
     tables_written: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -61,11 +62,15 @@ class JobRun:
         self.status = "failed" if exc_type else "succeeded"
         if exc is not None:
             self.extra["error"] = f"{exc_type.__name__}: {exc}"
-        self.path = write_metrics(self.job, self.as_dict())
+        if self.metrics_dir is None:
+            from shared.settings import get_settings
+
+            self.metrics_dir = get_settings().metrics_dir
+        self.path = write_metrics(self.metrics_dir, self.job, self.as_dict())
 
 
-def write_metrics(job: str, payload: dict[str, Any]) -> Path:
-    directory = get_settings().metrics_dir
+def write_metrics(directory: Path, job: str, payload: dict[str, Any]) -> Path:
+    """`payload` as <directory>/<job>-<UTC timestamp>.json; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"{job}-{stamp}.json"
