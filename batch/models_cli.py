@@ -10,7 +10,6 @@ retrain job: verify, flip the alias, announce to running workers.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable

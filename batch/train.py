@@ -150,6 +150,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     doc["promoted"] = promotion is not None
     if promotion is not None:
         doc["announced"] = promotion.announced
+        log.info("%s", promotion.summary())
     path = _write_metrics(settings.metrics_dir, f"train-{task.name}-v{version}.json", doc)
     doc["metrics_file"] = str(path)
     if not options.output_dir:

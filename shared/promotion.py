@@ -4,7 +4,7 @@ atomically, announce it on `models.announce` so running workers reload now.
 `shopflow train --promote`, `shopflow models promote` and the retrain job all call
 `promote`. The registry alias is the truth; the announcement only saves workers the wait
 until their next registry poll, so a broker that is down is one logged line, not a failure.
-The listening side lives with the workers (stream/announce.py).
+The listening side lives with the stream workers.
 
     result = promote(settings, "propensity", 3, reason="beats v2 on roc_auc")
     result.announced   # False when no broker answered
@@ -62,7 +62,7 @@ def promote(
         announce(settings, task=task, version=version, alias=alias, reason=reason, timeout_s=announce_timeout_s)
     except BrokerError as exc:
         error = str(exc)
-        log.warning("%s", exc)
+        log.info("not announced: %s", exc)  # the caller reports it (PromotionResult)
     return PromotionResult(task=task, alias=alias, version=int(version), previous=previous, reason=reason,
                            topic=settings.kafka.models_topic, announced=error is None, announce_error=error, manifest=manifest)
 

@@ -1,9 +1,9 @@
 """The metrics JSON every job writes: row counts, Delta versions read and written, seconds.
 
-    with JobRun("batch.clean", settings.metrics_dir) as run:
+    with JobRun("clean", settings.metrics_dir) as run:
         run.read("silver/orders", 3)
         run.count("rows_in", 1000)
-    # -> <metrics_dir>/batch.clean-<UTC timestamp>.json, and run.path points at it
+    # -> <metrics_dir>/clean-<UTC timestamp>.json, and run.path points at it
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one place a SparkSession is built.
 
 Under `spark-submit` the master and resources come from the command line and win; run
-from Python (tests, `python -m batch.<job>`), the session is local per the settings.
+from Python (tests, `python -m <job module>`), the session is local per the settings.
 
     from shared.spark import get_spark
     spark = get_spark()
