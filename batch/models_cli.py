@@ -2,42 +2,66 @@
 
 usage: shopflow models list [--task TASK]
        shopflow models show TASK [VERSION|ALIAS]      (default: champion)
-       shopflow models promote TASK VERSION [--alias champion]
+       shopflow models promote TASK VERSION [--alias champion] [--reason TEXT]
+
+A promotion goes through `shared.promotion.promote`, like `train --promote` and the
+retrain job: verify, flip the alias, announce to running workers.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from shared.errors import CorruptCheckpointError, ModelNotFoundError
+from shared.options import option, parse_options
 from shared.registry import ModelRegistry
-from shared.settings import get_settings
+from shared.settings import Settings
 
 
-def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> dict[str, Any]:
-    tags = [name for name, v in aliases.items() if v == version]
+@dataclass(frozen=True)
+class ListOptions:
+    task: str | None = option(None, help="only this task")
+
+
+@dataclass(frozen=True)
+class ShowOptions:
+    task: str = option(help="task name", positional=True)
+    ref: str = option("champion", help="version number or alias", positional=True)
+
+
+@dataclass(frozen=True)
+class PromoteOptions:
+    task: str = option(help="task name", positional=True)
+    version: int = option(help="version to promote", positional=True)
+    alias: str = option("champion", help="alias to point at it")
+    reason: str = option("promoted by hand (shopflow models promote)", help="kept in the announcement and log")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    task: str
+    version: int
+    aliases: tuple[str, ...]
+    created_at: str | None
+    primary_metric: str
+    value: float | None
+    status: str  # "ok" or "corrupt: <why>"
+
+
+def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> ModelRow:
+    tags = tuple(name for name, v in aliases.items() if v == version)
     try:
         # Verified, not just read: a corrupt version must look corrupt in the listing too.
         manifest = registry.verify(task, version)
-        primary = manifest.get("primary_metric", "")
-        status = "ok"
     except CorruptCheckpointError as exc:
-        manifest, primary, status = {}, "", f"corrupt: {exc}"
-    return {
-        "task": task,
-        "version": version,
-        "aliases": tags,
-        "created_at": manifest.get("created_at"),
-        "primary_metric": primary,
-        "value": (manifest.get("metrics") or {}).get(primary),
-        "status": status,
-    }
+        return ModelRow(task, version, tags, None, "", None, f"corrupt: {exc}")
+    return ModelRow(task, version, tags, manifest.created_at or None, manifest.primary_metric,
+                    manifest.primary_value, "ok")
 
 
-def list_models(registry: ModelRegistry, task: str | None = None) -> list[dict[str, Any]]:
+def list_models(registry: ModelRegistry, task: str | None = None) -> list[ModelRow]:
     rows = []
     for name in [task] if task else registry.tasks():
         aliases = registry.aliases(name)
@@ -54,47 +78,54 @@ def _resolve(registry: ModelRegistry, task: str, ref: str) -> int:
     return version
 
 
+def run_list(settings: Settings, options: ListOptions) -> list[ModelRow]:
+    return list_models(ModelRegistry(settings.models.registry_root), options.task)
+
+
+def _print_list(settings: Settings, options: ListOptions) -> None:
+    rows = run_list(settings, options)
+    if not rows:
+        print(f"no models in {settings.models.registry_root}")
+    for r in rows:
+        value = "" if r.value is None else f"{r.primary_metric}={r.value:.4f}"
+        print(f"{r.task:<15} v{r.version:<4} {','.join(r.aliases):<10} {value:<20} {r.created_at or ''} {r.status}")
+
+
+def _print_show(settings: Settings, options: ShowOptions) -> None:
+    registry = ModelRegistry(settings.models.registry_root)
+    manifest = registry.verify(options.task, _resolve(registry, options.task, options.ref))
+    print(manifest.to_json())
+
+
+def _print_promote(settings: Settings, options: PromoteOptions) -> None:
+    from shared.promotion import promote
+
+    result = promote(settings, options.task, options.version, reason=options.reason, alias=options.alias)
+    print(result.summary())
+
+
+SUBCOMMANDS: dict[str, tuple[type, Callable[[Settings, Any], None], str]] = {
+    "list": (ListOptions, _print_list, "every version of every task, verified"),
+    "show": (ShowOptions, _print_show, "one version's manifest, verified"),
+    "promote": (PromoteOptions, _print_promote, "verify a version, point an alias at it, announce it"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shopflow models", description="inspect the model registry")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_list = sub.add_parser("list", help="every version of every task")
-    p_list.add_argument("--task")
-    p_show = sub.add_parser("show", help="one version's manifest, verified")
-    p_show.add_argument("task")
-    p_show.add_argument("ref", nargs="?", default="champion", help="version number or alias")
-    p_promote = sub.add_parser("promote", help="verify a version and point an alias at it")
-    p_promote.add_argument("task")
-    p_promote.add_argument("version", type=int)
-    p_promote.add_argument("--alias", default="champion")
-    args = parser.parse_args(argv)
-    registry = ModelRegistry()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[1])
+        return 0
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command not in SUBCOMMANDS:
+        print(f"shopflow models: error: {'unknown subcommand ' + repr(command) if command else 'a subcommand is needed'}; choose one of "
+              f"{', '.join(SUBCOMMANDS)} (see `shopflow models --help`)", file=sys.stderr)
+        return 2
+    options_cls, action, help_ = SUBCOMMANDS[command]
+    options = parse_options(options_cls, rest, prog=f"shopflow models {command}", description=help_)
+    from shared.settings import get_settings
 
-    try:
-        if args.command == "list":
-            rows = list_models(registry, args.task)
-            if not rows:
-                print(f"no models in {registry.root}")
-            for r in rows:
-                value = "" if r["value"] is None else f"{r['primary_metric']}={r['value']:.4f}"
-                tags = ",".join(r["aliases"])
-                print(f"{r['task']:<15} v{r['version']:<4} {tags:<10} {value:<20} {r['created_at'] or ''} {r['status']}")
-        elif args.command == "show":
-            version = _resolve(registry, args.task, args.ref)
-            manifest = registry.verify(args.task, version)
-            print(json.dumps(manifest, indent=2, sort_keys=True))
-        else:
-            registry.promote(args.task, args.version, args.alias)
-            print(f"{args.task}: {args.alias} -> v{args.version}")
-            from stream.announce import announce_promotion  # running workers reload now
-
-            settings = get_settings()
-            if announce_promotion(settings, task=args.task, version=args.version, alias=args.alias):
-                print(f"announced on {settings.kafka.models_topic}: running workers reload now")
-            else:
-                print("not announced (no broker answers): running workers reload at their next registry poll")
-    except (ModelNotFoundError, CorruptCheckpointError) as exc:
-        print(f"shopflow models: {exc}", file=sys.stderr)
-        return 1
+    action(get_settings(), options)
     return 0
 
 

@@ -1,10 +1,10 @@
 """Run the batch pipeline end to end: ingest -> clean -> features.
 
-    python -m batch.pipeline            # or: shopflow pipeline
-    spark-submit batch/pipeline.py
+usage: python -m batch.pipeline [--force]        # or: shopflow pipeline
+       spark-submit batch/pipeline.py
 
 Each step is its own job with its own metrics JSON; rerunning is cheap because every
-step skips work whose inputs did not change.
+step skips work whose inputs did not change (`--force` rebuilds clean and features).
 """
 
 from __future__ import annotations

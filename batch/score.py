@@ -18,11 +18,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit batch/score.py runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from shared.options import option, parse_options
+from shared.settings import Settings
+from shared.tasks import TASKS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,31 +39,26 @@ _PREDICTORS: dict[tuple[str, str, int], Any] = {}
 
 
 @dataclass(frozen=True)
-class ScoreArgs:
+class ScoreOptions:
+    task: str = option(help="which task's model scores", choices=tuple(TASKS))
+    input: str | None = option(None, help="Delta table to score (default: the task's gold table)")
+    input_version: int | None = option(None, help="Delta version of the input (default: latest)")
+    output: str | None = option(None, help="scored Delta table (default: <lake>/scored/<task>)")
+    version: int | None = option(None, help="model version (default: the alias)")
+    alias: str = option("champion", help="registry alias used when --version is not given")
+    mode: str = option("overwrite", help="how to write the output", choices=("overwrite", "append"))
+    batch_size: int = option(64, help="records per model call")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
     task: str
-    input: str | None = None
-    input_version: int | None = None
-    output: str | None = None
-    version: int | None = None
-    alias: str = "champion"
-    mode: str = "overwrite"
-    batch_size: int = 64
-
-
-def parse_args(argv: list[str] | None) -> ScoreArgs:
-    from shared.tasks import TASKS
-
-    p = argparse.ArgumentParser(prog="shopflow score", description="bulk-score a Delta table")
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--input", help="Delta table to score (default: the task's gold table)")
-    p.add_argument("--input-version", type=int)
-    p.add_argument("--output", help="scored Delta table (default: <lake>/scored/<task>)")
-    p.add_argument("--version", type=int, help="model version (default: the alias)")
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--mode", choices=["overwrite", "append"], default="overwrite")
-    p.add_argument("--batch-size", type=int, default=64)
-    ns = p.parse_args(argv)
-    return ScoreArgs(**{f.name: getattr(ns, f.name) for f in fields(ScoreArgs)})
+    model_version: int
+    input: str
+    input_version: int
+    output: str
+    output_version: int
+    rows: int
 
 
 def _predictor(registry_root: str, task: str, version: int, batch_size: int) -> Any:
@@ -111,42 +110,46 @@ def score_frame(df: "DataFrame", registry_root: str, task: str, version: int, ba
     return df.mapInPandas(make_scorer(registry_root, task, version, batch_size), schema=schema)
 
 
-def run(args: ScoreArgs) -> dict[str, Any]:
+def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
     from shared.delta import read_table, table_version, write_table
-    from shared.errors import ModelNotFoundError
+    from shared.errors import ModelNotFoundError, TableNotFoundError
     from shared.registry import ModelRegistry
-    from shared.settings import get_settings
     from shared.spark import get_spark
     from shared.tasks import get_task
 
-    settings = get_settings()
-    task = get_task(args.task)
-    registry = ModelRegistry()
-    version = args.version if args.version is not None else registry.resolve(task.name, args.alias)
+    task = get_task(options.task)
+    registry = ModelRegistry(settings.models.registry_root)
+    version = options.version if options.version is not None else registry.resolve(task.name, options.alias)
     if version is None:
         raise ModelNotFoundError(
-            f"task {task.name!r} has no {args.alias!r}: train and promote one first (`shopflow train --promote`)"
+            f"task {task.name!r} has no {options.alias!r}: train and promote one first (`shopflow train --promote`)"
         )
     # Verify in the driver so a corrupt checkpoint fails fast, before any executor starts.
     registry.verify(task.name, version)
 
-    source = args.input or str(settings.lake.table("gold", task.training_set.table))
-    target = args.output or str(settings.lake.table("scored", task.name))
-    input_version = args.input_version if args.input_version is not None else table_version(source)
-    spark = get_spark()
+    source = options.input or str(settings.lake.table("gold", task.training_set.table))
+    target = options.output or str(settings.lake.table("scored", task.name))
+    input_version = options.input_version if options.input_version is not None else table_version(source)
+    if input_version is None:
+        raise TableNotFoundError(f"no Delta table at {source}: run `shopflow features` first or pass --input")
+    spark = get_spark(settings)
     scored = score_frame(read_table(spark, source, input_version), str(registry.root), task.name, version,
-                         args.batch_size)
+                         options.batch_size)
     result = write_table(
-        scored, target, mode=args.mode,  # type: ignore[arg-type]
+        scored, target, mode=options.mode,  # type: ignore[arg-type]
         info={"model": f"{task.model_name}:{version}", "source": f"{source}@{input_version}"},
     )
-    return {"task": task.name, "model_version": version, "input": source, "input_version": input_version,
-            "output": result.path, "output_version": result.version, "rows": result.rows}
+    return ScoreResult(task=task.name, model_version=version, input=source, input_version=input_version,
+                       output=result.path, output_version=result.version, rows=result.rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run(parse_args(argv))))
+    options = parse_options(ScoreOptions, argv, prog="shopflow score", description="bulk-score a Delta table")
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(dataclasses.asdict(run(settings, options)), default=str))
     return 0
 
 

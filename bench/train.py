@@ -43,8 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _rows(task: Any, table: str | None, split: str, n: int, seed: int) -> list[dict[str, Any]]:
     from batch.training.data import default_table_path
     from shared.delta import read_arrow
+    from shared.settings import get_settings
 
-    rows = [r for r in read_arrow(table or default_table_path(task)).to_pylist() if r["split"] == split]
+    rows = [r for r in read_arrow(table or default_table_path(get_settings(), task)).to_pylist() if r["split"] == split]
     rng = np.random.default_rng(seed)
     return [rows[i] for i in np.sort(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
 
@@ -125,7 +126,9 @@ def _predictor(task_name: str, records: list[dict]) -> tuple[Any, bool]:
     from shared.registry import ModelRegistry
     from shared.tasks import get_task
 
-    registry = ModelRegistry()
+    from shared.settings import get_settings
+
+    registry = ModelRegistry(get_settings().models.registry_root)
     if registry.resolve(task_name) is not None:
         return load_predictor(task_name, registry=registry, batch_size=128), True
     task = get_task(task_name)

@@ -12,11 +12,21 @@ class ShopflowError(Exception):
     """Root of every error shopflow raises on purpose."""
 
 
-class ConfigError(ShopflowError):
+class UserError:
+    """Mixin: the error is the user's to fix (a missing file or table, an unknown task, a
+    model not found, a broker that is down). The `shopflow` command prints its message as
+    one line and exits 2 instead of showing a traceback; anything else is a bug."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, UserError)
+
+
+class ConfigError(UserError, ShopflowError):
     """A setting is missing, malformed or unsafe for the chosen profile."""
 
 
-class SourceReadError(ShopflowError):
+class SourceReadError(UserError, ShopflowError):
     """An input file cannot be read at all (missing, unreadable, wrong format)."""
 
 
@@ -32,7 +42,7 @@ class TableError(ShopflowError):
     """A Delta table is missing, has the wrong schema, or a commit failed."""
 
 
-class TableNotFoundError(TableError):
+class TableNotFoundError(UserError, TableError):
     """The Delta table at the given path does not exist (run the upstream job first)."""
 
 
@@ -40,13 +50,22 @@ class ModelError(ShopflowError):
     """A model cannot be trained, saved, found or loaded."""
 
 
-class ModelNotFoundError(ModelError):
+class UnknownTaskError(UserError, ModelError):
+    """No task of that name (see shared.tasks.TASKS)."""
+
+
+class ModelNotFoundError(UserError, ModelError):
     """No such model version or alias in the registry."""
 
 
-class CorruptCheckpointError(ModelError):
+class CorruptCheckpointError(UserError, ModelError):
     """A checkpoint failed verification: missing files, bad checksums, half-written."""
 
 
-class BrokerError(ShopflowError):
+class BrokerError(UserError, ShopflowError):
     """The Kafka broker cannot be started, reached or administered."""
+
+
+class UsageError(UserError, ShopflowError):
+    """The command line asks for something impossible (an unknown task, options that do
+    not go together, an input file that is not there)."""

@@ -52,8 +52,14 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        # One line naming the problem and where help is, not the whole usage block.
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(options_cls: type, *, prog: str, description: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description)
     hints = typing.get_type_hints(options_cls)
     for field in dataclasses.fields(options_cls):
         meta = field.metadata

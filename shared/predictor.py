@@ -4,7 +4,8 @@ trainer's evaluation, the bulk scorer and the stream worker.
 Loading verifies every file's sha256 against the manifest first, so a truncated or
 corrupt checkpoint raises CorruptCheckpointError instead of serving garbage.
 
-    predictor = load_predictor("propensity")            # the champion
+    registry = ModelRegistry(settings.models.registry_root)
+    predictor = load_predictor("propensity", registry=registry, device=settings.models.device)  # the champion
     predictor.score([row_of_train_propensity, ...])     # -> np.ndarray (n,)
 """
 
@@ -22,12 +23,8 @@ from shared.tasks import Task, get_task
 Record = dict[str, Any]
 
 
-def resolve_device(preference: str | None = None) -> torch.device:
-    """CUDA when present (or asked for), CPU otherwise, per settings.models.device."""
-    if preference is None:
-        from shared.settings import get_settings
-
-        preference = get_settings().models.device
+def resolve_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), CPU otherwise (`preference`: settings.models.device)."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -82,12 +79,12 @@ def load_predictor(
     *,
     version: int | None = None,
     alias: str = "champion",
-    registry: ModelRegistry | None = None,
+    registry: ModelRegistry,
     device: torch.device | str | None = None,
     batch_size: int = 64,
 ) -> Predictor:
-    """The predictor of `version`, or of the version `alias` points at; verified first."""
-    registry = registry or ModelRegistry()
+    """The predictor of `version`, or of the version `alias` points at; verified first.
+    `device`: a torch device, or a preference ("auto", "cpu", "cuda"; default "auto")."""
     if version is None:
         version = registry.resolve(task, alias)
         if version is None:
@@ -98,7 +95,7 @@ def load_predictor(
     registry.verify(task, version)
     task_def = get_task(task)
     model, encoder = task_def.load(registry.path(task, version))
-    resolved = torch.device(device) if isinstance(device, str) else (device or resolve_device())
+    resolved = device if isinstance(device, torch.device) else resolve_device(device or "auto")
     return Predictor(task_def, model, encoder, version=str(version), device=resolved, batch_size=batch_size)
 
 

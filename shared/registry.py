@@ -11,9 +11,9 @@ A version folder appears by one `rename` of a fully written, fsynced, verified s
 folder, so it exists whole or not at all. A reader that races a writer sees either the
 old alias file or the new one, never a mix, because `os.replace` is atomic on POSIX.
 
-    registry = ModelRegistry()
-    version = registry.register("sentiment", Path("out/checkpoint"), {"metrics": {...}})
-    registry.promote("sentiment", version)
+    registry = ModelRegistry(settings.models.registry_root)
+    version = registry.register("sentiment", Path("out/checkpoint"), Manifest(metrics={...}))
+    registry.flip_alias("sentiment", version)   # promotion (with its announcement) is shared.promotion
     registry.resolve("sentiment")  # -> version
 """
 
@@ -27,10 +27,11 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from shared.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
 from shared.files import sha256_file
+from shared.manifest import Manifest
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
@@ -60,11 +61,7 @@ def _check_name(kind: str, value: str) -> str:
 class ModelRegistry:
     """Versioned checkpoints per task, verified on every load and promotion."""
 
-    def __init__(self, root: Path | str | None = None) -> None:
-        if root is None:
-            from shared.settings import get_settings
-
-            root = get_settings().models.registry_root
+    def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
     # ----------------------------------------------------------------------- layout
@@ -110,12 +107,15 @@ class ModelRegistry:
 
     # ---------------------------------------------------------------------- writing
 
-    def register(self, task: str, checkpoint_dir: Path | str, manifest: dict[str, Any]) -> int:
+    def register(self, task: str, checkpoint_dir: Path | str, manifest: Manifest | Mapping[str, Any]) -> int:
         """Copy a checkpoint in as the next version; returns the version number.
 
         The manifest gets task, version, created_at and the sha256 of every file added
         here; the caller supplies the rest (base model, metrics, baselines, data versions).
+        A plain mapping is read as a manifest (unknown keys kept).
         """
+        if not isinstance(manifest, Manifest):
+            manifest = Manifest.from_dict(manifest)
         source = Path(checkpoint_dir)
         if not source.is_dir():
             raise ModelError(f"checkpoint folder {source} does not exist")
@@ -144,14 +144,11 @@ class ModelRegistry:
             # number was taken, and we retry with the next one.
             for _ in range(100):
                 version = (max(self.versions(task)) + 1) if self.versions(task) else 1
-                full = {
-                    **manifest,
-                    "task": task,
-                    "version": version,
-                    "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "files": checksums,
-                }
-                _write_json_durably(staging / MANIFEST, full)
+                full = manifest.with_fields(
+                    task=task, version=version, files=checksums,
+                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                )
+                _write_text_durably(staging / MANIFEST, full.to_json())
                 self._verify_folder(task, version, staging)
                 _fsync_path(staging)
                 try:
@@ -167,18 +164,17 @@ class ModelRegistry:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def promote(self, task: str, version: int, alias: str = "champion") -> None:
-        """Point `alias` at `version` after verifying it; atomic for concurrent readers."""
-        self.verify(task, version)
+    def flip_alias(self, task: str, version: int, alias: str = "champion") -> Manifest:
+        """Point `alias` at `version` after verifying it; atomic for concurrent readers.
+
+        Only the registry half of a promotion: callers go through
+        `shared.promotion.promote`, which also tells running workers."""
+        manifest = self.verify(task, version)
         alias_file = self._alias_file(task, alias)
         alias_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_durably(
-            alias_file,
-            {
-                "version": int(version),
-                "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
+        payload = {"version": int(version), "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_text_durably(alias_file, json.dumps(payload, indent=2, sort_keys=True))
+        return manifest
 
     # ---------------------------------------------------------------------- reading
 
@@ -193,10 +189,11 @@ class ModelRegistry:
             raise ModelError(f"alias file {alias_file} is unreadable: {exc}; promote a version again") from exc
         return int(data["version"])
 
-    def manifest(self, task: str, version: int) -> dict[str, Any]:
+    def manifest(self, task: str, version: int) -> Manifest:
+        """The manifest as written (not verified: use `verify` before serving)."""
         file = self.path(task, version) / MANIFEST
         try:
-            return json.loads(file.read_text())
+            return Manifest.from_json(file.read_text())
         except FileNotFoundError as exc:
             raise CorruptCheckpointError(
                 f"{task} v{version}: manifest.json is missing from {file.parent}; the version "
@@ -205,14 +202,14 @@ class ModelRegistry:
         except ValueError as exc:
             raise CorruptCheckpointError(f"{task} v{version}: manifest.json is not valid JSON ({exc})") from exc
 
-    def verify(self, task: str, version: int) -> dict[str, Any]:
+    def verify(self, task: str, version: int) -> Manifest:
         """Check every file against the manifest; returns the manifest or raises."""
         return self._verify_folder(task, version, self.path(task, version))
 
-    def _verify_folder(self, task: str, version: int, folder: Path) -> dict[str, Any]:
+    def _verify_folder(self, task: str, version: int, folder: Path) -> Manifest:
         where = f"{task} v{version} ({folder})"
         try:
-            manifest = json.loads((folder / MANIFEST).read_text())
+            manifest = Manifest.from_json((folder / MANIFEST).read_text())
         except FileNotFoundError as exc:
             raise CorruptCheckpointError(
                 f"{where}: manifest.json is missing; the version is half-written: delete it "
@@ -220,7 +217,7 @@ class ModelRegistry:
             ) from exc
         except ValueError as exc:
             raise CorruptCheckpointError(f"{where}: manifest.json is not valid JSON ({exc})") from exc
-        expected: dict[str, str] = manifest.get("files") or {}
+        expected: dict[str, str] = manifest.files
         if not expected:
             raise CorruptCheckpointError(f"{where}: manifest lists no files")
         present = {k: v for k, v in _files_of(folder).items() if k != MANIFEST}
@@ -244,11 +241,11 @@ class ModelRegistry:
         return manifest
 
 
-def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON next to `path`, fsync it, then atomically replace `path`."""
+def _write_text_durably(path: Path, text: str) -> None:
+    """Write `text` next to `path`, fsync it, then atomically replace `path`."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with tmp.open("w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

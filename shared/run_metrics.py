@@ -106,6 +106,7 @@ class JobRun:
 
 
 def write_metrics(directory: Path, job: str, payload: dict[str, Any]) -> Path:
+    """`payload` as <directory>/<job>-<UTC timestamp>.json; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"{job}-{stamp}.json"

@@ -1,7 +1,7 @@
 """The one place a SparkSession is built.
 
 Under `spark-submit` the master and resources come from the command line and win; run
-from Python (tests, `python -m batch.<job>`), the session is local per the settings.
+from Python (tests, `python -m <job module>`), the session is local per the settings.
 
     from shared.spark import get_spark
     spark = get_spark()
@@ -9,18 +9,31 @@ from Python (tests, `python -m batch.<job>`), the session is local per the setti
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
+
+# Spark's own log4j2 configuration with the root level taken from a system property, so
+# the JVM is quiet from its first line (setLogLevel only acts once the session exists).
+_LOG4J2 = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """Return the active SparkSession, creating it with shopflow's defaults."""
-    settings = settings or get_settings()
+    if settings is None:
+        # Only until batch/ingest passes its settings (issue 11); callers should pass them.
+        from shared.settings import get_settings
+
+        settings = get_settings()
+    level = settings.spark.log_level
+    # py4j logs every gateway command at INFO/DEBUG; its noise follows Spark's level.
+    logging.getLogger("py4j").setLevel(logging.DEBUG if level in ("DEBUG", "TRACE", "ALL") else logging.WARNING)
+    java_options = f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{_LOG4J2} -Dshopflow.spark.log_level={level}"
     # Executors must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -36,7 +49,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         # Delta readers expect microsecond timestamps, not Spark's legacy INT96.
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -48,7 +61,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
             "spark.driver.memory", settings.spark.driver_memory
         )
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel(level)
     return spark
 
 

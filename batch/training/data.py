@@ -1,6 +1,6 @@
 """Reading a task's gold training set at a pinned Delta version, and slicing it.
 
-    data = load_training_data(task, table_path, max_train_samples=200, seed=13)
+    data = load_training_data(task, default_table_path(settings, task), max_train_samples=200, seed=13)
     data.train, data.test, data.delta_version
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from shared.delta import read_arrow, table_version
 from shared.errors import TableError, TableNotFoundError
+from shared.settings import Settings
 from shared.tasks import Task
 
 Record = dict[str, Any]
@@ -29,10 +30,8 @@ class TrainingData:
     test_rows_available: int
 
 
-def default_table_path(task: Task) -> Path:
-    from shared.settings import get_settings
-
-    return get_settings().lake.table("gold", task.training_set.table)
+def default_table_path(settings: Settings, task: Task) -> Path:
+    return settings.lake.table("gold", task.training_set.table)
 
 
 def _subsample(rows: list[Record], limit: int | None, rng: np.random.Generator) -> list[Record]:
@@ -44,7 +43,7 @@ def _subsample(rows: list[Record], limit: int | None, rng: np.random.Generator) 
 
 def load_training_data(
     task: Task,
-    table_path: str | Path | None = None,
+    table_path: str | Path,
     *,
     delta_version: int | None = None,
     max_train_samples: int | None = None,
@@ -57,7 +56,7 @@ def load_training_data(
     The version read is pinned first and recorded, so a run can be reproduced later
     with Delta time travel (`--table-version`).
     """
-    path = Path(table_path) if table_path else default_table_path(task)
+    path = Path(table_path)
     version = table_version(path) if delta_version is None else delta_version
     if version is None:
         raise TableNotFoundError(

@@ -1,7 +1,11 @@
 """Evaluation in the training run: the new model, the task's baselines and the current
 champion, all on the same held-out rows, so a promotion compares like with like.
 
+Besides the metrics, the report keeps every row's key, group, label and both models'
+probabilities, so a caller can run a paired test (e.g. a bootstrap over users).
+
     report = evaluate_all(task, candidate, data.train, data.test, registry, seed=13)
+    report.examples.labels, report.examples.candidate, report.examples.champion
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
 
 from shared.errors import ModelError, ShopflowError
 from shared.predictor import Predictor, load_predictor
@@ -20,10 +26,22 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Examples:
+    """Per-row evaluation data, aligned by index: what a paired comparison needs."""
+
+    keys: list[Any]  # task.row_key of each row (its index when the task names none)
+    groups: list[Any]  # task.group_key of each row (= keys when the task names none)
+    labels: np.ndarray  # (n,)
+    candidate: np.ndarray  # (n, num_labels) probabilities of the model being evaluated
+    champion: np.ndarray | None = None  # the same for the champion, if one was loaded
+
+
 @dataclass
 class EvaluationReport:
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
+    examples: Examples
     champion_version: int | None = None
     champion_metrics: dict[str, float] | None = None
     champion_error: str | None = None
@@ -47,8 +65,8 @@ class EvaluationReport:
         }
 
 
-def evaluate_predictor(task: Task, predictor: Predictor, records: Sequence[Record]) -> dict[str, float]:
-    return task.metrics(task.labels(records), predictor.predict_proba(records))
+def _column(records: Sequence[Record], name: str) -> list[Any]:
+    return [r.get(name) for r in records] if name else list(range(len(records)))
 
 
 def evaluate_baselines(
@@ -66,24 +84,34 @@ def evaluate_all(
     registry: ModelRegistry,
     *,
     seed: int,
+    champion_version: int | None = None,
 ) -> EvaluationReport:
+    """Candidate, baselines and champion (`champion_version`, default: the alias) on `test`."""
     timings = {}
+    labels = task.labels(test)
     started = time.perf_counter()
-    metrics = evaluate_predictor(task, candidate, test)
+    candidate_proba = candidate.predict_proba(test)
+    metrics = task.metrics(labels, candidate_proba)
     timings["model"] = time.perf_counter() - started
 
     started = time.perf_counter()
     baselines = evaluate_baselines(task, train, test, seed)
     timings["baselines"] = time.perf_counter() - started
 
-    report = EvaluationReport(metrics=metrics, baselines=baselines, seconds=timings)
-    champion = registry.resolve(task.name)
+    keys = _column(test, task.row_key)
+    examples = Examples(keys=keys, groups=_column(test, task.group_key) if task.group_key else keys,
+                        labels=labels, candidate=candidate_proba)
+    report = EvaluationReport(metrics=metrics, baselines=baselines, examples=examples, seconds=timings)
+    champion = champion_version if champion_version is not None else registry.resolve(task.name)
     if champion is not None:
         report.champion_version = champion
         started = time.perf_counter()
         try:
             incumbent = load_predictor(task.name, version=champion, registry=registry, device=candidate.device)
-            report.champion_metrics = evaluate_predictor(task, incumbent, test)
+            champion_proba = incumbent.predict_proba(test)
+            report.champion_metrics = task.metrics(labels, champion_proba)
+            report.examples = Examples(keys=examples.keys, groups=examples.groups, labels=labels,
+                                       candidate=candidate_proba, champion=champion_proba)
         except (ShopflowError, ModelError) as exc:
             # A champion that cannot be loaded cannot be served either; the verified
             # candidate may replace it, and the reason is kept in the metrics JSON.

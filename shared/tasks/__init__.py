@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 
-from shared.errors import ModelError
-from shared.tasks.base import Task, classification_metrics, is_better
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import UnknownTaskError
+
+if TYPE_CHECKING:
+    from shared.tasks.base import Task, classification_metrics, is_better
 
 # name -> "module:attribute"; a task's module (and its model code) loads on first use.
 TASKS: dict[str, str] = {
@@ -19,11 +23,21 @@ TASKS: dict[str, str] = {
 }
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> "Task":
     if name not in TASKS:
-        raise ModelError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+        raise UnknownTaskError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     module, attribute = TASKS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def __getattr__(name: str) -> Any:
+    # The task base (torch, sklearn) loads on first use, so naming the tasks (`TASKS`,
+    # e.g. for a command's --help) stays cheap.
+    if name in ("Task", "classification_metrics", "is_better"):
+        from shared.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'shared.tasks' has no attribute {name!r}")
 
 
 __all__ = ["TASKS", "Task", "get_task", "classification_metrics", "is_better"]

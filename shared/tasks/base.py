@@ -45,6 +45,16 @@ class Task(ABC):
     description: str = ""
     # Inverse-frequency class weights in the loss: for skewed labels scored by macro-F1.
     class_weighted_loss: bool = False
+    # Training defaults (the trainer's options override them).
+    default_lr: float = 5e-5
+    # Learning rate for LoRA adapters; None: the task does not support LoRA.
+    lora_lr: float | None = 5e-4
+    default_epochs: int = 1
+    default_batch_size: int = 16
+    # Column naming a row of the training set, and the one grouping rows that are not
+    # independent (one shopper's events), for paired per-row comparisons; "" = none.
+    row_key: str = ""
+    group_key: str = ""
 
     @property
     def num_labels(self) -> int:
@@ -54,6 +64,10 @@ class Task(ABC):
     def score_index(self) -> int:
         # Binary tasks score P(label 1); multi-class ones the last label, e.g. P(positive).
         return self.num_labels - 1
+
+    @property
+    def supports_lora(self) -> bool:
+        return self.lora_lr is not None
 
     @property
     def model_name(self) -> str:
@@ -77,8 +91,9 @@ class Task(ABC):
         model.save_pretrained(folder, safe_serialization=True)
         encoder.save(folder)
 
-    def default_base_model(self) -> str:
-        """What `--base-model` defaults to ("" means: build the model from scratch)."""
+    def default_base_model(self, configured: str = "") -> str:
+        """What `--base-model` defaults to, given settings.models.base_model ("" means:
+        build the model from scratch)."""
         return ""
 
     def base_model_name(self, base_model: str) -> str:

@@ -167,4 +167,8 @@ PROPENSITY = PropensityTask(
     label_names=("no_cart", "cart_or_purchase"),
     primary_metric="roc_auc",
     description="session context + candidate item -> P(add_to_cart or purchase)",
+    default_lr=2e-3,  # a small network trained from scratch
+    lora_lr=None,  # small enough to train fully
+    row_key="event_id",
+    group_key="user_id",
 )

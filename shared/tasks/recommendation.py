@@ -17,4 +17,5 @@ RECOMMENDATION = TextClassificationTask(
     primary_metric="macro_f1",
     description="review text -> Recommended IND",
     class_weighted_loss=True,
+    row_key="review_id",
 )

@@ -13,4 +13,5 @@ SENTIMENT = TextClassificationTask(
     primary_metric="macro_f1",
     description="review text -> negative / neutral / positive",
     class_weighted_loss=True,
+    row_key="review_id",
 )

