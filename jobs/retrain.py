@@ -20,14 +20,18 @@ usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 10
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
 from shared.errors import ModelNotFoundError, TableError
 from shared.options import option, parse_options
+from shared.run_metrics import write_metrics
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("jobs.retrain")
@@ -90,14 +94,23 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
     }
 
 
+def trained_until(records: list[dict[str, Any]]) -> str | None:
+    """The latest event time among training rows (what a later slice must start after)."""
+    times = [r["ts"] for r in records if r.get("ts") is not None]
+    return max(times).isoformat() if times else None
+
+
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
-    from batch import train
+    from batch.training.data import default_table_path, load_training_data
+    from batch.training.loop import LoopConfig
+    from batch.training.stages import FitSpec, default_lr, evaluate_model, fit_model, register_model
     from jobs.fold import committed_offsets
     from shared.registry import ModelRegistry
     from shared.tasks import get_task
 
     loop = settings.loop
     task = get_task(options.task or loop.task)
+    seed = options.seed if options.seed is not None else loop.seed
     margin = loop.promotion_margin if options.margin is None else options.margin
     registry = ModelRegistry(settings.models.registry_root)
     champion = registry.resolve(task.name)
@@ -105,52 +118,68 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         raise ModelNotFoundError(f"task {task.name!r} has no champion to retrain from: "
                                  f"run `shopflow train --task {task.name} --promote` first")
 
-    fit_options = train.TrainOptions(
-        task=task.name, init_from_champion=True, promote=False, progress=False,
-        epochs=options.epochs or loop.epochs, seed=options.seed or loop.seed,
-        max_train_samples=options.max_train_samples,
-    )
-    data = train.load_data(settings, fit_options, task)
+    data = load_training_data(task, default_table_path(settings, task), seed=seed,
+                              max_train_samples=options.max_train_samples)
     if not data.test:
         raise TableError(f"gold/{task.training_set.table}@v{data.delta_version} has no test rows to evaluate on")
-    fitted = train.fit(settings, fit_options, task, data)
-    report = train.evaluate(settings, fit_options, task, data, fitted, champion_version=champion)
-    examples = report.examples
-    if examples.champion is None:
-        raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
-    comparison = paired_bootstrap(
-        examples.labels, examples.champion[:, task.score_index], examples.candidate[:, task.score_index],
-        examples.groups, metric=task.primary_metric, resamples=options.resamples or loop.bootstrap_resamples,
-        confidence=loop.confidence, seed=options.seed or loop.seed,
-    )
-    decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
-    evaluated_slice = slice_of(data.test, examples.groups)
-    offsets = committed_offsets(settings)
-    evaluation = {
-        "compared_with": {"task": task.name, "version": champion},
-        "comparison": comparison.to_dict(),
-        "decision": {"promote": decision.promote, "reason": decision.reason, "margin": margin},
-        "slice": evaluated_slice,
-        "fold_offsets": offsets,
-        "evaluated_at": datetime.now(timezone.utc).isoformat(),
-    }
-    registered = train.register(settings, fit_options, task, data, fitted, report, extra={"evaluation": evaluation})
-    log.info("%s v%d vs champion v%d: %s", task.name, registered.version, champion, decision.reason)
+    evaluated = slice_of(data.test, [None] * len(data.test))
+    champion_until = registry.manifest(task.name, champion).extra.get("trained_until")
+    if champion_until and evaluated["from"] and evaluated["from"] <= champion_until:
+        raise TableError(f"the test slice starts at {evaluated['from']}, before champion v{champion} "
+                         f"stopped training ({champion_until}): no unseen slice to compare on yet")
+
+    work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
+    try:
+        spec = FitSpec(
+            loop=LoopConfig(epochs=options.epochs or loop.epochs, batch_size=task.default_batch_size,
+                            lr=default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
+            init_from_champion=True,
+        )
+        fitted = fit_model(settings, task, data, spec)
+        report = evaluate_model(settings, fitted, data, seed=seed, champion_version=champion)
+        examples = report.examples
+        if examples.champion is None:
+            raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
+        comparison = paired_bootstrap(
+            examples.labels, examples.champion[:, task.score_index], examples.candidate[:, task.score_index],
+            examples.groups, metric=task.primary_metric,
+            resamples=options.resamples or loop.bootstrap_resamples, confidence=loop.confidence, seed=seed,
+        )
+        decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
+        evaluated = slice_of(data.test, examples.groups)
+        offsets = committed_offsets(settings)
+        evaluation = {
+            "compared_with": {"task": task.name, "version": champion},
+            "comparison": comparison.to_dict(),
+            "decision": {"promote": decision.promote, "reason": decision.reason, "margin": margin},
+            "slice": evaluated,
+            "fold_offsets": offsets,
+            "evaluated_at": datetime.now(timezone.utc).isoformat(),
+        }
+        training = {"steps": fitted.result.steps, "examples": fitted.result.examples,
+                    "seconds": round(fitted.result.seconds, 3), "lr": fitted.lr, "seed": seed}
+        version, _ = register_model(settings, fitted, report, data, work_dir, training=training,
+                                    extra={"evaluation": evaluation, "trained_until": trained_until(data.train)})
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)
 
     announced = None
     promoted = False
     if decision.promote and options.promote:
         from shared.promotion import promote
 
-        result = promote(settings, task.name, registered.version, reason=decision.reason)
+        result = promote(settings, task.name, version, reason=decision.reason)
         promoted, announced = True, result.announced
-    return RetrainResult(
-        task=task.name, champion_version=champion, challenger_version=registered.version,
-        comparison=comparison, decision=decision, margin=margin, promoted=promoted,
-        slice=evaluated_slice, data={"table": f"gold/{task.training_set.table}", "path": str(data.table_path),
-                                     "delta_version": data.delta_version},
+    outcome = RetrainResult(
+        task=task.name, champion_version=champion, challenger_version=version,
+        comparison=comparison, decision=decision, margin=margin, promoted=promoted, slice=evaluated,
+        data={"table": f"gold/{task.training_set.table}", "path": str(data.table_path),
+              "delta_version": data.delta_version},
         fold_offsets=offsets, announced=announced,
     )
+    outcome.metrics_file = str(write_metrics(settings.metrics_dir, "jobs.retrain", outcome.to_dict()))
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
