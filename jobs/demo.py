@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from shared.errors import ConfigError
 from shared.options import option, parse_options
-from shared.settings import REPO_ROOT, Settings, get_settings
+from shared.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger("jobs.demo")
 

@@ -39,7 +39,7 @@ def _lineage(step: str, result: Any) -> dict[str, Any]:
 
 
 def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], source_root: Path) -> Path:
-    from jobs.demo_record import DemoRecord
+    from jobs.demo_record import DemoRecord, Swap
     from jobs.observe import MetricsSampler
     from jobs.report import write_report
     from stream.replay import read_source
@@ -107,12 +107,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
     if options.sentiment_seconds > 0:
         progress.run("fine-tune sentiment (time-boxed) and bulk-score reviews", sentiment)
 
-    sampler = None
-    swap: dict[str, Any] | None = None
     folds: list[Any] = []
+    promoted_to: list[str] = []
+    # The sampler starts first: its early gaps are the worker starting, not missing data.
+    sampler = MetricsSampler(settings.stream.metrics_host, settings.stream.metrics_port, interval=1.0).start()
     with StreamStack(settings, env, work / "logs") as stack:
-        sampler = MetricsSampler(settings.stream.metrics_host, settings.stream.metrics_port, interval=1.0).start()
-        first_version = stack.serving_version()
 
         # 5. replay the stream after the cutoff at full speed
         def replay_a() -> dict[str, Any]:
@@ -140,15 +139,12 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
         # 7. the last minutes: the worker serves the new champion without a restart
         def replay_b() -> dict[str, Any]:
-            nonlocal swap
             if loop_counts.get("promoted"):
                 target = str(loop_counts["challenger"])
-                stack.wait(lambda s: stack.serving_version() == target, 60, f"the worker to serve v{target}")
-                swap = {"at": datetime.now(timezone.utc).isoformat(), "from_version": first_version,
-                        "to_version": target}
-            already = sum(1 for _ in phase_a)
+                promoted_to.append(target)
+                stack.wait(lambda s: s.serving_version == target, 60, f"the worker to serve v{target}")
             sent = stack.replay(phase_b, progress=options.progress)
-            stack.wait_consumed(already + sent, timeout=600)
+            stack.wait_consumed(len(phase_a) + sent, timeout=600)
             return {"replayed": sent, "serving_version": stack.serving_version()}
 
         progress.run("stream: the last minutes, served by the current champion", replay_b)
@@ -163,7 +159,8 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             return {"folded": res.rows_folded, "dead_lettered": res.dlq_rows}
 
         progress.run("fold the last minutes", fold_again)
-        samples = sampler.stop()
+    samples = sampler.stop()
+    swap = Swap.from_samples(samples, to_version=promoted_to[0]) if promoted_to else None
 
     # 9. everything stopped (the with-block above); 10. the report
     def report() -> dict[str, Any]:
@@ -176,7 +173,8 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             "evaluation": _evaluation(summary),
             "accounting": _accounting(folds, len(phase_a) + len(phase_b)),
             "lineage": lineage,
-            "swap": swap,
+            "swap": None if swap is None else {"at": swap.at, "from_version": swap.from_version,
+                                               "to_version": swap.to_version},
             "summary": summary,
         })
         (work / "report").mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from jobs.observe import Sample, scrape_once
 from shared.errors import ShopflowError
 from shared.settings import REPO_ROOT, Settings
 
@@ -31,28 +29,6 @@ log = logging.getLogger("jobs.demo")
 
 class WorkerError(ShopflowError):
     """The demo's worker exited or did not get ready."""
-
-
-def scrape(port: int, host: str = "127.0.0.1") -> dict[str, list[tuple[dict[str, str], float]]]:
-    """The worker's /metrics page as {sample name: [(labels, value)]}."""
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    return samples
-
-
-def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
-    return sum(value for _, value in samples.get(name, []))
-
-
-def serving_version_of(samples: dict[str, list[tuple[dict[str, str], float]]]) -> str | None:
-    for labels, value in samples.get("shopflow_stream_serving_model", []):
-        if value >= 1:
-            return labels.get("version")
-    return None
 
 
 class StreamStack:
@@ -87,7 +63,7 @@ class StreamStack:
         self.worker = subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
                                        env=full, stdout=log_fh, stderr=subprocess.STDOUT)
         log_fh.close()
-        self.wait(lambda s: serving_version_of(s) is not None, timeout, "the worker to serve a model")
+        self.wait(lambda s: s.serving_version is not None, timeout, "the worker to serve a model")
 
     def stop_worker(self, timeout: float = 20.0) -> int | None:
         proc, self.worker = self.worker, None
@@ -102,34 +78,31 @@ class StreamStack:
                 proc.wait(5)
         return proc.returncode
 
-    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+    def metrics(self) -> Sample:
+        """One scrape of the worker's metrics (`up` False while it does not answer)."""
         if self.worker is not None and self.worker.poll() is not None:
             raise WorkerError(f"the worker exited with status {self.worker.returncode}; "
                               f"see {self.log_dir / 'worker.log'}")
-        return scrape(self.port, self.settings.stream.metrics_host)
+        return scrape_once(self.settings.stream.metrics_host, self.port)
 
-    def wait(self, check: Callable[[dict], bool], timeout: float, what: str) -> dict:
+    def wait(self, check: Callable[[Sample], bool], timeout: float, what: str) -> Sample:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                samples = self.metrics()
-            except OSError:
-                samples = None  # not listening yet
-            if samples is not None and check(samples):
-                return samples
+            sample = self.metrics()
+            if sample.up and check(sample):
+                return sample
             time.sleep(0.5)
         raise WorkerError(f"timed out after {timeout:.0f} s waiting for {what}; "
                           f"see {self.log_dir / 'worker.log'}")
 
     def serving_version(self) -> str | None:
-        return serving_version_of(self.metrics())
+        return self.metrics().serving_version
 
-    def wait_consumed(self, expected_in: int, timeout: float) -> dict:
+    def wait_consumed(self, expected_in: int, timeout: float) -> Sample:
         """Until the worker has read `expected_in` events and every one is scored or dead-lettered."""
 
-        def done(s: dict) -> bool:
-            handled = total(s, "shopflow_stream_scored_total") + total(s, "shopflow_stream_dlq_total")
-            return total(s, "shopflow_stream_events_in_total") >= expected_in and handled >= expected_in
+        def done(s: Sample) -> bool:
+            return s.events_in >= expected_in and s.scored + s.dlq >= expected_in
 
         return self.wait(done, timeout, f"{expected_in} events to be scored or dead-lettered")
 
