@@ -207,6 +207,11 @@ def totals(samples: list[Sample]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- sampler
 
 
+def scrape_once(host: str, port: int, timeout: float = 2.0) -> Sample:
+    """One scrape of a worker's metrics now; a worker that does not answer is a gap sample."""
+    return MetricsSampler(host, port, timeout=timeout).scrape()
+
+
 class MetricsSampler:
     """Scrapes http://host:port/metrics every `interval` seconds in a daemon thread."""
 

@@ -96,6 +96,23 @@ class ModelSettings(_Group):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class LoopSettings(_Group):
+    """The periodic loop: fold -> features -> retrain -> evaluate -> promote."""
+
+    task: str = "propensity"
+    interval: str = "15m"
+    # Promote only when the lower bound of the paired-bootstrap interval of
+    # (challenger - champion) on the primary metric is above this margin.
+    promotion_margin: float = 0.0
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    # An evaluation slice smaller than this decides nothing (not promoted).
+    min_eval_rows: int = 200
+    # Fine-tuning the challenger from the champion.
+    epochs: int = 1
+    seed: int = 13
+
+
 class Settings(BaseSettings):
     """All of shopflow's settings. Build with `get_settings()`."""
 
@@ -117,6 +134,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
 
     @model_validator(mode="after")
     def _cluster_needs_real_key(self) -> "Settings":

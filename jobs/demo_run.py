@@ -1,0 +1,226 @@
+"""The demo's stages, in order (see jobs/demo.py for the story and the command line).
+
+    report_path = run_demo(settings, options, env, source_root)
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from jobs.demo import DemoOptions, Progress, history_data, parse_utc
+from jobs.demo_stream import StreamStack
+from shared.settings import Settings
+
+log = logging.getLogger("jobs.demo")
+
+STAGES = 10
+
+
+def split_stream(events: list[dict[str, Any]], cutoff: datetime, swap_minutes: float) -> tuple[list, list]:
+    """The events after the cutoff: (before the swap phase, the last `swap_minutes`)."""
+    stream = [e for e in events if e["ts"] >= cutoff]
+    if not stream:
+        return [], []
+    swap_from = stream[-1]["ts"] - timedelta(minutes=swap_minutes)
+    return [e for e in stream if e["ts"] < swap_from], [e for e in stream if e["ts"] >= swap_from]
+
+
+def _lineage(step: str, result: Any) -> dict[str, Any]:
+    """A job result's tables read/written (and offsets) as a report lineage row."""
+    doc = result.to_dict() if hasattr(result, "to_dict") else dict(result or {})
+    reads = [{"table": t, "version": v} for t, v in (doc.get("tables_read") or {}).items()]
+    writes = [{"table": t, "version": (w or {}).get("version") if isinstance(w, dict) else w}
+              for t, w in (doc.get("tables_written") or {}).items()]
+    offsets = {k: list(v) for k, v in (doc.get("offsets") or {}).items()}
+    return {"step": step, "reads": reads, "writes": writes, "offsets": offsets}
+
+
+def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], source_root: Path) -> Path:
+    from jobs.demo_record import DemoRecord, Swap
+    from jobs.observe import MetricsSampler
+    from jobs.report import write_report
+    from stream.replay import read_source
+
+    work = options.workdir.resolve()
+    cutoff = parse_utc(options.cutoff)
+    progress = Progress(STAGES)
+    lineage: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+
+    # 1. the history the batch layer sees, and the stream that comes after it
+    def data() -> dict[str, Any]:
+        counts = history_data(source_root, settings.data_root, cutoff)
+        events, malformed = read_source("taobao", source_root)
+        phase_a, phase_b = split_stream(events, cutoff, options.swap_minutes)
+        data.phases = (phase_a, phase_b)  # type: ignore[attr-defined]
+        return {**counts, "stream_events": len(phase_a) + len(phase_b),
+                "after_swap": len(phase_b)}
+
+    progress.run("history and stream from the real data", data)
+    phase_a, phase_b = data.phases  # type: ignore[attr-defined]
+
+    # 2. batch over the history
+    def batch() -> dict[str, Any]:
+        from batch import clean, features, ingest
+
+        results = {
+            "ingest": ingest.run(settings, ingest.IngestOptions(all_sources=True)),
+            "clean": clean.run(settings, clean.CleanOptions()),
+            "features": features.run(settings, features.FeaturesOptions()),
+        }
+        for name, res in results.items():
+            lineage.append(_lineage(f"batch {name}", res))
+        counts = results["clean"].counts
+        return {"rows_in": counts.get("rows_in", 0), "silver": counts.get("rows_out", 0),
+                "quarantined": counts.get("rows_quarantined", 0)}
+
+    progress.run("batch: files -> bronze -> silver -> gold", batch)
+
+    # 3. the propensity champion, trained on the early history only
+    def champion() -> dict[str, Any]:
+        from batch import train
+
+        res = train.run(settings, train.TrainOptions(task="propensity", promote=True, progress=False))
+        summary["champion"] = {"version": res.version, "metrics": res.metrics}
+        return {"version": res.version, "roc_auc": round(res.metrics.get("roc_auc", float("nan")), 4)}
+
+    progress.run("train the propensity champion", champion)
+
+    # 4. sentiment within a time budget, and the test reviews bulk-scored in Spark
+    def sentiment() -> dict[str, Any]:
+        from batch import score, train
+
+        res = train.run(settings, train.TrainOptions(
+            task="sentiment", promote=True, progress=options.progress, max_length=64,
+            time_budget_seconds=options.sentiment_seconds, max_eval_samples=400))
+        scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test"))
+        summary["sentiment"] = {"version": res.version, "examples_seen": res.examples_seen,
+                                "metrics": res.metrics, "baselines": res.baseline_metrics,
+                                "reviews_scored": scored.counts.get("rows_out")}
+        lineage.append(_lineage("score sentiment", scored))
+        return {"examples_seen": res.examples_seen, "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
+                "reviews_scored": scored.counts.get("rows_out", 0)}
+
+    if options.sentiment_seconds > 0:
+        progress.run("fine-tune sentiment (time-boxed) and bulk-score reviews", sentiment)
+
+    folds: list[Any] = []
+    promoted_to: list[str] = []
+    # The sampler starts first: its early gaps are the worker starting, not missing data.
+    sampler = MetricsSampler(settings.stream.metrics_host, settings.stream.metrics_port, interval=1.0).start()
+    with StreamStack(settings, env, work / "logs") as stack:
+
+        # 5. replay the stream after the cutoff at full speed
+        def replay_a() -> dict[str, Any]:
+            sent = stack.replay(phase_a, progress=options.progress)
+            stack.wait_consumed(sent, timeout=900)
+            return {"replayed": sent, "serving_version": stack.serving_version()}
+
+        progress.run("stream: replay after the cutoff through the worker", replay_a)
+
+        # 6. one loop iteration: fold -> features -> retrain -> evaluate -> promote
+        def loop_once() -> dict[str, Any]:
+            from jobs.loop import LoopOptions, default_steps, run_iteration
+
+            iteration = run_iteration(settings, default_steps(LoopOptions(once=True)))
+            for step in iteration.steps:
+                lineage.append(_lineage(f"loop {step.name}", step.detail))
+            retrain = iteration.step("retrain")
+            summary["loop"] = iteration.to_dict()
+            decision = (retrain.detail or {}).get("decision", {}) if retrain else {}
+            folds.append(iteration.step("fold").detail if iteration.step("fold") else {})
+            return {"ok": iteration.ok, "promoted": bool(decision.get("promote")),
+                    "challenger": (retrain.detail or {}).get("challenger_version") if retrain else None}
+
+        loop_counts = progress.run("loop: fold -> features -> retrain -> evaluate -> promote", loop_once)
+
+        # 7. the last minutes: the worker serves the new champion without a restart
+        def replay_b() -> dict[str, Any]:
+            if loop_counts.get("promoted"):
+                target = str(loop_counts["challenger"])
+                promoted_to.append(target)
+                stack.wait(lambda s: s.serving_version == target, 60, f"the worker to serve v{target}")
+            sent = stack.replay(phase_b, progress=options.progress)
+            stack.wait_consumed(len(phase_a) + sent, timeout=600)
+            return {"replayed": sent, "serving_version": stack.serving_version()}
+
+        progress.run("stream: the last minutes, served by the current champion", replay_b)
+
+        # 8. fold those too: the lake holds every event exactly once
+        def fold_again() -> dict[str, Any]:
+            from jobs import fold
+
+            res = fold.run(settings, fold.FoldOptions())
+            folds.append(res.to_dict())
+            lineage.append(_lineage("fold (after the swap)", res))
+            return {"folded": res.rows_folded, "dead_lettered": res.dlq_rows}
+
+        progress.run("fold the last minutes", fold_again)
+    samples = sampler.stop()
+    swap = Swap.from_samples(samples, to_version=promoted_to[0]) if promoted_to else None
+
+    # 9. everything stopped (the with-block above); 10. the report
+    def report() -> dict[str, Any]:
+        record = DemoRecord.from_dict({
+            "title": "shopflow demo: the closed loop on the Taobao click log",
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "stages": [s.__dict__ for s in progress.stages],
+            "samples": samples,
+            "dlq_by_reason": _dlq_by_reason(folds),
+            "evaluation": _evaluation(summary),
+            "accounting": _accounting(folds, len(phase_a) + len(phase_b)),
+            "lineage": lineage,
+            "swap": None if swap is None else {"at": swap.at, "from_version": swap.from_version,
+                                               "to_version": swap.to_version},
+            "summary": summary,
+        })
+        (work / "report").mkdir(parents=True, exist_ok=True)
+        (work / "report" / "demo.json").write_text(record.to_json())
+        report.path = write_report(record, work / "report" / "demo.html")  # type: ignore[attr-defined]
+        return {"report": str(report.path)}  # type: ignore[attr-defined]
+
+    progress.run("write the report", report)
+    return report.path  # type: ignore[attr-defined]
+
+
+def _dlq_by_reason(folds: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for fold in folds:
+        for reason, n in (fold.get("dlq_by_reason") or {}).items():
+            out[reason] = out.get(reason, 0) + int(n)
+    return out
+
+
+def _accounting(folds: list[dict[str, Any]], rows_in: int) -> dict[str, int]:
+    return {
+        "rows_in": rows_in,
+        "folded": sum(int(f.get("rows_folded", 0)) for f in folds),
+        "dead_lettered": sum(int(f.get("dlq_rows", 0)) for f in folds),
+        "duplicates_dropped": sum(int(f.get("duplicates_dropped", 0)) for f in folds),
+    }
+
+
+def _evaluation(summary: dict[str, Any]) -> dict[str, Any] | None:
+    loop = summary.get("loop") or {}
+    retrain = next((s for s in loop.get("steps", []) if s["name"] == "retrain"), None)
+    if not retrain or "comparison" not in retrain.get("detail", {}):
+        return None
+    detail = retrain["detail"]
+    cmp = detail["comparison"]
+    return {
+        "metric": cmp["metric"],
+        "champion": {"version": str(detail["champion_version"]), **_est(cmp["champion"])},
+        "challenger": {"version": str(detail["challenger_version"]), **_est(cmp["challenger"])},
+        "difference": _est(cmp["difference"]),
+        "margin": detail["decision"]["margin"],
+        "decision": "promoted" if detail["decision"]["promote"] else "not promoted",
+        "reason": detail["decision"]["reason"],
+        "slice": detail.get("slice", {}),
+    }
+
+
+def _est(interval: dict[str, float]) -> dict[str, float]:
+    return {"value": interval["value"], "ci_low": interval["low"], "ci_high": interval["high"]}

@@ -1,0 +1,114 @@
+"""The demo's stream side: the embedded broker, one worker process, replay, and waits.
+
+    with StreamStack(settings, env, log_dir) as stack:
+        stack.replay(events)
+        stack.wait_consumed(len(events), timeout=300)
+        stack.serving_version()
+
+The worker runs as its own process (`python -m stream.worker`), as it does in production,
+reading its settings from the same SHOPFLOW_* variables the demo's jobs were given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from jobs.observe import Sample, scrape_once
+from shared.errors import ShopflowError
+from shared.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("jobs.demo")
+
+
+class WorkerError(ShopflowError):
+    """The demo's worker exited or did not get ready."""
+
+
+class StreamStack:
+    """Broker + one worker for the demo; stopped cleanly on exit, whatever happened."""
+
+    def __init__(self, settings: Settings, env: dict[str, str], log_dir: Path) -> None:
+        self.settings = settings
+        self.env = env
+        self.log_dir = log_dir
+        self.worker: subprocess.Popen | None = None
+        self.port = settings.stream.metrics_port
+
+    def __enter__(self) -> "StreamStack":
+        from stream import broker
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        broker.start(self.settings)
+        self.start_worker()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from stream import broker
+
+        self.stop_worker()
+        broker.stop(self.settings)
+
+    # ------------------------------------------------------------------ worker
+
+    def start_worker(self, timeout: float = 90.0) -> None:
+        full = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        log_fh = open(self.log_dir / "worker.log", "ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
+                                       env=full, stdout=log_fh, stderr=subprocess.STDOUT)
+        log_fh.close()
+        self.wait(lambda s: s.serving_version is not None, timeout, "the worker to serve a model")
+
+    def stop_worker(self, timeout: float = 20.0) -> int | None:
+        proc, self.worker = self.worker, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
+
+    def metrics(self) -> Sample:
+        """One scrape of the worker's metrics (`up` False while it does not answer)."""
+        if self.worker is not None and self.worker.poll() is not None:
+            raise WorkerError(f"the worker exited with status {self.worker.returncode}; "
+                              f"see {self.log_dir / 'worker.log'}")
+        return scrape_once(self.settings.stream.metrics_host, self.port)
+
+    def wait(self, check: Callable[[Sample], bool], timeout: float, what: str) -> Sample:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sample = self.metrics()
+            if sample.up and check(sample):
+                return sample
+            time.sleep(0.5)
+        raise WorkerError(f"timed out after {timeout:.0f} s waiting for {what}; "
+                          f"see {self.log_dir / 'worker.log'}")
+
+    def serving_version(self) -> str | None:
+        return self.metrics().serving_version
+
+    def wait_consumed(self, expected_in: int, timeout: float) -> Sample:
+        """Until the worker has read `expected_in` events and every one is scored or dead-lettered."""
+
+        def done(s: Sample) -> bool:
+            return s.events_in >= expected_in and s.scored + s.dlq >= expected_in
+
+        return self.wait(done, timeout, f"{expected_in} events to be scored or dead-lettered")
+
+    # ------------------------------------------------------------------ replay
+
+    def replay(self, events: list[dict[str, Any]], *, progress: bool = True) -> int:
+        from stream.replay import replay
+
+        return replay(events, self.settings, speed=None, progress=progress)

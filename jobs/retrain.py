@@ -1,0 +1,197 @@
+"""Retrain from the champion and promote only a challenger proven better on unseen data.
+
+usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 1000]
+       (also: shopflow retrain ..., and step 3 of `shopflow loop`)
+
+1. read the task's gold training set at its latest Delta version (history + folded
+   stream, rebuilt by `batch.features`), pinned for the whole run;
+2. fine-tune a challenger starting from the champion's weights on the train split;
+3. score challenger and champion on the test split: the most recent time slice, which
+   neither trained on (the champion's manifest says up to when it trained; a slice that
+   overlaps it is refused rather than compared unfairly);
+4. paired bootstrap over users of (challenger - champion) on the task's primary metric;
+   promote only when the interval's lower bound is above the configured margin, through
+   the one promote-and-announce path, so running workers swap between batches;
+5. either way the challenger is registered, its manifest holding both evaluations with
+   their intervals, the decision and its reason, the slice, the Delta versions and the
+   fold offsets the data came from. A refused challenger is kept, not deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
+from shared.errors import ModelNotFoundError, TableError
+from shared.options import option, parse_options
+from shared.run_metrics import write_metrics
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("jobs.retrain")
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    task: str | None = option(None, help="the task to retrain (default: the loop setting, propensity)")
+    margin: float | None = option(None, help="promote when the CI's lower bound of the gain exceeds this")
+    resamples: int | None = option(None, help="bootstrap resamples over users")
+    epochs: int | None = option(None, help="fine-tuning epochs from the champion")
+    max_train_samples: int | None = option(None, help="smoke mode: train on at most this many rows")
+    seed: int | None = option(None, help="random seed")
+    promote: bool = option(True, help="promote a proven better challenger (--no-promote: evaluate only)")
+
+
+@dataclass
+class RetrainResult:
+    task: str
+    champion_version: int
+    challenger_version: int
+    comparison: Comparison
+    decision: Decision
+    margin: float
+    promoted: bool
+    slice: dict[str, Any]
+    data: dict[str, Any]
+    fold_offsets: dict[str, int] = field(default_factory=dict)
+    announced: bool | None = None
+    metrics_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "champion_version": self.champion_version,
+            "challenger_version": self.challenger_version,
+            "comparison": self.comparison.to_dict(),
+            "decision": {"promote": self.decision.promote, "reason": self.decision.reason, "margin": self.margin},
+            "promoted": self.promoted,
+            "announced": self.announced,
+            "slice": self.slice,
+            "data": self.data,
+            "fold_offsets": self.fold_offsets,
+            "tables_read": {self.data.get("table", "gold"): self.data.get("delta_version")},
+            "metrics_file": self.metrics_file,
+        }
+
+
+def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]:
+    """Time range, rows, users and positives of the evaluation rows."""
+    times = [r["ts"] for r in records if r.get("ts") is not None]
+    positives = sum(1 for r in records if int(r.get("label", 0)) == 1)
+    return {
+        "split": "test",
+        "from": min(times).isoformat() if times else None,
+        "to": max(times).isoformat() if times else None,
+        "rows": len(records),
+        "users": len(set(groups)),
+        "positives": positives,
+    }
+
+
+def trained_until(records: list[dict[str, Any]]) -> str | None:
+    """The latest event time among training rows (what a later slice must start after)."""
+    times = [r["ts"] for r in records if r.get("ts") is not None]
+    return max(times).isoformat() if times else None
+
+
+def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
+    from batch.training.data import default_table_path, load_training_data
+    from batch.training.loop import LoopConfig
+    from batch.training.stages import FitSpec, default_lr, evaluate_model, fit_model, register_model
+    from jobs.fold import committed_offsets
+    from shared.registry import ModelRegistry
+    from shared.tasks import get_task
+
+    loop = settings.loop
+    task = get_task(options.task or loop.task)
+    seed = options.seed if options.seed is not None else loop.seed
+    margin = loop.promotion_margin if options.margin is None else options.margin
+    registry = ModelRegistry(settings.models.registry_root)
+    champion = registry.resolve(task.name)
+    if champion is None:
+        raise ModelNotFoundError(f"task {task.name!r} has no champion to retrain from: "
+                                 f"run `shopflow train --task {task.name} --promote` first")
+
+    data = load_training_data(task, default_table_path(settings, task), seed=seed,
+                              max_train_samples=options.max_train_samples)
+    if not data.test:
+        raise TableError(f"gold/{task.training_set.table}@v{data.delta_version} has no test rows to evaluate on")
+    evaluated = slice_of(data.test, [None] * len(data.test))
+    champion_until = registry.manifest(task.name, champion).extra.get("trained_until")
+    if champion_until and evaluated["from"] and evaluated["from"] <= champion_until:
+        raise TableError(f"the test slice starts at {evaluated['from']}, before champion v{champion} "
+                         f"stopped training ({champion_until}): no unseen slice to compare on yet")
+
+    work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
+    try:
+        spec = FitSpec(
+            loop=LoopConfig(epochs=options.epochs or loop.epochs, batch_size=task.default_batch_size,
+                            lr=default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
+            init_from_champion=True,
+        )
+        fitted = fit_model(settings, task, data, spec)
+        report = evaluate_model(settings, fitted, data, seed=seed, champion_version=champion)
+        examples = report.examples
+        if examples.champion is None:
+            raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
+        comparison = paired_bootstrap(
+            examples.labels, examples.champion[:, task.score_index], examples.candidate[:, task.score_index],
+            examples.groups, metric=task.primary_metric,
+            resamples=options.resamples or loop.bootstrap_resamples, confidence=loop.confidence, seed=seed,
+        )
+        decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
+        evaluated = slice_of(data.test, examples.groups)
+        offsets = committed_offsets(settings)
+        evaluation = {
+            "compared_with": {"task": task.name, "version": champion},
+            "comparison": comparison.to_dict(),
+            "decision": {"promote": decision.promote, "reason": decision.reason, "margin": margin},
+            "slice": evaluated,
+            "fold_offsets": offsets,
+            "evaluated_at": datetime.now(timezone.utc).isoformat(),
+        }
+        training = {"steps": fitted.result.steps, "examples": fitted.result.examples,
+                    "seconds": round(fitted.result.seconds, 3), "lr": fitted.lr, "seed": seed}
+        version, _ = register_model(settings, fitted, report, data, work_dir, training=training,
+                                    extra={"evaluation": evaluation, "trained_until": trained_until(data.train)})
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)
+
+    announced = None
+    promoted = False
+    if decision.promote and options.promote:
+        from shared.promotion import promote
+
+        result = promote(settings, task.name, version, reason=decision.reason)
+        promoted, announced = True, result.announced
+    outcome = RetrainResult(
+        task=task.name, champion_version=champion, challenger_version=version,
+        comparison=comparison, decision=decision, margin=margin, promoted=promoted, slice=evaluated,
+        data={"table": f"gold/{task.training_set.table}", "path": str(data.table_path),
+              "delta_version": data.delta_version},
+        fold_offsets=offsets, announced=announced,
+    )
+    outcome.metrics_file = str(write_metrics(settings.metrics_dir, "jobs.retrain", outcome.to_dict()))
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(RetrainOptions, argv, prog="shopflow retrain", description=__doc__.split("\n")[0])
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = run(settings, options)
+    verdict = "promoted" if result.promoted else "not promoted"
+    print(f"{result.task} v{result.challenger_version} vs v{result.champion_version}: {verdict}: "
+          f"{result.decision.reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
