@@ -138,6 +138,7 @@ def history_data(source_root: Path, target: Path, cutoff: datetime) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(DemoOptions, argv, prog="shopflow demo", description=__doc__.split("\n")[0])
+    parse_utc(options.cutoff)  # a mistake shows before anything is wiped or started
     from jobs.demo_run import run_demo
 
     source_root = get_settings().data_root  # the real data, before the demo's own settings

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from shared.errors import ConfigError, ShopflowError
+from shared.errors import ConfigError, ShopflowError, UserError
 from shared.options import option, parse_options
 from shared.run_metrics import write_metrics
 from shared.settings import Settings, get_settings
@@ -35,7 +35,7 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger("jobs.loop")
 
 
-class LoopBusyError(ShopflowError):
+class LoopBusyError(UserError, ShopflowError):
     """Another loop run holds the lock."""
 
 
@@ -162,12 +162,13 @@ def run_iteration(settings: Settings, steps: list[Step]) -> IterationResult:
                 log.error("loop step %s failed: %s", name, exc)
                 step = StepResult(name, "failed", round(time.perf_counter() - started, 3),
                                   {"error": f"{type(exc).__name__}: {exc}"})
-            step.metrics_file = str(write_metrics(f"jobs.loop.{name}", {"step": name, **step.__dict__}))
+            step.metrics_file = str(write_metrics(settings.metrics_dir, f"jobs.loop.{name}",
+                                                 {"step": name, **step.__dict__}))
             iteration.steps.append(step)
             log.info("loop step %s %s in %.1fs", name, step.status, step.seconds)
             if step.status == "failed":
                 break
-    iteration.metrics_file = str(write_metrics("jobs.loop", iteration.to_dict()))
+    iteration.metrics_file = str(write_metrics(settings.metrics_dir, "jobs.loop", iteration.to_dict()))
     return iteration
 
 

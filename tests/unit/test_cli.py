@@ -66,10 +66,14 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "broker": (["broker", "restart"], "invalid choice: 'restart'"),
     "replay": (["replay", "--source", "nope"], "invalid choice: 'nope'"),
     "worker": (["worker", "--bogus"], "unrecognized arguments: --bogus"),
+    "fold": (["fold", "--bogus"], "unrecognized arguments: --bogus"),
+    "retrain": (["retrain"], "has no champion to retrain from"),
+    "loop": (["loop"], "say exactly one of --once or --interval"),
+    "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
 }
 # Verbs whose arguments come from shared.options print exactly one line; the others
 # still print argparse's usage block above their error line.
-ONE_LINE = {"pipeline", "train", "models", "score"}
+ONE_LINE = {"pipeline", "train", "models", "score", "fold", "retrain", "loop", "demo"}
 
 
 @pytest.mark.parametrize("verb", list(cli.COMMANDS))
