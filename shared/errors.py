@@ -50,3 +50,7 @@ class CorruptCheckpointError(ModelError):
 
 class BrokerError(ShopflowError):
     """The Kafka broker cannot be started, reached or administered."""
+
+
+class ConcurrentCommitError(TableError):
+    """Another writer committed first and the two commits conflict: re-read and retry."""
