@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import signal
 import sys
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -52,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from jobs.fold_hooks import FileWatch, crash_point
 from jobs.fold_rows import (
     QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, first_of_each, scored_row, to_arrow,
     unreadable_scored_row,
@@ -92,12 +91,38 @@ class FoldResult:
     tables_read: dict[str, int | None] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, plus the shapes other jobs' reports read: offsets and tables written."""
+        doc = asdict(self)
+        doc["offsets"] = {name: [p["from"], p["to"]] for name, p in self.partitions.items()}
+        doc["tables_written"] = {table: {"version": max(versions)} for table, versions in self.versions_written.items()}
+        return doc
+
+    as_dict = to_dict
 
 
 def app_id(topic: str, partition: int) -> str:
     return f"fold:{topic}:{partition}"
+
+
+def committed_offsets(settings: Settings) -> dict[str, int]:
+    """"topic[p]" -> the next offset folded into Delta, for every partition folded so far.
+
+    Read from the tables' app transactions (what a restarted fold resumes from). Delta
+    cannot list app ids, so partitions 0 .. max(settings.kafka.partitions, 64) are asked.
+    """
+    out: dict[str, int] = {}
+    k, f = settings.kafka, settings.fold
+    for topic, table in ((k.scored_topic, f.stream_table), (k.dlq_topic, f.quarantine_table)):
+        path = settings.lake.table("silver", table)
+        if not table_exists(path):
+            continue
+        snapshot = open_table(path)
+        for partition in range(max(k.partitions, 64)):
+            version = snapshot.transaction_version(app_id(topic, partition))
+            if version is not None:
+                out[f"{topic}[{partition}]"] = version
+    return out
 
 
 class _Fold:
@@ -118,6 +143,7 @@ class _Fold:
         # Per partition, the offset this fold's next record continues from (Delta's view).
         self.expected: dict[Any, int | None] = {}
         self.pending: dict[Any, list[Any]] = {}  # polled, not committed yet
+        self.committed: dict[Any, int] = {}  # next offsets committed by the current batch
         self.consumer = self._consumer()
 
     # ------------------------------------------------------------------ kafka side
@@ -212,9 +238,10 @@ class _Fold:
         batch_id = f"fold-{uuid.uuid4().hex[:12]}"
         folded_at = datetime.now(timezone.utc)
         retries = self.settings.fold.commit_retries
+        self.committed = {}
         for attempt in range(retries + 1):
             try:
-                committed = self._commit_once(pending, batch_id, folded_at)
+                self._commit_once(pending, batch_id, folded_at)
                 break
             except ConcurrentCommitError as exc:
                 if attempt == retries:
@@ -223,21 +250,26 @@ class _Fold:
                 log.info("commit conflict (attempt %d): re-reading the offsets and retrying", attempt + 1)
                 time.sleep(random.uniform(0.02, 0.1) * min(attempt + 1, 10))
         self._crash_point("after_commit")
-        for tp, (first, nxt, count) in committed.items():
-            self.expected[tp] = nxt
+        self._commit_group_offsets(self.committed)
+
+    def _note_committed(self, folded: dict[Any, list[Any]]) -> None:
+        for tp, records in folded.items():
+            first, nxt = records[0].offset, records[-1].offset + 1
+            self.expected[tp] = self.committed[tp] = nxt
             name = f"{tp.topic}[{tp.partition}]"
             seen = self.result.partitions.setdefault(name, {"from": first, "to": nxt, "records": 0})
-            seen["from"] = min(seen["from"], first)
-            seen["to"] = max(seen["to"], nxt)
-            seen["records"] += count
-        self._commit_group_offsets(committed)
+            seen["from"], seen["to"] = min(seen["from"], first), max(seen["to"], nxt)
+            seen["records"] += len(records)
+            del self.pending[tp]  # a retry of the other table's commit must not fold them again
 
-    def _commit_group_offsets(self, committed: dict[Any, tuple[int, int, int]]) -> None:
+    def _commit_group_offsets(self, committed: dict[Any, int]) -> None:
         """Monitoring only (lag dashboards); the fold itself resumes from Delta."""
         from kafka.structs import OffsetAndMetadata
 
+        if not committed:
+            return
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(nxt, "", -1) for tp, (_, nxt, _) in committed.items()})
+            self.consumer.commit({tp: OffsetAndMetadata(nxt, "", -1) for tp, nxt in committed.items()})
         except Exception as exc:  # a rebalance in progress, say: harmless here
             log.debug("group offset commit skipped: %s", exc)
 
@@ -268,7 +300,7 @@ class _Fold:
             txns.append(AppTxn(app_id(tp.topic, tp.partition), records[-1].offset + 1))
         return keep, txns
 
-    def _commit_once(self, pending: dict[Any, list[Any]], batch_id: str, folded_at: datetime) -> dict[Any, tuple[int, int, int]]:
+    def _commit_once(self, pending: dict[Any, list[Any]], batch_id: str, folded_at: datetime) -> None:
         k = self.settings.kafka
         stream_path, quarantine_path = self.tables[k.scored_topic], self.tables[k.dlq_topic]
         stream = open_table(stream_path)
@@ -295,24 +327,24 @@ class _Fold:
         self._crash_point("before_commit")
         q = insert_new_rows(quarantine, to_arrow(quarantined, QUARANTINE_SCHEMA), key="dedupe_key",
                             range_column="key_offset", txns=dead_txns, info={"job": "jobs.fold"})
+        self.result.dlq_rows += q.inserted
+        self.result.unreadable += len(bad)
+        self._record_version(str(quarantine_path), q)
+        self._note_committed(dead)
         self._crash_point("between_tables")
         with self._crash_on_new_file(stream_path):
             s = insert_new_rows(stream, to_arrow(new_rows, STREAM_SCHEMA), key="event_id", range_column="ts",
                                 txns=scored_txns, info={"job": "jobs.fold"})
-        # Counted only once both commits are in (a retry recounts from scratch).
         self.result.records_read += sum(len(r) for r in scored.values())
         self.result.rows_folded += s.inserted
         self.result.duplicates_dropped += in_batch + len(in_batch_silver) + (len(new_rows) - s.inserted)
-        self.result.dlq_rows += q.inserted
-        self.result.unreadable += len(bad)
         self.result.files_scanned += s.files_scanned
         self.result.files_skipped += s.files_skipped
         self._record_version(str(stream_path), s)
-        self._record_version(str(quarantine_path), q)
+        self._note_committed(scored)
         log.info("batch %s: %d scored records -> %d rows (%d duplicates), %d dead letters; files scanned %d, skipped %d",
                  batch_id, sum(len(r) for r in scored.values()), s.inserted, len(rows) + in_batch - s.inserted,
                  q.inserted, s.files_scanned, s.files_skipped)
-        return {tp: (recs[0].offset, recs[-1].offset + 1, len(recs)) for tp, recs in {**scored, **dead}.items()}
 
     def _in_silver_clicks(self, rows: list[dict[str, Any]]) -> set[str]:
         """Event ids of `rows` the batch already cleaned into silver/clicks (their ts range only)."""
@@ -332,49 +364,18 @@ class _Fold:
             if merge.version not in versions:
                 versions.append(merge.version)
 
-    # ------------------------------------------------------------------ test hooks
-
     def _crash_point(self, point: str) -> None:
-        fold = self.settings.fold
-        if fold.crash_at == point and self.result.batches == fold.crash_batch:
-            log.warning("test hook: kill -9 at %s of batch %d", point, self.result.batches)
-            logging.shutdown()
-            os.kill(os.getpid(), signal.SIGKILL)
+        crash_point(self.settings.fold, point, self.result.batches)
 
-    def _crash_on_new_file(self, root: Path) -> "_FileWatch":
+    def _crash_on_new_file(self, root: Path) -> FileWatch:
         fold = self.settings.fold
-        armed = fold.crash_at == "during_write" and self.result.batches == fold.crash_batch
-        return _FileWatch(root, armed)
+        return FileWatch(root, armed=fold.crash_at == "during_write" and self.result.batches == fold.crash_batch)
 
     def close(self) -> None:
         try:
             self.consumer.close(autocommit=False)
         except Exception as exc:
             log.debug("consumer close: %s", exc)
-
-
-class _FileWatch:
-    """Test hook: SIGKILL the process as soon as a new data file appears under `root`,
-    i.e. while delta-rs is between writing a MERGE's files and committing them (or just after)."""
-
-    def __init__(self, root: Path, armed: bool) -> None:
-        self.root, self.armed = root, armed
-        self._done = threading.Event()
-
-    def _watch(self, before: set[str]) -> None:
-        while not self._done.is_set():
-            if {p.name for p in self.root.glob("*.parquet")} - before:
-                os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(0.0005)
-
-    def __enter__(self) -> "_FileWatch":
-        if self.armed:
-            before = {p.name for p in self.root.glob("*.parquet")}
-            threading.Thread(target=self._watch, args=(before,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._done.set()
 
 
 def _names(tps: Any) -> str:
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     except ShopflowError as exc:
         print(f"shopflow fold: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result.as_dict(), default=str))
+    print(json.dumps(result.to_dict(), default=str))
     return 0
 
 

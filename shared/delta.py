@@ -365,6 +365,7 @@ def insert_new_rows(
             # delta-rs commits nothing for a merge that changes nothing: store the offsets alone.
             table.create_write_transaction([], "append", pa.schema(table.schema().to_arrow()),
                                            commit_properties=props)
+            table.update_incremental()  # the snapshot object does not advance by itself here
         return MergeResult(str(path), table.version(), inserted, scanned, skipped)
     except CommitFailedError as exc:
         raise ConcurrentCommitError(f"commit to {path} conflicts with a concurrent one: {exc}") from exc
