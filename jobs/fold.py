@@ -9,7 +9,8 @@ version, score (null for events the worker does not score), received/scored time
 the Kafka position). They are not appended into `silver/clicks`: `batch.clean` rewrites
 that table from bronze (`--force`, or any new bronze version), which would drop folded
 rows while their offsets, kept in the log's app transactions, say they were folded.
-Readers of "all clicks" union the two tables by name (the features job does). Dead
+Readers of "all clicks" (the features job) union the two tables by name and keep one
+row per event_id: a later clean may bring in an event that was folded first. Dead
 letters go to `silver/quarantine_stream` (silver quarantine's columns, then the entry's
 step, reason_code, raw size and sha256 and the failed record's position), beside the
 batch's `silver/quarantine`, which `batch.clean` also rewrites.
@@ -43,6 +44,7 @@ import logging
 import random
 import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -194,10 +196,16 @@ class _Fold:
         if not assignment:
             return False
         for tp in assignment:
-            end = self.consumer.highwater(tp)
-            if end is None:  # no fetch answered yet for it
+            end, position = self.consumer.highwater(tp), self.consumer.position(tp)
+            if end is not None and position > end:
+                # Past the log's end: the topic was recreated (see _reconcile); read it from the start.
+                log.warning("%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
+                            "reading it from the beginning", tp.topic, tp.partition, end, position)
+                self.consumer.seek_to_beginning(tp)
+                return False
+            if end is None:  # no fetch answered for it yet; ListOffsets may fall short on Tansu
                 end = self.consumer.end_offsets([tp])[tp]
-            if self.consumer.position(tp) < end:
+            if position < end:
                 return False
         return True
 
@@ -285,7 +293,13 @@ class _Fold:
         for tp in tps:
             stored = table.transaction_version(app_id(tp.topic, tp.partition))
             records = pending[tp]
-            if stored is not None:
+            if stored is not None and stored == self.expected.get(tp) and records[0].offset < stored:
+                # Sought to `stored`, the consumer was reset below it: the log restarted
+                # (the embedded broker keeps topics in memory, so a restart recreates them).
+                # Fold it again from there; event ids already folded are dropped by the MERGE.
+                log.warning("%s[%d] restarts at offset %d, below the %d already folded: the topic was "
+                            "recreated; folding it from there", tp.topic, tp.partition, records[0].offset, stored)
+            elif stored is not None:
                 records = [r for r in records if r.offset >= stored]
                 # Our own position may run past gaps in the log; anyone else's may not.
                 if not records or (records[0].offset != stored and stored != self.expected.get(tp)):
@@ -390,11 +404,14 @@ def run(settings: Settings, options: FoldOptions) -> FoldResult:
     ensure_table(settings.lake.table("silver", f.quarantine_table), QUARANTINE_SCHEMA)
     with JobRun("jobs.fold") as metrics:
         fold = _Fold(settings, options)
-        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(fold, "stopping", True))
+        # SIGTERM ends a --follow run after its current batch (only the main thread may set it).
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(fold, "stopping", True)) if in_main else None
         try:
             fold.loop()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
             fold.close()
         result = fold.result
         result.seconds = round(time.monotonic() - started, 3)

@@ -244,3 +244,35 @@ def test_concurrent_commits_of_one_partition_conflict(tmp_path):
     # other partitions, other event times: no conflict
     insert_new_rows(other, _rows(["d"], 30), key="event_id", range_column="ts", txns=[AppTxn("fold:x:2", 1)])
     assert sorted(read_arrow(path).column("event_id").to_pylist()) == ["a", "c", "d"]
+
+
+def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
+    """The embedded broker keeps topics in memory: after a restart the offsets begin at 0
+    again, below what Delta says was folded. The new events must still be folded."""
+    from kafka.admin import KafkaAdminClient
+
+    from stream.broker import ensure_topics, list_topics
+    from stream.topics import TopicSpec
+
+    settings = kit.settings_from(fold_env)
+    first = _produce(settings, 200)
+    code, _, err = _finish(_fold(fold_env))
+    assert code == 0, err[-2000:]
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        admin.delete_topics([settings.kafka.scored_topic, settings.kafka.dlq_topic])
+    finally:
+        admin.close()
+    kit.wait_for(lambda: settings.kafka.scored_topic not in list_topics(settings.kafka.bootstrap_servers), 30,
+                 what="the topics deleted")
+    ensure_topics(settings.kafka.bootstrap_servers,
+                  [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)])
+    second = _produce(settings, 40, start=1000)  # fewer records than before: offsets end below the folded ones
+    code, result, err = _finish(_fold(fold_env))
+    assert code == 0, err[-2000:]
+    assert "recreated" in err, err[-2000:]
+    ids = read_arrow(settings.lake.table("silver", settings.fold.stream_table)).column("event_id").to_pylist()
+    assert sorted(ids) == sorted(first["ids"] + second["ids"])
+    stream = open_table(settings.lake.table("silver", settings.fold.stream_table))
+    topic = settings.kafka.scored_topic
+    assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(second["counts"][topic])
