@@ -96,7 +96,7 @@ def fold_scale(root: Path, bootstrap: str, scale: int, history: int, new_events:
     started = time.monotonic()
     result = run(settings, FoldOptions())
     seconds = time.monotonic() - started
-    return {"scale": scale, "history_rows": rows, "batch_rows": rows, "seconds": round(seconds, 2),
+    return {"scale": scale, "history_rows": rows, "silver_clicks_rows": rows, "seconds": round(seconds, 2),
             "rows_folded": result.rows_folded, "duplicates_dropped": result.duplicates_dropped,
             "batches": result.batches, "files_scanned": result.files_scanned,
             "files_skipped": result.files_skipped}
