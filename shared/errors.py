@@ -69,3 +69,7 @@ class BrokerError(UserError, ShopflowError):
 class UsageError(UserError, ShopflowError):
     """The command line asks for something impossible (an unknown task, options that do
     not go together, an input file that is not there)."""
+
+
+class ConcurrentCommitError(TableError):
+    """Another writer committed first and the two commits conflict: re-read and retry."""

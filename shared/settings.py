@@ -113,6 +113,25 @@ class LoopSettings(_Group):
     seed: int = 13
 
 
+class FoldSettings(_Group):
+    """jobs.fold: the stream's scored events and dead letters folded into silver Delta."""
+
+    group_id: str = "shopflow-fold"
+    stream_table: str = "clicks_stream"  # under the silver layer
+    quarantine_table: str = "quarantine_stream"
+    # Records per Delta commit (one MERGE per table): larger batches, fewer files.
+    batch_records: int = 5_000
+    poll_timeout_ms: int = 200
+    # A fetch on the embedded broker waits this long when idle (see stream/transport.py).
+    fetch_max_wait_ms: int = 25
+    commit_retries: int = 30
+    # A fold that gets no partition within this long (more folds than partitions) exits.
+    assignment_timeout_seconds: float = 30.0
+    # Test hook only: kill -9 the fold at this point of its `crash_batch`-th batch.
+    crash_at: Literal["", "before_commit", "between_tables", "during_write", "after_commit"] = ""
+    crash_batch: int = 1
+
+
 class Settings(BaseSettings):
     """All of shopflow's settings. Build with `get_settings()`."""
 
@@ -135,6 +154,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
+    fold: FoldSettings = Field(default_factory=FoldSettings)
 
     @model_validator(mode="after")
     def _cluster_needs_real_key(self) -> "Settings":

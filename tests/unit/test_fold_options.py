@@ -1,0 +1,34 @@
+"""jobs.fold's options and result shape (pure logic, no broker, no Delta)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.fold import FoldOptions, FoldResult, app_id
+from shared.options import parse_options
+
+
+def test_options_default_to_one_drain_run():
+    assert parse_options(FoldOptions, [], prog="shopflow fold") == FoldOptions(follow=False, batch_records=None)
+
+
+def test_options_are_typed():
+    got = parse_options(FoldOptions, ["--follow", "--batch-records", "100", "--max-seconds", "2.5"], prog="f")
+    assert got == FoldOptions(follow=True, batch_records=100, max_seconds=2.5)
+
+
+def test_unknown_options_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        parse_options(FoldOptions, ["--nope"], prog="f")
+    assert exc.value.code == 2
+
+
+def test_app_ids_name_topic_and_partition():
+    assert app_id("clicks.scored", 3) == "fold:clicks.scored:3"
+
+
+def test_result_is_json():
+    result = FoldResult(partitions={"clicks.scored[0]": {"from": 0, "to": 10, "records": 10}}, rows_folded=9)
+    assert json.loads(json.dumps(result.to_dict()))["partitions"]["clicks.scored[0]"]["to"] == 10
