@@ -48,6 +48,7 @@ class ScoreOptions:
     alias: str = option("champion", help="registry alias used when --version is not given")
     mode: str = option("overwrite", help="how to write the output", choices=("overwrite", "append"))
     batch_size: int = option(64, help="records per model call")
+    split: str | None = option(None, help="score only rows of this split (e.g. test), when the input has one")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def score_frame(df: "DataFrame", registry_root: str, task: str, version: int, ba
 
 def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
     from shared.delta import read_table, table_version, write_table
-    from shared.errors import ModelNotFoundError, TableNotFoundError
+    from shared.errors import ModelNotFoundError, TableNotFoundError, UsageError
     from shared.registry import ModelRegistry
     from shared.spark import get_spark
     from shared.tasks import get_task
@@ -133,11 +134,16 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
     if input_version is None:
         raise TableNotFoundError(f"no Delta table at {source}: run `shopflow features` first or pass --input")
     spark = get_spark(settings)
-    scored = score_frame(read_table(spark, source, input_version), str(registry.root), task.name, version,
-                         options.batch_size)
+    frame = read_table(spark, source, input_version)
+    if options.split is not None:
+        if "split" not in frame.columns:
+            raise UsageError(f"--split {options.split}: {source} has no split column")
+        frame = frame.where(frame["split"] == options.split)
+    scored = score_frame(frame, str(registry.root), task.name, version, options.batch_size)
     result = write_table(
         scored, target, mode=options.mode,  # type: ignore[arg-type]
         info={"model": f"{task.model_name}:{version}", "source": f"{source}@{input_version}"},
+        arrow_max_rows=settings.spark.arrow_write_max_rows,
     )
     return ScoreResult(task=task.name, model_version=version, input=source, input_version=input_version,
                        output=result.path, output_version=result.version, rows=result.rows)
