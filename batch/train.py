@@ -51,7 +51,8 @@ class TrainOptions:
     lora: bool = option(False, help="train LoRA adapters (text tasks), merged on save")
     lora_rank: int = option(8, help="LoRA rank")
     save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)")
-    stop_after_steps: int | None = option(None, help="stop after N steps (time-boxed or preempted runs)")
+    stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)")
+    time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule")
     resume_from: str | None = option(None, help="a checkpoint-<step> folder written by --save-steps")
     output_dir: str | None = option(None, help="where checkpoints go (default: a temp folder)")
     promote: bool = option(False, help="promote if it beats the champion on the same rows")
@@ -96,6 +97,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         epochs=options.epochs or task.default_epochs, batch_size=options.batch_size or task.default_batch_size,
         lr=options.lr or default_lr(task, options.lora), seed=options.seed, save_steps=options.save_steps,
         stop_after_steps=options.stop_after_steps, output_dir=work_dir, progress=options.progress,
+        time_budget_seconds=options.time_budget_seconds,
     )
     spec = FitSpec(loop=loop, base_model=options.base_model, init_from_champion=options.init_from_champion,
                    resume_from=Path(options.resume_from) if options.resume_from else None, lora=options.lora,

@@ -23,6 +23,10 @@ from batch.training.checkpoint import TrainerState, load_training_state, save_ch
 from shared.tasks import Task
 
 
+# Steps timed before a time budget sets how many steps fit in it.
+_BUDGET_PROBE_STEPS = 3
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     epochs: int = 1
@@ -33,7 +37,11 @@ class LoopConfig:
     max_grad_norm: float = 1.0
     seed: int = 13
     save_steps: int = 0  # 0: no intermediate checkpoints
-    stop_after_steps: int | None = None  # end early as if preempted (tests, time-boxed runs)
+    stop_after_steps: int | None = None  # end early as if preempted (tests, resumable runs)
+    # Finish within about this many seconds: after a few steps the planned steps are cut
+    # to what fits, so the learning-rate schedule still decays to zero at the end and the
+    # run completes (on fewer examples) instead of stopping half-way.
+    time_budget_seconds: float | None = None
     output_dir: Path | None = None
     progress: bool = True
 
@@ -141,6 +149,12 @@ def fit(
                 )
             if cfg.stop_after_steps is not None and state.global_step >= cfg.stop_after_steps:
                 completed = state.global_step >= total
+                break
+            if cfg.time_budget_seconds is not None and state.global_step == _BUDGET_PROBE_STEPS:
+                per_step = (time.perf_counter() - started) / _BUDGET_PROBE_STEPS
+                total = min(total, max(state.global_step, int(cfg.time_budget_seconds / per_step)))
+                bar.total = total
+            if state.global_step >= total:
                 break
         else:
             continue
