@@ -94,12 +94,6 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
     }
 
 
-def trained_until(records: list[dict[str, Any]]) -> str | None:
-    """The latest event time among training rows (what a later slice must start after)."""
-    times = [r["ts"] for r in records if r.get("ts") is not None]
-    return max(times).isoformat() if times else None
-
-
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
     from batch.training.loop import LoopConfig
@@ -159,7 +153,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         training = {"steps": fitted.result.steps, "examples": fitted.result.examples,
                     "seconds": round(fitted.result.seconds, 3), "lr": fitted.lr, "seed": seed}
         version, _ = register_model(settings, fitted, report, data, work_dir, training=training,
-                                    extra={"evaluation": evaluation, "trained_until": trained_until(data.train)})
+                                    extra={"evaluation": evaluation})
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)

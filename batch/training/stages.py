@@ -13,7 +13,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -169,10 +169,17 @@ def register_model(
         baseline_metrics=report.baselines,
         training_data={task.training_set.table: TrainingTable(data.table_path, data.delta_version)},
         training=dict(training or {}),
-    ).with_fields(**dict(extra or {}))
+    ).with_fields(trained_until=trained_until(data.train), **dict(extra or {}))
     registry = ModelRegistry(settings.models.registry_root)
     version = registry.register(task.name, final_dir, manifest)
     return version, registry.manifest(task.name, version)
+
+
+def trained_until(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """The latest event time among the training rows (ISO-8601), for tasks whose rows have
+    one: a later comparison must evaluate on rows after it."""
+    times = [r["ts"] for r in records if r.get("ts") is not None]
+    return max(times).isoformat() if times else None
 
 
 def promote_if_better(
