@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from batch.featurize.orders import item_features, user_features
 from batch.featurize.sessions import sessionize
+from batch.featurize.stream_clicks import with_stream_clicks
 from batch.featurize.training_sets import item_click_stats, propensity_training_set, sentiment_training_set
 from shared.delta import AppTxn, WriteResult, write_table
 from shared.incremental import Output, pin_inputs, run_incremental
@@ -42,18 +43,32 @@ class GoldSpec:
     name: str
     inputs: tuple[str, ...]  # silver tables, or "gold/<name>" for an earlier gold table
     build: Callable[..., DataFrame]
+    optional: tuple[str, ...] = ()  # passed as None to `build` while they do not exist
 
     @property
     def input_tables(self) -> tuple[str, ...]:
         """Inputs as <layer>/<table>."""
         return tuple(name if "/" in name else f"silver/{name}" for name in self.inputs)
 
+    @property
+    def optional_tables(self) -> tuple[str, ...]:
+        return tuple(name if "/" in name else f"silver/{name}" for name in self.optional)
+
+
+def _sessions(clicks: DataFrame, stream: DataFrame | None) -> DataFrame:
+    return sessionize(with_stream_clicks(clicks, stream))
+
+
+def _item_stats(clicks: DataFrame, stream: DataFrame | None) -> DataFrame:
+    return item_click_stats(with_stream_clicks(clicks, stream))
+
 
 GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("item_features", ("orders",), item_features),
     GoldSpec("user_features", ("orders",), user_features),
-    GoldSpec("click_sessions", ("clicks",), sessionize),
-    GoldSpec("item_click_stats", ("clicks",), item_click_stats),
+    # The stream's folded clicks (jobs.fold) join the batch ones from the first fold on.
+    GoldSpec("click_sessions", ("clicks",), _sessions, optional=("clicks_stream",)),
+    GoldSpec("item_click_stats", ("clicks",), _item_stats, optional=("clicks_stream",)),
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
     GoldSpec("train_propensity", ("gold/click_sessions",), propensity_training_set),
 )
@@ -67,12 +82,12 @@ class FeaturesOptions:
 
 
 def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
-    pinned = pin_inputs(spark, settings.lake, required=spec.input_tables,
+    pinned = pin_inputs(spark, settings.lake, required=spec.input_tables, optional=spec.optional_tables,
                         missing_hint="run `shopflow clean` (or the earlier gold table) first")
     out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), f"{JOB}:{spec.name}")
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
-        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables))
+        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + spec.optional_tables))
         return {out.label: write_table(frame, out.path, mode="overwrite", txns=txns[out.label], info={"job": JOB},
                                        arrow_max_rows=settings.spark.arrow_write_max_rows)}
 
