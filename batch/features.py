@@ -20,7 +20,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -41,6 +41,8 @@ class GoldSpec:
     name: str
     inputs: tuple[str, ...]  # silver tables, or "gold/<name>" for an earlier gold table
     build: Callable[..., DataFrame]
+    # Keyword arguments the build takes from the settings (read once in main).
+    options: Callable[[Settings], dict[str, Any]] = lambda settings: {}
 
 
 GOLD_TABLES: tuple[GoldSpec, ...] = (
@@ -49,7 +51,10 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("click_sessions", ("clicks",), sessionize),
     GoldSpec("item_click_stats", ("clicks",), item_click_stats),
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
-    GoldSpec("train_propensity", ("gold/click_sessions",), propensity_training_set),
+    GoldSpec(
+        "train_propensity", ("gold/click_sessions",), propensity_training_set,
+        lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
+    ),
 )
 
 
@@ -77,14 +82,17 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         frames.append(read_table(spark, path, version))
         work_version += version + 1
     out = settings.lake.table("gold", spec.name)
-    txn = AppTxn(f"batch.features:{spec.name}", work_version)
+    options = spec.options(settings)
+    # The options are part of the app id, so changing one (e.g. the horizon) rebuilds.
+    txn = AppTxn(":".join([f"batch.features:{spec.name}", *(f"{k}={v}" for k, v in sorted(options.items()))]),
+                 work_version)
     if not force and already_committed(out, txn):
         log.info("gold/%s is up to date with its inputs; nothing to do", spec.name)
         run.wrote(f"gold/{spec.name}", table_version(out) or 0, 0, skipped=True)
         return
     # A forced rebuild commits without the app transaction (the log keeps the old one).
     result = write_table(
-        spec.build(*frames), out, mode="overwrite", txn=None if force else txn, info={"job": "batch.features"}
+        spec.build(*frames, **options), out, mode="overwrite", txn=None if force else txn, info={"job": "batch.features"}
     )
     run.wrote(f"gold/{spec.name}", result.version, result.rows, result.skipped)
     run.count("rows_out", result.rows)
