@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -44,6 +44,8 @@ class GoldSpec:
     inputs: tuple[str, ...]  # silver tables, or "gold/<name>" for an earlier gold table
     build: Callable[..., DataFrame]
     optional: tuple[str, ...] = ()  # passed as None to `build` while they do not exist
+    # Keyword arguments the build takes from the settings (read once in main).
+    options: Callable[[Settings], dict[str, Any]] = lambda settings: {}
 
     @property
     def input_tables(self) -> tuple[str, ...]:
@@ -70,7 +72,10 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("click_sessions", ("clicks",), _sessions, optional=("clicks_stream",)),
     GoldSpec("item_click_stats", ("clicks",), _item_stats, optional=("clicks_stream",)),
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
-    GoldSpec("train_propensity", ("gold/click_sessions",), propensity_training_set),
+    GoldSpec(
+        "train_propensity", ("gold/click_sessions",), propensity_training_set,
+        lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
+    ),
 )
 
 
@@ -84,10 +89,13 @@ class FeaturesOptions:
 def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
     pinned = pin_inputs(spark, settings.lake, required=spec.input_tables, optional=spec.optional_tables,
                         missing_hint="run `shopflow clean` (or the earlier gold table) first")
-    out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), f"{JOB}:{spec.name}")
+    options = spec.options(settings)
+    # The options are part of the app id, so changing one (e.g. the horizon) rebuilds.
+    app_id = ":".join([f"{JOB}:{spec.name}", *(f"{k}={v}" for k, v in sorted(options.items()))])
+    out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), app_id)
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
-        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + spec.optional_tables))
+        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + spec.optional_tables), **options)
         return {out.label: write_table(frame, out.path, mode="overwrite", txns=txns[out.label], info={"job": JOB},
                                        arrow_max_rows=settings.spark.arrow_write_max_rows)}
 

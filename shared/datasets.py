@@ -19,16 +19,19 @@ SPLITS = ("train", "valid", "test")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 # Reviews have no date: the upstream row id is the only order, so it stands in for time.
 SENTIMENT_SPLIT_QUANTILES = (0.8, 0.9)  # review-id quantiles ending train and valid
-# Propensity: every click is an example (the clicked item is the candidate); it is
-# positive when it is an add-to-cart/purchase or the same user carts/buys the same item
-# within this horizon. Training rows end one horizon before the valid cutoff so
-# no label peeks past the cutoff. The click log spans ~2 hours, so the horizon is short.
+# Propensity: every view is an example (the viewed item is the candidate); it is positive
+# when the same user adds any item to the cart or buys strictly after the view and within
+# the horizon (`features.propensity_horizon_minutes`; this is its default). Each split ends
+# one horizon before the next begins, so no label peeks past a cutoff.
 PROPENSITY_HORIZON_SECONDS = 10 * 60
-PROPENSITY_SPLIT_QUANTILES = (0.7, 0.85)  # event-time quantiles ending train and valid
+PROPENSITY_SPLIT_QUANTILES = (0.7, 0.85)  # fractions of the labelled time span ending train and valid
 TEST_USER_BUCKETS = 5  # users whose hash bucket is 0 are held out of train entirely
 # Columns of train_propensity a model must never take as input: the event's own type is
-# where the label comes from, and ids/timestamps/split do not generalize.
-PROPENSITY_NON_INPUTS = ("event_id", "user_id", "session_id", "event_type", "ts", "query", "session_key", "label", "split")
+# constant (view), the user counts exist offline only, and ids/timestamps/split do not generalize.
+PROPENSITY_NON_INPUTS = (
+    "event_id", "user_id", "session_id", "event_type", "ts", "query", "session_key",
+    "user_prior_views", "user_prior_positives", "label", "split",
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,11 @@ PROPENSITY_TRAINING_SET = TrainingSet(
         + SESSION_FEATURES.fields
         + ITEM_FEATURES.fields
         + (
-            FieldSpec("label", "int64", doc="1 if this click is/leads to a cart or purchase"),
+            # The user's counts over all their strictly earlier events (any session): the
+            # `user_prior_rate` baseline's input, not a model input (the stream has no such state).
+            FieldSpec("user_prior_views", "int64"),
+            FieldSpec("user_prior_positives", "int64", doc="earlier add-to-carts + purchases"),
+            FieldSpec("label", "int64", doc="1 if the user carts or buys any item within the horizon"),
             FieldSpec("split", "string", allowed=SPLITS),
         ),
     ),

@@ -88,6 +88,15 @@ class StreamSettings(_Group):
     broker_start_timeout_seconds: float = 20.0
 
 
+class FeatureSettings(_Group):
+    """Gold feature and training-set knobs."""
+
+    # Propensity label: does the user add any item to the cart or buy within this many
+    # minutes after a view? The Taobao slice spans 2 h 10 min and each split loses one
+    # horizon at its end, so a long horizon eats the evaluation window (README).
+    propensity_horizon_minutes: int = Field(default=10, ge=1)
+
+
 class ModelSettings(_Group):
     registry_root: Path = REPO_ROOT / "var" / "registry"
     # Base model for text tasks: a HF model directory or hub name. Empty means the
@@ -152,6 +161,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     fold: FoldSettings = Field(default_factory=FoldSettings)

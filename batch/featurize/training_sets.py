@@ -2,14 +2,15 @@
 
 * sentiment: Title + Review Text -> negative (1-2 stars) / neutral (3) / positive (4-5),
   split by review id (the only order the reviews have);
-* propensity: each click, with its session features and the item's counts *before* that
-  moment, labelled 1 when that interaction is, or is followed within the horizon by, an
-  add-to-cart or purchase of the item by the user (the stream scores every click the
-  same way); split by event time, and users of one hash bucket are kept out of train and
-  valid. The event's own type is the label's source, so it is never a model input.
+* propensity: each view (the events the stream scores), with its session features (the
+  events before it plus the viewed item as candidate) and the item's counts over strictly
+  earlier events, labelled 1 when the same user adds any item to the cart or buys in
+  (ts, ts + horizon]; views whose horizon passes the data's end are not labelled. Split
+  by event time with a horizon gap between splits, and users of one hash bucket are kept
+  out of train and valid.
 
     sentiment_training_set(silver_reviews)
-    propensity_training_set(sessionized_clicks)
+    propensity_training_set(sessionized_clicks, horizon_seconds=600)
     item_click_stats(silver_clicks)        # the snapshot the stream worker enriches with
 """
 
@@ -101,20 +102,23 @@ def _as_of_item_counts(sessions: DataFrame) -> DataFrame:
     return with_item_rate_features(sessions, prior("view"), prior("add_to_cart"), prior("purchase"))
 
 
-def _labels(sessions: DataFrame) -> DataFrame:
-    """event_id -> 1 when the event is a cart/purchase, or one of the same user and item
-    follows within the horizon."""
-    events = sessions.select("event_id", "user_id", "item_id", "ts", "event_type")
-    later = sessions.where(F.col("event_type").isin(*POSITIVE_TYPES)).select(
-        "user_id", "item_id", F.col("ts").alias("_positive_ts")
+def _is_positive() -> Column:
+    return F.col("event_type").isin(*POSITIVE_TYPES).cast("long")
+
+
+def with_user_columns(events: DataFrame, horizon_seconds: int) -> DataFrame:
+    """`label`: the user carts or buys any item in (ts, ts + horizon]; and the user's view
+    and cart/purchase counts over their events strictly before ts (the prior-rate baseline)."""
+    micros = F.unix_micros("ts")
+    by_user = Window.partitionBy("user_id").orderBy(micros)
+    after = by_user.rangeBetween(1, horizon_seconds * 1_000_000)
+    before = by_user.rangeBetween(Window.unboundedPreceding, -1)
+    is_view = (F.col("event_type") == "view").cast("long")
+    return (
+        events.withColumn("label", (F.coalesce(F.sum(_is_positive()).over(after), F.lit(0)) > 0).cast("long"))
+        .withColumn("user_prior_views", F.coalesce(F.sum(is_view).over(before), F.lit(0)))
+        .withColumn("user_prior_positives", F.coalesce(F.sum(_is_positive()).over(before), F.lit(0)))
     )
-    horizon = F.expr(f"INTERVAL {PROPENSITY_HORIZON_SECONDS} SECONDS")
-    joined = events.join(later, ["user_id", "item_id"], "left").withColumn(
-        "_hit",
-        F.col("event_type").isin(*POSITIVE_TYPES)
-        | ((F.col("_positive_ts") > F.col("ts")) & (F.col("_positive_ts") <= F.col("ts") + horizon)),
-    )
-    return joined.groupBy("event_id").agg(F.max(F.coalesce("_hit", F.lit(False)).cast("int")).alias("label"))
 
 
 def user_bucket(user_id: Column) -> Column:
@@ -122,25 +126,43 @@ def user_bucket(user_id: Column) -> Column:
     return F.pmod(F.conv(F.substring(user_id, 1, 8), 16, 10).cast("long"), F.lit(TEST_USER_BUCKETS))
 
 
-def propensity_training_set(sessions: DataFrame, source: str = PROPENSITY_SOURCE) -> DataFrame:
+def split_bounds(first: int, last: int, horizon: int) -> tuple[float, float, float, float]:
+    """(train_end, valid_from, valid_end, test_from) in epoch seconds.
+
+    Only views with ts + horizon <= last are labelled. That span, less one horizon gap
+    after train and one after valid, is cut 70/15/15 (PROPENSITY_SPLIT_QUANTILES): a row
+    of one split never has a label that looks into the next.
+    """
+    free = max(0.0, float(last - horizon - first - 2 * horizon))
+    train_end = first + PROPENSITY_SPLIT_QUANTILES[0] * free
+    valid_end = first + PROPENSITY_SPLIT_QUANTILES[1] * free + horizon
+    return train_end, train_end + horizon, valid_end, valid_end + horizon
+
+
+def propensity_training_set(
+    sessions: DataFrame,
+    source: str = PROPENSITY_SOURCE,
+    horizon_seconds: int = PROPENSITY_HORIZON_SECONDS,
+) -> DataFrame:
+    """View events with point-in-time features, labelled over `horizon_seconds`, split."""
     events = sessions.where(F.col("source") == source)
-    seconds = events.select(F.unix_seconds("ts").alias("s"))
-    valid_from, test_from = _exact_quantiles(seconds, "s", PROPENSITY_SPLIT_QUANTILES)
-    last = seconds.agg(F.max("s")).first()[0]
-    horizon = PROPENSITY_HORIZON_SECONDS
+    bounds = events.agg(F.min(F.unix_seconds("ts")), F.max(F.unix_seconds("ts"))).first()
+    # No events of the source: first = last = 0 labels nothing, and the table is empty.
+    first, last = (int(bounds[0]), int(bounds[1])) if bounds[0] is not None else (0, 0)
+    train_end, valid_from, valid_end, test_from = split_bounds(first, last, horizon_seconds)
     t = F.unix_seconds("ts")
     held_out_user = user_bucket(F.col("user_id")) == 0
     split = (
-        # Test labels must be fully observed: drop clicks whose horizon passes the data's end.
-        F.when((t >= test_from) & (t <= last - horizon), "test")
+        F.when(t >= test_from, "test")
         .when(held_out_user, None)
-        # Train/valid rows stop one horizon short of the next cutoff: no label looks past it.
-        .when((t >= valid_from) & (t < test_from - horizon), "valid")
-        .when(t < valid_from - horizon, "train")
+        .when((t >= valid_from) & (t < valid_end), "valid")
+        .when(t < train_end, "train")
     )
+    # Item counts and user windows run over every event (all types are history); only
+    # views whose horizon ends inside the data are examples.
     rows = (
-        _as_of_item_counts(events)
-        .join(_labels(events), "event_id")
+        with_user_columns(_as_of_item_counts(events), horizon_seconds)
+        .where((F.col("event_type") == "view") & (t <= last - horizon_seconds))
         .withColumn("split", split)
         .where(F.col("split").isNotNull())
     )

@@ -83,7 +83,7 @@ class PropensityConfig(PretrainedConfig):
 class PropensityModel(PreTrainedModel):
     """Inputs are built by `shared.tasks.propensity.PropensityEncoder`.
 
-    Sequences are right-aligned: position -1 is the candidate (the clicked item, type
+    Sequences are right-aligned: position -1 is the candidate (the viewed item, type
     token "candidate"), the positions before it the session history (most recent last);
     0 ids are padding.
     """
@@ -95,8 +95,8 @@ class PropensityModel(PreTrainedModel):
     def __init__(self, config: PropensityConfig) -> None:
         super().__init__(config)
         e, h = config.embed_dim, config.hidden_dim
-        # 0 = padding, 1 = the candidate (its own type is the label's source, so the model
-        # never sees it), 2 = unknown type, 3.. = known event types of the history.
+        # 0 = padding, 1 = the candidate (the viewed item; its type is never an input),
+        # 2 = unknown type, 3.. = known event types of the history.
         self.type_embedding = nn.Embedding(len(config.event_types) + 3, e, padding_idx=0)
         self.item_embedding = nn.Embedding(config.id_buckets + 1, e, padding_idx=0)
         self.category_embedding = nn.Embedding(config.id_buckets + 1, e, padding_idx=0)

@@ -1,6 +1,6 @@
 """Offline/online parity: the same events through the batch features (Spark, the batch
 layer's `sessionize` and `item_click_stats`) and through the worker give the same
-session features and, with the same model, the same scores."""
+session features for every event and, with the same model, the same scores for views."""
 
 from __future__ import annotations
 
@@ -78,17 +78,19 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     ]
     assert not mismatches, mismatches[:5]
 
-    # Same model, batch records (Spark features + snapshot rates) -> the worker's scores.
+    # Same model, batch records (Spark features + snapshot rates) -> the worker's scores,
+    # on the view events: the examples propensity is trained on and the ones it scores.
     predictor = load_predictor("propensity", registry=ModelRegistry(champion["registry_root"]), device="cpu")
-    ids = sorted(batch_rows)
+    ids = sorted(eid for eid, row in batch_rows.items() if row["event_type"] == "view")
+    assert len(ids) > len(batch_rows) // 2
     records = []
     for eid in ids:
         row = batch_rows[eid]
         item = stats[row["item_id"]]
         records.append({**row, **{name: item[name] for name in ITEM_FEATURES.names}})
     offline = dict(zip(ids, predictor.score(records)))
-    stream_scores = {s["event_id"]: s["score"] for s in scored}
-    assert set(stream_scores) == set(offline)
+    stream_scores = {s["event_id"]: s["score"] for s in scored if s.get("score") is not None}
+    assert set(offline) <= set(stream_scores)
     worst = max(abs(stream_scores[i] - float(offline[i])) for i in ids)
     assert worst < 1e-5, worst
 

@@ -142,7 +142,7 @@ def test_propensity_promotion_follows_the_champion_on_the_same_rows(gold, spark,
     champion = trained.version if trained.promoted else weak.version
     assert registry().resolve("propensity") == champion
     # Baselines are scored on the same rows, and the reported metrics are the registered model's.
-    assert {"gbt_numeric", "item_cart_rate"} <= set(trained.baseline_metrics)
+    assert set(trained.baseline_metrics) == {"logreg_numeric", "gbt_numeric", "user_prior_rate", "item_prior_rate"}
     assert all(m["n"] == 200 for m in trained.baseline_metrics.values())
     again = _recomputed("propensity", trained.version, table, max_train_samples=256, max_eval_samples=200)
     assert again == pytest.approx(trained.metrics, abs=1e-6, nan_ok=True)

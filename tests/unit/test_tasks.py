@@ -96,3 +96,32 @@ def test_propensity_model_round_trips_through_save_pretrained(tmp_path: Path) ->
         expected = model(**encoder.encode(records)).logits
         actual = loaded.eval()(**loaded_encoder.encode(records)).logits
     assert torch.allclose(expected, actual)
+
+
+def test_propensity_baselines_include_fitted_models_and_prior_rates() -> None:
+    from shared.features import PRIOR_CART_RATE, PRIOR_PURCHASE_RATE
+    from shared.tasks.propensity import user_prior_rate
+
+    task = get_task("propensity")
+    train = [click(event_type="view", prior_carts=v % 3, item_cart_rate=0.05 * (v % 4), label=int(v % 3 == 2))
+             for v in range(60)]
+    test = [click(event_type="view", user_prior_views=0, user_prior_positives=0, item_cart_rate=0.2, label=0),
+            click(event_type="view", user_prior_views=10, user_prior_positives=10, item_cart_rate=0.0, label=1)]
+    out = task.baselines(train, test, seed=13)
+    assert set(out) == {"logreg_numeric", "gbt_numeric", "user_prior_rate", "item_prior_rate"}
+    assert all(p.shape == (2, 2) and np.allclose(p.sum(axis=1), 1.0) for p in out.values())
+    # An unseen user scores the platform prior; a user who carted after every view scores higher.
+    assert out["user_prior_rate"][0, 1] == pytest.approx(PRIOR_CART_RATE + PRIOR_PURCHASE_RATE)
+    assert out["user_prior_rate"][1, 1] > out["user_prior_rate"][0, 1]
+    assert out["item_prior_rate"][:, 1].tolist() == [0.2, 0.0]
+    assert user_prior_rate([{}]).tolist() == pytest.approx([PRIOR_CART_RATE + PRIOR_PURCHASE_RATE])
+
+
+def test_propensity_splits_leave_one_horizon_between_them_and_stop_one_before_the_end() -> None:
+    from batch.featurize.training_sets import split_bounds
+
+    train_end, valid_from, valid_end, test_from = split_bounds(0, 7800, 600)
+    assert (valid_from - train_end, test_from - valid_end) == (600, 600)
+    # 7800 - 600 labelled seconds, less two gaps: 6000 cut 70/15/15.
+    assert (train_end, valid_end - valid_from, 7800 - 600 - test_from) == (4200, 900, 900)
+    assert split_bounds(0, 100, 600) == (0, 600, 600, 1200)  # too short: nothing is labelled in time

@@ -12,7 +12,7 @@ def write_propensity_gold(events: list[dict[str, Any]], key: bytes, lake_root: P
     """A small gold/train_propensity table from real Taobao events, for the trainer.
 
     Rows are the views of `events` with their session features (shared fold) and prior
-    item rates, labelled 1 when the same user carts or buys the item within the horizon;
+    item rates, labelled 1 when the same user carts or buys any item within the horizon;
     split by time (70/15/15).
     """
     import pyarrow as pa
@@ -21,15 +21,15 @@ def write_propensity_gold(events: list[dict[str, Any]], key: bytes, lake_root: P
     from shared.datasets import PROPENSITY_HORIZON_SECONDS, PROPENSITY_TRAINING_SET
 
     records = scoring_records(events, key)
-    positives: dict[tuple[str, str], list[Any]] = {}
+    positives: dict[str, list[Any]] = {}
     for r in records:
         if r["event_type"] in ("add_to_cart", "purchase"):
-            positives.setdefault((r["user_id"], r["item_id"]), []).append(r["ts"])
+            positives.setdefault(r["user_id"], []).append(r["ts"])
     views = sorted((r for r in records if r["event_type"] == "view"),
                    key=lambda r: (r["ts"], r["event_id"]))
     n = len(views)
     for i, r in enumerate(views):
-        later = positives.get((r["user_id"], r["item_id"]), [])
+        later = positives.get(r["user_id"], [])
         r["label"] = int(any(0 < (t - r["ts"]).total_seconds() <= PROPENSITY_HORIZON_SECONDS for t in later))
         r["split"] = "train" if i < 0.7 * n else ("valid" if i < 0.85 * n else "test")
     schema = PROPENSITY_TRAINING_SET.schema.arrow_schema()
