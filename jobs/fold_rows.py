@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from shared.click_sources import STREAM_SOURCE
 from shared.schemas import CLICK_EVENT, parse_timestamp
 
-STREAM_SOURCE = "stream"
 UNREADABLE_SCORED = "unreadable_scored_event"
 UNREADABLE_DLQ = "unreadable_dlq_entry"
 _TS = pa.timestamp("us", tz="UTC")

@@ -21,6 +21,9 @@ DIGINETICA_CATEGORIES_FILE = "diginetica_cikm2016/product-categories.csv"
 TAOBAO_SOURCE = "taobao"
 DIGINETICA_VIEWS_SOURCE = "diginetica_views"
 DIGINETICA_PURCHASES_SOURCE = "diginetica_purchases"
+# Clicks that came through the stream and were folded back (jobs.fold): the live click
+# log of the platform, in the same event schema.
+STREAM_SOURCE = "stream"
 
 # Raw fields in file order: the event id hashes them in this order.
 TAOBAO_RAW = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")

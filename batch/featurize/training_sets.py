@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from shared.click_sources import STREAM_SOURCE, TAOBAO_SOURCE
 from shared.datasets import (
     ITEM_CLICK_STATS,
     PROPENSITY_HORIZON_SECONDS,
@@ -35,7 +36,9 @@ from shared.datasets import (
 from shared.features import ITEM_FEATURES, item_rate_features
 
 POSITIVE_TYPES = ("add_to_cart", "purchase")
-PROPENSITY_SOURCE = "taobao"  # the stream's source; Diginetica's dates are another era
+# The click logs of the scored platform: the Taobao history and the stream folded back
+# on top of it (jobs.fold). Diginetica's dates are another era.
+PROPENSITY_SOURCES = (TAOBAO_SOURCE, STREAM_SOURCE)
 
 
 def _conform(df: DataFrame, schema: T.StructType) -> DataFrame:
@@ -141,11 +144,11 @@ def split_bounds(first: int, last: int, horizon: int) -> tuple[float, float, flo
 
 def propensity_training_set(
     sessions: DataFrame,
-    source: str = PROPENSITY_SOURCE,
+    sources: tuple[str, ...] = PROPENSITY_SOURCES,
     horizon_seconds: int = PROPENSITY_HORIZON_SECONDS,
 ) -> DataFrame:
     """View events with point-in-time features, labelled over `horizon_seconds`, split."""
-    events = sessions.where(F.col("source") == source)
+    events = sessions.where(F.col("source").isin(*sources))
     bounds = events.agg(F.min(F.unix_seconds("ts")), F.max(F.unix_seconds("ts"))).first()
     # No events of the source: first = last = 0 labels nothing, and the table is empty.
     first, last = (int(bounds[0]), int(bounds[1])) if bounds[0] is not None else (0, 0)
