@@ -32,7 +32,7 @@ def _lineage(step: str, result: Any) -> dict[str, Any]:
     """A job result's tables read/written (and offsets) as a report lineage row."""
     doc = result.to_dict() if hasattr(result, "to_dict") else dict(result or {})
     reads = [{"table": t, "version": v} for t, v in (doc.get("tables_read") or {}).items()]
-    writes = [{"table": t, "version": (w or {}).get("version") if isinstance(w, dict) else w}
+    writes = [{"table": t, "version": w.get("version") if isinstance(w, dict) else w}
               for t, w in (doc.get("tables_written") or {}).items()]
     offsets = {k: list(v) for k, v in (doc.get("offsets") or {}).items()}
     return {"step": step, "reads": reads, "writes": writes, "offsets": offsets}
@@ -64,13 +64,9 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     # 2. batch over the history
     def batch() -> dict[str, Any]:
-        from batch import clean, features, ingest
+        from batch import pipeline
 
-        results = {
-            "ingest": ingest.run(settings, ingest.IngestOptions(all_sources=True)),
-            "clean": clean.run(settings, clean.CleanOptions()),
-            "features": features.run(settings, features.FeaturesOptions()),
-        }
+        results = dict(zip(("ingest", "clean", "features"), pipeline.run(settings, pipeline.PipelineOptions())))
         for name, res in results.items():
             lineage.append(_lineage(f"batch {name}", res))
         counts = results["clean"].counts
@@ -96,13 +92,15 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         res = train.run(settings, train.TrainOptions(
             task="sentiment", promote=True, progress=options.progress, max_length=64,
             time_budget_seconds=options.sentiment_seconds, max_eval_samples=400))
+        seen = res.document["training"]["examples"]
         scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test"))
-        summary["sentiment"] = {"version": res.version, "examples_seen": res.examples_seen,
+        summary["sentiment"] = {"version": res.version, "examples_seen": seen, "train_rows": res.train_rows,
                                 "metrics": res.metrics, "baselines": res.baseline_metrics,
-                                "reviews_scored": scored.counts.get("rows_out")}
-        lineage.append(_lineage("score sentiment", scored))
-        return {"examples_seen": res.examples_seen, "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
-                "reviews_scored": scored.counts.get("rows_out", 0)}
+                                "reviews_scored": scored.rows}
+        lineage.append({"step": "score sentiment (Spark)", "reads": [{"table": scored.input, "version": scored.input_version}],
+                        "writes": [{"table": scored.output, "version": scored.output_version}], "offsets": {}})
+        return {"examples_seen": seen, "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
+                "reviews_scored": scored.rows}
 
     if options.sentiment_seconds > 0:
         progress.run("fine-tune sentiment (time-boxed) and bulk-score reviews", sentiment)

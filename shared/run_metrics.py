@@ -44,6 +44,11 @@ class JobResult:
     def wrote_anything(self) -> bool:
         return any(not w.skipped for w in self.tables_written.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["metrics_file"] = None if self.metrics_file is None else str(self.metrics_file)
+        return out
+
 
 R = TypeVar("R", bound=JobResult)
 
