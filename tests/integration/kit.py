@@ -228,11 +228,13 @@ def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> st
     return wait_for(check, timeout, what="the worker to serve a model")
 
 
-def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
+def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]],
+             max_request_size: int = 1_048_576) -> None:
     """Produce raw (key, value) pairs to the clicks topic and wait for the acks."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5,
+                             max_request_size=max_request_size)
     try:
         for key, value in values:
             producer.send(settings.kafka.clicks_topic, key=key, value=value)
