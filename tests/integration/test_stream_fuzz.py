@@ -50,11 +50,12 @@ def hostile(draw) -> bytes:
     kind = draw(st.sampled_from(["big_bytes", "big_field", "not_utf8", "surrogate", "surrogate_bytes"]))
     event = _base_event()
     field = draw(st.sampled_from(CLICK_EVENT.names + ["<key>"]))
+    size = draw(st.one_of(st.just(2_000_000), st.integers(100_000, 2_000_000)))
     if kind == "big_bytes":
-        return draw(st.randoms(use_true_random=False)).randbytes(draw(st.integers(100_000, 2_000_000)))
+        return draw(st.randoms(use_true_random=False)).randbytes(size)
     if kind == "big_field":
         field = field if field != "<key>" else "query"
-        return _with_hole(event, field, b"y" * draw(st.integers(100_000, 2_000_000)))
+        return _with_hole(event, field, b"y" * size)
     if kind == "not_utf8":
         return _with_hole(event, field, b"\xff" + draw(st.binary(max_size=6)))
     if kind == "surrogate":  # valid UTF-8 bytes; the JSON escape decodes to a lone surrogate
@@ -110,8 +111,10 @@ def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
 
         @hyp_settings(max_examples=6, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
-        @given(st.lists(malformed().filter(_is_invalid), min_size=1, max_size=25))
-        def one_round(bad: list[bytes]) -> None:
+        @given(st.lists(malformed().filter(_is_invalid), min_size=1, max_size=25),
+               st.lists(hostile().filter(_is_invalid), min_size=4, max_size=8))
+        def one_round(malformed_ones: list[bytes], hostile_ones: list[bytes]) -> None:
+            bad = malformed_ones + hostile_ones
             goods = [{**_base_event(), "user_id": f"u-{uuid.uuid4().hex[:8]}"} for _ in range(2)]
             # One key: the good events queue behind the bad ones on one partition.
             kit.send_raw(settings, [(b"k", raw) for raw in bad] + [(b"k", to_wire(g)) for g in goods],
