@@ -99,7 +99,8 @@ SCORED_EVENT = CLICK_EVENT.extend(
     (
         FieldSpec("model_name", "string"),
         FieldSpec("model_version", "string"),
-        FieldSpec("score", "float64", doc="P(add_to_cart or purchase of item_id)"),
+        FieldSpec("score", "float64", required=False,
+                  doc="P(add_to_cart or purchase of item_id) for a view; null for other events"),
         FieldSpec("received_at", "timestamp", doc="When the worker read the event"),
         FieldSpec("scored_at", "timestamp", doc="When the score was produced"),
     ),

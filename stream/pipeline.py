@@ -262,7 +262,9 @@ class Pipeline:
             scorer = await self._serving_scorer()
             self._metrics.serving(scorer.model_name, scorer.version)
             started = time.perf_counter()
-            results = await self._score(scorer, good)
+            to_score = [p for p in good if steps.is_scored(p.record)]
+            scores = {id(p): s for p, s in (await self._score(scorer, to_score) if to_score else [])}
+            results = [(p, scores.get(id(p))) for p in good]
             scored_at = datetime.now(timezone.utc)
             self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(
                 time.perf_counter() - started)
@@ -274,7 +276,7 @@ class Pipeline:
                 try:
                     value = steps.to_scored(
                         prepared.record, model_name=scorer.model_name, model_version=scorer.version,
-                        score=float(score), received_at=prepared.received_at, scored_at=scored_at)
+                        score=score, received_at=prepared.received_at, scored_at=scored_at)
                     key = prepared.record["user_id"].encode("utf-8")
                 except Exception as exc:  # noqa: BLE001 - this record's fault
                     receipts.append(self._late_dead_letter(prepared, steps.STEP_SERIALIZE, exc))

@@ -5,6 +5,10 @@ logs, metrics and dead-letter entries call it:
 
     parse_validate -> pseudonymize -> enrich -> (micro-batch) -> score -> to_scored
 
+Only view events are scored (the propensity task's examples are views); every other
+valid event still updates the session state and goes to `clicks.scored` with a null
+score, and the model name and version of the model serving that batch.
+
 No step does I/O, so all of them are unit-tested without a broker or a model. A record
 that fails any of them becomes a bounded dead-letter entry (`dlq_entry`, or
 `minimal_dlq_entry` when even that cannot be sent) with a stable `reason_code`: the
@@ -35,6 +39,7 @@ STEP_ENRICH = "enrich"
 STEP_SCORE = "score"
 STEP_SERIALIZE = "to_scored"
 STEP_PRODUCE = "produce"
+SCORED_EVENT_TYPES = frozenset({"view"})
 # At most this many reasons go into one dead-letter entry (a record can have many fields).
 MAX_DLQ_REASONS = 20
 # Each user's table entry remembers the features of its last few events by event id, so
@@ -96,6 +101,11 @@ def enrich(
     return entry, scoring_record, replayed
 
 
+def is_scored(record: Mapping[str, Any]) -> bool:
+    """Whether the model scores this event (views only); the others pass with a null score."""
+    return record.get("event_type") in SCORED_EVENT_TYPES
+
+
 def item_features_from_counts(views: float, carts: float, purchases: float) -> dict[str, float]:
     """ITEM_FEATURES of one item as plain floats (the shared function returns numpy 0-d)."""
     feats = item_rate_features(views, carts, purchases)
@@ -107,18 +117,21 @@ def to_scored(
     *,
     model_name: str,
     model_version: str,
-    score: float,
+    score: float | None,
     received_at: datetime,
     scored_at: datetime,
 ) -> bytes:
-    """The SCORED_EVENT wire bytes: the (pseudonymized) input event plus model and times."""
-    if not math.isfinite(float(score)):
+    """The SCORED_EVENT wire bytes: the (pseudonymized) input event plus model and times.
+
+    `score` is None for an event that is not scored (see `is_scored`).
+    """
+    if score is not None and not math.isfinite(float(score)):
         raise ValueError(f"the model returned a score of {score!r}")
     scored = scored_event_record()(
         **{name: record.get(name) for name in CLICK_EVENT.names},
         model_name=model_name,
         model_version=model_version,
-        score=float(score),
+        score=None if score is None else float(score),
         received_at=received_at,
         scored_at=scored_at,
     )

@@ -52,9 +52,9 @@ class _Holder:
         pass
 
 
-def _prepared(i: int, item: str) -> Prepared:
+def _prepared(i: int, item: str, kind: str = "view") -> Prepared:
     record = {"event_id": f"e{i}", "user_id": "p" * 32, "session_id": None, "item_id": item,
-              "event_type": "view", "ts": T0, "query": None, "category_id": None}
+              "event_type": kind, "ts": T0, "query": None, "category_id": None}
     return Prepared(record, 0.0, T0, 0, i, raw=json.dumps({"i": i}).encode(), topic="clicks")
 
 
@@ -83,4 +83,14 @@ def test_a_refused_entry_is_replaced_by_the_minimal_one():
     [entry] = [json.loads(v) for v in dlq.values]
     assert entry["raw"] is None and entry["reason_code"] == "score_error" and entry["raw_sha256"]
     assert entry["source"] == {"topic": "clicks", "partition": 0, "offset": 7}
+    pipeline.close()
+
+
+def test_events_that_are_not_views_pass_unscored():
+    dlq, scored = _Topic(), _Topic()
+    pipeline = _pipeline(dlq, scored)
+    asyncio.run(pipeline._score_batch([_prepared(0, "a"), _prepared(1, "boom", "add_to_cart")]))
+    out = {v["event_id"]: v for v in map(json.loads, scored.values)}
+    assert out["e0"]["score"] == 0.5 and out["e1"]["score"] is None and out["e1"]["model_version"] == "1"
+    assert dlq.values == []
     pipeline.close()

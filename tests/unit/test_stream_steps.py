@@ -129,6 +129,14 @@ def test_a_failure_outside_validation_has_a_step_code_and_a_bounded_reason():
     assert code == "enrich_error" and len(reasons) == 1 and len(reasons[0]) < 260
 
 
+def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
+    assert steps.is_scored(_event(1)) and not steps.is_scored(_event(2, kind="add_to_cart"))
+    wire = steps.to_scored(_event(2, kind="purchase"), model_name="m", model_version="3", score=None,
+                           received_at=T0, scored_at=T0)
+    scored = validate_record(SCORED_EVENT, wire)
+    assert scored["score"] is None and scored["model_version"] == "3"
+
+
 def test_to_scored_refuses_a_score_that_is_not_a_number():
     with pytest.raises(ValueError):
         steps.to_scored(_event(1), model_name="m", model_version="1", score=float("nan"), received_at=T0, scored_at=T0)
