@@ -42,7 +42,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from shared.errors import ValidationError
-from shared.schemas import CLICK_EVENT, EVENT_TYPES, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec
+from shared.schemas import CLICK_EVENT, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec
 
 REASON_CODES: tuple[str, ...] = (
     "not_utf8", "not_json", "missing_field", "blank_id", "bad_type", "too_long",
