@@ -236,10 +236,19 @@ class Pipeline:
             return list(zip(good, scores))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - find the records that cause it
-            if len(good) > 1:
-                log.warning("scoring a batch of %d failed (%s); scoring its records one by one",
-                            len(good), excerpt(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - find out whether the model or records cause it
+            batch_error = exc
+        # A model that cannot score a plain first view is broken: that is no record's
+        # fault, so it ends the process (status 70) and the batch is read again on restart.
+        try:
+            await loop.run_in_executor(self._score_pool, scorer.score, [steps.probe_record(self._items)])
+        except asyncio.CancelledError:
+            raise
+        except Exception as probe_error:
+            raise ModelError(f"model {scorer.model_name} v{scorer.version} cannot score a known-good "
+                             f"record: {excerpt(f'{type(probe_error).__name__}: {probe_error}')}") from batch_error
+        log.warning("scoring a batch of %d failed (%s); scoring its records one by one", len(good),
+                    excerpt(f"{type(batch_error).__name__}: {batch_error}"))
         out: list[tuple[Prepared, Any]] = []
         for prepared in good:
             try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
@@ -99,6 +99,18 @@ def enrich(
         replayed = False
     scoring_record = {**record, **session_features, **items(str(record["item_id"]))}
     return entry, scoring_record, replayed
+
+
+def probe_record(items: ItemLookup) -> dict[str, Any]:
+    """A scoring record every working model scores: a first view in a fresh session.
+
+    When a batch fails, scoring this tells a broken model (infrastructure: exit 70) from
+    records the model cannot score (dead-lettered one by one).
+    """
+    event = {"event_id": "probe", "user_id": "probe", "session_id": None, "item_id": "probe",
+             "event_type": "view", "ts": datetime(2017, 11, 26, 1, tzinfo=timezone.utc), "query": None,
+             "category_id": None}
+    return enrich(event, None, items)[1]
 
 
 def is_scored(record: Mapping[str, Any]) -> bool:

@@ -10,7 +10,9 @@ import json
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
 
+from shared.errors import ModelError
 from shared.settings import Settings
 from stream import steps
 from stream.metrics import WorkerMetrics
@@ -58,9 +60,14 @@ def _prepared(i: int, item: str, kind: str = "view") -> Prepared:
     return Prepared(record, 0.0, T0, 0, i, raw=json.dumps({"i": i}).encode(), topic="clicks")
 
 
-def _pipeline(dlq: _Topic, scored: _Topic) -> Pipeline:
-    return Pipeline(Settings(), scored_topic=scored, dlq_topic=dlq, sessions={}, holder=_Holder(),
-                    metrics=WorkerMetrics())
+def _pipeline(dlq: _Topic, scored: _Topic, scorer: object | None = None) -> Pipeline:
+    holder = _Holder()
+    if scorer is not None:
+        holder.swap = lambda: scorer
+    pipeline = Pipeline(Settings(), scored_topic=scored, dlq_topic=dlq, sessions={}, holder=holder,
+                        metrics=WorkerMetrics())
+    pipeline._items = lambda item_id: steps.item_features_from_counts(0, 0, 0)
+    return pipeline
 
 
 def test_a_record_the_model_cannot_score_is_dead_lettered_and_the_rest_scored():
@@ -73,6 +80,20 @@ def test_a_record_the_model_cannot_score_is_dead_lettered_and_the_rest_scored():
     assert entry["step"] == steps.STEP_SCORE and entry["reason_code"] == "score_error"
     assert entry["source"]["offset"] == 1 and len(entry["reasons"][0]) <= 512
     assert pipeline.last_offsets == {0: 2}
+    pipeline.close()
+
+
+class _BrokenScorer(_Scorer):
+    def score(self, records):
+        raise ValueError("encoder statistics have the wrong shape")
+
+
+def test_a_model_that_fails_on_every_record_is_an_infrastructure_failure():
+    dlq, scored = _Topic(), _Topic()
+    pipeline = _pipeline(dlq, scored, _BrokenScorer())
+    with pytest.raises(ModelError, match="known-good"):
+        asyncio.run(pipeline._score_batch([_prepared(0, "a"), _prepared(1, "b")]))
+    assert dlq.values == [] and scored.values == []  # nothing acked: the restart reads the batch again
     pipeline.close()
 
 
