@@ -103,7 +103,8 @@ SCORED_EVENT = CLICK_EVENT.extend(
     (
         FieldSpec("model_name", "string"),
         FieldSpec("model_version", "string"),
-        FieldSpec("score", "float64", doc="P(add_to_cart or purchase of item_id)"),
+        FieldSpec("score", "float64", required=False,
+                  doc="P(add_to_cart or purchase of item_id) for a view; null for other events"),
         FieldSpec("received_at", "timestamp", doc="When the worker read the event"),
         FieldSpec("scored_at", "timestamp", doc="When the score was produced"),
     ),
@@ -114,11 +115,16 @@ SCORED_EVENT = CLICK_EVENT.extend(
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """ISO-8601 with an explicit offset (or 'Z'), or epoch milliseconds -> aware UTC."""
+    """ISO-8601 with an explicit offset (or 'Z'), or an epoch number -> aware UTC.
+
+    The epoch unit (seconds or milliseconds) follows the one rule of `shared.click_rules`.
+    """
+    from shared.click_rules import epoch_to_datetime
+
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        return epoch_to_datetime(value)
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
@@ -197,8 +203,13 @@ def validate_record(schema: RecordSchema, raw: bytes | str | dict[str, Any]) -> 
 
 
 def validate_click_event(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
-    """Validate a click event against `CLICK_EVENT`."""
-    return validate_record(CLICK_EVENT, raw)
+    """Validate a click event by the one set of click rules (`shared.click_rules`).
+
+    Raises `shared.click_rules.ClickRejected` (a ValidationError) with a reason code.
+    """
+    from shared.click_rules import check_click, check_click_bytes
+
+    return check_click(raw) if isinstance(raw, dict) else check_click_bytes(raw)
 
 
 def to_wire(record: dict[str, Any]) -> bytes:

@@ -86,6 +86,10 @@ class StreamSettings(_Group):
     # Empty means the gold item snapshot under the lake (gold/item_click_stats).
     item_snapshot_path: str = ""
     broker_start_timeout_seconds: float = 20.0
+    # A dead-letter entry keeps at most this many raw bytes (plus the whole value's size
+    # and sha256) and this many characters per reason, so it always fits a produce request.
+    dlq_max_raw_bytes: int = Field(default=64 * 1024, ge=0, le=128 * 1024)
+    dlq_max_reason_chars: int = Field(default=512, ge=32, le=4096)
 
 
 class FeatureSettings(_Group):

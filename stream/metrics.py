@@ -23,6 +23,8 @@ class WorkerMetrics:
         self.events_in = Counter("shopflow_stream_events_in", "Click events read", registry=r)
         self.scored = Counter("shopflow_stream_scored", "Events scored and produced", registry=r)
         self.dlq = Counter("shopflow_stream_dlq", "Events sent to the DLQ", ["step"], registry=r)
+        self.dlq_reasons = Counter("shopflow_stream_dlq_reasons", "Events sent to the DLQ by reason code",
+                                   ["reason_code"], registry=r)
         self.replayed = Counter(
             "shopflow_stream_replayed", "Events seen again after a restart (features reused)",
             registry=r,

@@ -47,7 +47,7 @@ def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
     # (the session table remembers recent event ids) and so the same score.
     by_id = collections.defaultdict(set)
     for v in scored:
-        by_id[v["event_id"]].add(round(v["score"], 6))
+        by_id[v["event_id"]].add(None if v["score"] is None else round(v["score"], 6))
     assert all(len(scores) == 1 for scores in by_id.values())
     assert kit.read_topic(settings, settings.kafka.dlq_topic, expect=1, timeout=1) == []
 

@@ -89,8 +89,9 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
         item = stats[row["item_id"]]
         records.append({**row, **{name: item[name] for name in ITEM_FEATURES.names}})
     offline = dict(zip(ids, predictor.score(records)))
-    stream_scores = {s["event_id"]: s["score"] for s in scored if s.get("score") is not None}
-    assert set(offline) <= set(stream_scores)
+    stream_scores = {s["event_id"]: s["score"] for s in scored if s["score"] is not None}
+    assert set(stream_scores) == set(offline)
+    assert {s["event_id"] for s in scored if s["score"] is None} == set(batch_rows) - set(ids)
     worst = max(abs(stream_scores[i] - float(offline[i])) for i in ids)
     assert worst < 1e-5, worst
 

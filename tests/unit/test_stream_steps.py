@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -84,10 +85,61 @@ def test_to_scored_is_a_valid_scored_event():
 
 def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
     raw = b"\xff\x00not json"
-    entry = json.loads(steps.dlq_entry(raw, ["not UTF-8"], step="parse_validate", topic="clicks",
-                                       partition=2, offset=41, failed_at=T0))
+    entry = json.loads(steps.dlq_entry(raw, ["not UTF-8"], step="parse_validate", reason_code="not_utf8",
+                                       topic="clicks", partition=2, offset=41, failed_at=T0))
     assert entry["raw"].encode("latin-1") == raw
     assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
+    assert entry["reason_code"] == "not_utf8" and entry["raw_size"] == len(raw) and entry["raw_truncated"] is False
+    assert entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_dlq_entry_is_bounded_whatever_the_record():
+    raw = bytes(range(256)) * 8000  # 2 MB of the bytes JSON escapes the most
+    reasons = ["x" * 5000] * 100
+    wire = steps.dlq_entry(raw, reasons, step="enrich", reason_code="enrich_error", topic="clicks",
+                           partition=0, offset=1, failed_at=T0, max_raw_bytes=64 * 1024, max_reason_chars=512)
+    assert len(wire) < 500_000  # a producer's request limit is 1,000,000 bytes
+    entry = json.loads(wire)
+    assert entry["raw"].encode("latin-1") == raw[: 64 * 1024] and entry["raw_truncated"] is True
+    assert entry["raw_size"] == len(raw) and entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert len(entry["reasons"]) == steps.MAX_DLQ_REASONS + 1 and all(len(r) <= 512 for r in entry["reasons"])
+    minimal = json.loads(steps.minimal_dlq_entry(raw, step="enrich", reason_code="enrich_error", topic="clicks",
+                                                 partition=0, offset=1, failed_at=T0))
+    assert minimal["raw"] is None and minimal["raw_sha256"] == entry["raw_sha256"] and minimal["reason_code"]
+    assert set(entry) == set(minimal) >= {"raw", "raw_encoding", "step", "reasons", "source", "failed_at",
+                                          "reason_code", "raw_size", "raw_sha256", "raw_truncated"}
+
+
+@pytest.mark.parametrize("raw, code", [
+    (None, "not_json"),
+    (b"\xff\xfe", "not_utf8"),
+    (b'{"event_id":"s","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "not_utf8"),
+    (b'{"event_id":"s","user_id":"u","item_id":"\\udfff","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "not_utf8"),
+    (b"[" * 100_000, "not_json"),
+    (b'{"event_id":"s","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "blank_id"),
+])
+def test_parse_validate_rejects_with_a_reason_code(raw, code):
+    with pytest.raises(ValidationError) as info:
+        steps.parse_validate(raw)
+    assert steps.failure_reason(steps.STEP_PARSE, info.value)[0] == code
+
+
+def test_a_failure_outside_validation_has_a_step_code_and_a_bounded_reason():
+    code, reasons = steps.failure_reason(steps.STEP_ENRICH, KeyError("k" * 10_000))
+    assert code == "enrich_error" and len(reasons) == 1 and len(reasons[0]) < 260
+
+
+def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
+    assert steps.is_scored(_event(1)) and not steps.is_scored(_event(2, kind="add_to_cart"))
+    wire = steps.to_scored(_event(2, kind="purchase"), model_name="m", model_version="3", score=None,
+                           received_at=T0, scored_at=T0)
+    scored = validate_record(SCORED_EVENT, wire)
+    assert scored["score"] is None and scored["model_version"] == "3"
+
+
+def test_to_scored_refuses_a_score_that_is_not_a_number():
+    with pytest.raises(ValueError):
+        steps.to_scored(_event(1), model_name="m", model_version="1", score=float("nan"), received_at=T0, scored_at=T0)
 
 
 def test_faust_records_are_derived_from_the_schemas():

@@ -40,11 +40,13 @@ def json_values(pairs: list[tuple[bytes | None, bytes]]) -> list[dict[str, Any]]
 
 
 
-def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
+def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]],
+             max_request_size: int = 1_048_576) -> None:
     """Produce raw (key, value) pairs to the clicks topic and wait for the acks."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5,
+                             max_request_size=max_request_size)
     try:
         for key, value in values:
             producer.send(settings.kafka.clicks_topic, key=key, value=value)

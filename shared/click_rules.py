@@ -1,0 +1,222 @@
+"""The click-event rules, defined once: the stream validator and batch cleaning apply them.
+
+One event, one verdict: the worker's `parse_validate` runs `check_click_bytes` on each
+Kafka value, and batch cleaning runs `check_click_columns` (through a pandas UDF) on each
+candidate row built from a click log, so both paths reject the same events with the same
+reason code (proved by tests/integration/test_click_rules_parity.py).
+
+    from shared.click_rules import check_click_bytes, ClickRejected
+    try:
+        event = check_click_bytes(raw)          # typed CLICK_EVENT dict
+    except ClickRejected as exc:
+        exc.code, exc.reasons                   # "blank_id", ["user_id: blank"]
+
+Reason codes, in the order that picks the primary one when a record has several problems.
+They are also the batch quarantine's `reason` (batch adds `malformed_row` before these and
+`duplicate` after them):
+
+  not_utf8            bytes that are not UTF-8, or text with a lone surrogate
+  not_json            not JSON, or JSON that is not an object
+  missing_field       a required field absent, null or ""
+  blank_id            an id that is only whitespace
+  bad_type            a JSON value of the wrong type (an integer where a string is declared)
+  too_long            an id over 128 characters, a query over 1024
+  unknown_event_type  an event type outside CLICK_EVENT's list
+  bad_timestamp       unreadable, without a time zone, or outside 2000-01-01 .. now + 1 day
+  unknown_field       a field CLICK_EVENT does not declare
+
+Rules, so both paths read them the same way:
+- A field declared as a string must be a JSON string: integers are rejected, not coerced.
+- user_id and item_id lose surrounding spaces (batch has always trimmed them).
+- A numeric timestamp is epoch seconds below 10^11 and epoch milliseconds from there on:
+  10^11 seconds is the year 5138 and 10^11 ms is 1973-03-03, both outside the accepted
+  range, so the unit is never ambiguous for an accepted event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from shared.errors import ValidationError
+from shared.schemas import CLICK_EVENT, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec
+
+REASON_CODES: tuple[str, ...] = (
+    "not_utf8", "not_json", "missing_field", "blank_id", "bad_type", "too_long",
+    "unknown_event_type", "bad_timestamp", "unknown_field",
+)
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE = timedelta(days=1)
+EPOCH_MILLIS_FROM = 10**11
+# Fields whose value identifies something: whitespace alone is no id.
+ID_FIELDS = frozenset({"event_id", "user_id", "session_id", "item_id", "category_id"})
+TRIMMED_FIELDS = frozenset({"user_id", "item_id"})
+EXCERPT_CHARS = 200
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A bounded, escaped excerpt of sender data for messages and logs (never the whole value)."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+
+
+class ClickRejected(ValidationError):
+    """A click event the rules reject; `code` is the primary reason code, `problems` all."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        ordered = sorted(problems, key=lambda p: REASON_CODES.index(p.code))
+        self.problems = ordered
+        self.code = ordered[0].code
+        messages = [p.message for p in ordered]
+        super().__init__("; ".join(messages), messages)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def epoch_to_datetime(value: int | float) -> datetime:
+    """The one unit rule: seconds below 10^11, milliseconds from there on."""
+    seconds = value if abs(value) < EPOCH_MILLIS_FROM else value / 1000.0
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Problem | None]:
+    name = "ts"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None, Problem("bad_type", f"{name}: expected an ISO-8601 string or an epoch number, "
+                                         f"got {type(value).__name__}")
+    try:
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return None, Problem("not_utf8", f"{name}: not valid Unicode (lone surrogate)")
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} "
+                                                      "(timestamp has no time zone; send UTC with 'Z' or an offset)")
+            parsed = parsed.astimezone(timezone.utc)
+        else:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("not a finite number")
+            parsed = epoch_to_datetime(value)
+    except (ValueError, OverflowError, OSError) as exc:
+        return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({excerpt(str(exc), 120)})")
+    latest = now + MAX_FUTURE
+    if not EARLIEST <= parsed < latest:
+        return None, Problem("bad_timestamp", f"{name}: {parsed.isoformat()} is outside "
+                                              f"{EARLIEST.date()} .. {latest.isoformat(timespec='seconds')}")
+    return parsed, None
+
+
+def _check_string(spec: FieldSpec, value: Any) -> tuple[str | None, Problem | None]:
+    name = spec.name
+    if not isinstance(value, str):
+        return None, Problem("bad_type", f"{name}: expected a string, got {type(value).__name__}")
+    if _has_surrogate(value):
+        return None, Problem("not_utf8", f"{name}: not valid Unicode (lone surrogate)")
+    if name in ID_FIELDS and value.strip() == "":
+        return None, Problem("blank_id", f"{name}: blank")
+    if name in TRIMMED_FIELDS:
+        value = value.strip(" ")
+    limit = MAX_QUERY_LENGTH if name == "query" else MAX_ID_LENGTH
+    if len(value) > limit:
+        return None, Problem("too_long", f"{name}: longer than {limit} characters ({len(value)})")
+    if spec.allowed is not None and value not in spec.allowed:
+        return None, Problem("unknown_event_type",
+                             f"{name}: {excerpt(value, 60)} is not one of {', '.join(spec.allowed)}")
+    return value, None
+
+
+def check_click(obj: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """A decoded JSON value -> the typed CLICK_EVENT dict, or ClickRejected with every problem."""
+    if not isinstance(obj, dict):
+        raise ClickRejected([Problem("not_json", f"expected a JSON object, got {type(obj).__name__}")])
+    now = now or datetime.now(timezone.utc)
+    record: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for spec in CLICK_EVENT.fields:
+        value = obj.get(spec.name)
+        if value is None or value == "":
+            record[spec.name] = None
+            if spec.required:
+                problems.append(Problem("missing_field", f"{spec.name}: required"))
+            continue
+        if spec.type == "timestamp":
+            checked, problem = _check_timestamp(value, now)
+        else:
+            checked, problem = _check_string(spec, value)
+        record[spec.name] = checked
+        if problem:
+            problems.append(problem)
+    unknown = [k for k in obj if k not in CLICK_EVENT.names]
+    if unknown:
+        problems.append(Problem("unknown_field", "unknown fields: " + ", ".join(excerpt(k, 40).strip("'")
+                                                                                 for k in sorted(unknown)[:10])))
+    if problems:
+        raise ClickRejected(problems)
+    return record
+
+
+def check_click_bytes(raw: bytes | str, *, now: datetime | None = None) -> dict[str, Any]:
+    """Kafka value bytes (UTF-8 JSON) -> typed CLICK_EVENT dict, or ClickRejected."""
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ClickRejected([Problem("not_utf8", f"not UTF-8: {excerpt(str(exc), 160)}")]) from None
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits, too deep
+        raise ClickRejected([Problem("not_json", f"not JSON: {excerpt(str(exc), 160)}")]) from None
+    return check_click(obj, now=now)
+
+
+# -------------------------------------------------------------------------- the batch side
+
+#: The candidate columns batch cleaning hands to `check_click_columns`: CLICK_EVENT's
+#: string fields as text, the time as an epoch number (`ts_epoch`) or, when the source
+#: time is not a number, its text (`ts_text`).
+CANDIDATE_COLUMNS: tuple[str, ...] = (
+    "event_id", "user_id", "session_id", "item_id", "event_type", "category_id", "query",
+    "ts_epoch", "ts_text",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str | None  # None: accepted
+    detail: str | None
+    ts_micros: int | None  # the accepted event's time, epoch microseconds UTC
+
+
+def check_click_columns(row: Mapping[str, Any], *, now: datetime) -> Verdict:
+    """One candidate row of a click log (see CANDIDATE_COLUMNS) -> its verdict.
+
+    Builds the event a producer would send for that row (absent columns are absent
+    fields) and applies `check_click`, so batch and stream share every rule.
+    """
+    event = {k: row[k] for k in CANDIDATE_COLUMNS[:7] if row.get(k) is not None}
+    ts = row.get("ts_epoch")
+    if ts is None:
+        ts = row.get("ts_text")
+    if ts is not None:
+        event["ts"] = ts
+    try:
+        record = check_click(event, now=now)
+    except ClickRejected as exc:
+        return Verdict(exc.code, "; ".join(exc.reasons)[:512], None)
+    delta = record["ts"] - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return Verdict(None, None, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
