@@ -43,6 +43,7 @@ class RetrainOptions:
     margin: float | None = option(None, help="promote when the CI's lower bound of the gain exceeds this")
     resamples: int | None = option(None, help="bootstrap resamples over users")
     epochs: int | None = option(None, help="fine-tuning epochs from the champion")
+    lr: float | None = option(None, help="learning rate (default: the task's)")
     max_train_samples: int | None = option(None, help="smoke mode: train on at most this many rows")
     seed: int | None = option(None, help="random seed")
     promote: bool = option(True, help="promote a proven better challenger (--no-promote: evaluate only)")
@@ -126,7 +127,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     try:
         spec = FitSpec(
             loop=LoopConfig(epochs=options.epochs or loop.epochs, batch_size=task.default_batch_size,
-                            lr=default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
+                            lr=options.lr or default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
             init_from_champion=True,
         )
         fitted = fit_model(settings, task, data, spec)

@@ -1,0 +1,97 @@
+"""The closed loop on a slice of the real data, with every real part: Spark + Delta batch,
+the embedded broker, a worker process, the propensity model, the fold, the retrain and
+the report. `shopflow demo`'s own stages run here (sentiment skipped), then a challenger
+built to be worse is refused.
+
+The promotion margin is set to -1 for the demo run (any verified challenger is
+promoted), so the swap is certain on a slice this small; the decision logic itself is
+tested with the default margin below and in tests/unit/test_compare.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shared.delta import read_arrow
+from shared.registry import ModelRegistry
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+CHARTS = ("throughput", "lag", "dlq", "model-version", "evaluation", "accounting", "stages")
+
+
+@pytest.fixture(scope="module")
+def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
+    from jobs.demo import DemoOptions, demo_environment
+    from jobs.demo_run import run_demo
+
+    work = tmp_path_factory.mktemp("demo")
+    options = DemoOptions(workdir=work, cutoff="2017-11-26T01:50:00Z", swap_minutes=15.0,
+                          sentiment_seconds=0, progress=False)
+    env = {**demo_environment(options), "SHOPFLOW_LOOP__PROMOTION_MARGIN": "-1",
+           "SHOPFLOW_LOOP__BOOTSTRAP_RESAMPLES": "200", "SHOPFLOW_LOOP__MIN_EVAL_ROWS": "50"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        settings = Settings()
+        report = run_demo(settings, options, env, source_root=sliced_data)
+        return {"settings": settings, "report": report, "env": env,
+                "record": json.loads((report.parent / "demo.json").read_text())}
+
+
+def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
+    record = demo["record"]
+    evaluation = record["evaluation"]
+    assert evaluation["decision"] == "promoted", evaluation
+    assert evaluation["champion"]["ci_low"] <= evaluation["champion"]["value"] <= evaluation["champion"]["ci_high"]
+    # The worker served the promoted challenger without a restart (seen in its metrics).
+    assert record["swap"] is not None and record["swap"]["to_version"] == evaluation["challenger"]["version"]
+    settings: Settings = demo["settings"]
+    assert ModelRegistry(settings.models.registry_root).resolve("propensity") == int(evaluation["challenger"]["version"])
+    manifest = ModelRegistry(settings.models.registry_root).manifest("propensity", int(evaluation["challenger"]["version"]))
+    stored = manifest.extra["evaluation"]
+    assert stored["decision"]["promote"] and stored["slice"]["rows"] >= 50 and stored["fold_offsets"]
+
+
+def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
+    settings: Settings = demo["settings"]
+    record = demo["record"]
+    rows = read_arrow(settings.lake.table("silver", settings.fold.stream_table),
+                      columns=["event_id", "model_version", "event_type", "score"]).to_pylist()
+    ids = Counter(r["event_id"] for r in rows)
+    assert ids and max(ids.values()) == 1
+    accounting = record["accounting"]
+    assert accounting["rows_in"] == accounting["folded"] + accounting["dead_lettered"] == len(rows)
+    # Events scored after the swap carry the new version; views have a score, others none.
+    assert {r["model_version"] for r in rows} == {record["swap"]["from_version"], record["swap"]["to_version"]}
+    assert all((r["score"] is None) == (r["event_type"] != "view") for r in rows)
+
+
+def test_the_report_holds_every_chart(demo) -> None:
+    html = Path(demo["report"]).read_text()
+    for chart in CHARTS:
+        assert f'id="chart-{chart}"' in html, chart
+    assert "<script src=" not in html and html.count("plotly") > 0
+
+
+def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> None:
+    from jobs.retrain import RetrainOptions, run
+
+    settings = Settings(**{**demo["settings"].model_dump(), "loop": {
+        **demo["settings"].loop.model_dump(), "promotion_margin": 0.0, "bootstrap_resamples": 200,
+        "min_eval_rows": 50}})
+    registry = ModelRegistry(settings.models.registry_root)
+    champion = registry.resolve("propensity")
+    # A learning rate this large wrecks the champion's weights in one epoch.
+    result = run(settings, RetrainOptions(lr=50.0))
+    assert not result.promoted and result.challenger_version != champion
+    assert registry.resolve("propensity") == champion
+    assert result.comparison.difference.value < 0, result.comparison
+    stored = registry.manifest("propensity", result.challenger_version).extra["evaluation"]
+    assert stored["decision"] == {"promote": False, "reason": result.decision.reason, "margin": 0.0}
+    assert "not proven better" in result.decision.reason
