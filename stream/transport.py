@@ -13,6 +13,8 @@
    a worker "assigned but idle", its commits stuck). `perform_seek` here stops the
    flow first (Faust resumes it right after the clear) and also rewinds the partitions
    that have no committed offset yet, so every cleared record is fetched again.
+   It also forgets the positions a broker that lost its data no longer has (see
+   `stream.broker_loss`), so a worker carries on after a restart of the in-memory broker.
 3. Tansu answers ListOffsets(latest) with the base offset of a partition's last record
    batch plus one, short of the real end when that batch holds several records. Faust
    reads a table's changelog up to that answer when it recovers the table, so a
@@ -25,13 +27,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Mapping
 
 import aiokafka
 import faust
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from stream.broker_loss import BrokerLossReport, ShopflowTableManager, known_next_offsets, lost_positions
+
+log = logging.getLogger(__name__)
 
 
 async def confirmed_end_offsets(probe: aiokafka.AIOKafkaConsumer, listed: Mapping[Any, int],
@@ -77,12 +85,69 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        def _revoked_positions(self) -> tuple[dict, dict]:
+            # Next offsets read and committed of partitions Faust forgot when they were
+            # revoked, to tell a broker that lost its data at the next assignment.
+            if not hasattr(self, "_revoked_read"):
+                self._revoked_read: dict = {}
+                self._revoked_committed: dict = {}
+            return self._revoked_read, self._revoked_committed
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            read, committed = self._revoked_positions()
+            read.update(known_next_offsets(plus_one=[{tp: self._read_offset.get(tp) for tp in revoked}]))
+            committed.update(known_next_offsets({tp: self._committed_offset.get(tp) for tp in revoked}))
+            await super().on_partitions_revoked(revoked)
+
         async def perform_seek(self) -> None:
             # No record reaches a stream while positions move; both of Faust's callers
             # clear the stream queues and resume the flow right after this returns.
             self.stop_flow()
-            await super().perform_seek()
+            read, committed = self._revoked_positions()
+            read_before = known_next_offsets(read, plus_one=[dict(self._read_offset)])
+            committed_before = known_next_offsets(committed, dict(self._committed_offset))
+            try:
+                await super().perform_seek()
+            except KafkaError as exc:
+                # The broker went away mid-rebalance (it crashed the worker): when it is
+                # back the group rejoins, and the next assignment seeks again.
+                log.warning("seeking to the committed offsets failed (%s); the next rebalance seeks again", exc)
+                return
+            await self._forget_lost_positions(read_before, committed_before)
             await self._rewind_uncommitted()
+
+        async def _forget_lost_positions(self, read_before: dict, committed_before: dict) -> None:
+            read, committed = self._revoked_positions()
+            changelogs = self.app.tables.changelog_topics
+            tps = [tp for tp in self.assignment() if tp.topic not in changelogs]
+            known = {tp: max(read_before.get(tp, 0), committed_before.get(tp, 0),
+                             self._committed_offset.get(tp) or 0) for tp in tps}
+            check = [tp for tp in tps if known[tp]]
+            if not check:
+                return
+            try:
+                ends = await self.highwaters(*check)
+            except Exception as exc:  # noqa: BLE001 - a broker going away again: the next rebalance checks
+                log.warning("could not read end offsets to check for lost broker data: %s", exc)
+                return
+            lost = lost_positions({tp: known[tp] for tp in check}, ends)
+            # A group that lost its committed offsets lost its data too (Kafka keeps them
+            # while the group is alive).
+            for tp in check:
+                if committed_before.get(tp) and not self._committed_offset.get(tp) and tp not in lost:
+                    lost[tp] = (committed_before[tp], ends.get(tp))
+            for tp in lost:
+                # Faust drops fetched records below _read_offset and ignores acks below
+                # _committed_offset: forget both, so the new log is read from its start.
+                self._read_offset[tp] = None
+                self._committed_offset[tp] = None
+                self._acked.pop(tp, None)
+                self._acked_index.pop(tp, None)
+                self._gap.pop(tp, None)
+                read.pop(tp, None)
+                committed.pop(tp, None)
+            if lost:
+                self.app.broker_loss.report("input", lost, self.app.consumer_generation_id)
 
         async def _rewind_uncommitted(self) -> None:
             # aiokafka's seek_to_committed leaves a partition without a committed offset
@@ -108,7 +173,8 @@ class ShopflowApp(faust.App):
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self._transport_cls = _transport_class(fetch_max_wait_ms)
-        super().__init__(*args, **kwargs)
+        self.broker_loss = BrokerLossReport()
+        super().__init__(*args, TableManager=ShopflowTableManager, **kwargs)
 
     def _new_transport(self) -> Any:
         return self._transport_cls(self.conf.broker_consumer, self)
