@@ -25,8 +25,8 @@ gets the features it had the first time. Its changelog only holds the updates wr
 after the loss, so a worker restarted later starts the earlier sessions afresh, as a
 worker started on the new broker would.
 
-    app = ShopflowApp(..., TableManager=ShopflowTableManager)
-    app.broker_loss.subscribe(lambda where, tps: metrics.broker_data_lost.inc())
+    app = ShopflowApp(...)      # stream.transport: uses ShopflowTableManager, has .broker_loss
+    app.broker_loss.subscribe(lambda where, tps: metrics.broker_data_lost.labels(where=where).inc())
 """
 
 from __future__ import annotations
