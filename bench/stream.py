@@ -10,6 +10,8 @@ replays the Taobao log, and prints ONE JSON line:
   ratio                       e2e / raw (target >= 0.8); sustained target >= 280 ev/s
   latency_ms.real_rate/x20    p50/p99 of click produce time -> scored_at, with the log
                               replayed at ~14 ev/s (the full slice's real rate) and 20x
+  torch_threads               the throughput phase (and the raw model) with the worker's
+                              default of 1 torch intra-op thread and with 2, same run
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def _settings(env: dict[str, str]):
         os.environ.update(saved)
 
 
-def _raw_model_rate(settings, events: list[dict[str, Any]], batch: int) -> tuple[float, str]:
-    """Events/s of the champion's score() alone, on records the worker's steps built."""
+def _raw_model_rate(settings, events: list[dict[str, Any]], batch: int, threads: int) -> tuple[float, str]:
+    """Events/s of the champion's score() alone, on records the worker's steps built,
+    with `threads` torch intra-op threads."""
+    import torch
+
     from shared.predictor import load_predictor
     from shared.registry import ModelRegistry
     from stream import steps
@@ -67,6 +72,7 @@ def _raw_model_rate(settings, events: list[dict[str, Any]], batch: int) -> tuple
         entries[record["user_id"]] = entry
         records.append(scoring)
     predictor = load_predictor(settings.stream.model_task, registry=ModelRegistry(settings.models.registry_root))
+    torch.set_num_threads(threads)
     predictor.score(records[:batch])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(records), batch):
@@ -124,6 +130,38 @@ def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout:
     }
 
 
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
+                            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def _throughput_with_threads(env: dict[str, str], events: list[dict[str, Any]], n: int, threads: int,
+                             work: Path) -> dict[str, Any]:
+    """The throughput phase on a worker with `threads` torch threads, on its own topics
+    and consumer group (so the main run below starts from clean topics)."""
+    from stream.broker import ensure_topics
+    from stream.topics import required_topics
+
+    tag = f"t{threads}"
+    env = {**env, "SHOPFLOW_STREAM__TORCH_THREADS": str(threads), "SHOPFLOW_STREAM__APP_ID": f"bench-{tag}",
+           "SHOPFLOW_KAFKA__CLICKS_TOPIC": f"clicks-{tag}", "SHOPFLOW_KAFKA__SCORED_TOPIC": f"clicks-{tag}.scored",
+           "SHOPFLOW_KAFKA__DLQ_TOPIC": f"clicks-{tag}.dlq", "SHOPFLOW_KAFKA__MODELS_TOPIC": f"models-{tag}"}
+    settings = _settings(env)
+    ensure_topics(settings.kafka.bootstrap_servers, required_topics(settings))
+    worker = _start_worker(env, work / f"worker-{tag}.log")
+    try:
+        time.sleep(1.0)
+        warm = _phase(settings, events[-300:], None, 60)
+        if warm["scored"] < 300:
+            raise SystemExit(f"worker did not score the warm-up; see {work / f'worker-{tag}.log'}")
+        phase = _phase(settings, events[:n], None, 180)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    return {"e2e_events_per_s": phase["events_per_s"], "scored": phase["scored"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=6000, help="events in the throughput phase")
@@ -147,11 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     file_rate = len(events) / span
     batch = settings.stream.batch_max_events
 
-    raw_rate, version = _raw_model_rate(settings, events[: args.events], batch)
+    default_threads = settings.stream.torch_threads or 1
+    raw_2, _ = _raw_model_rate(settings, events[: args.events], batch, 2)
+    raw_rate, version = _raw_model_rate(settings, events[: args.events], batch, default_threads)
     broker.start(settings)
-    worker = subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
-                              env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-                              stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        two_threads = _throughput_with_threads(env, events, args.events, 2, work)
+    except BaseException:
+        broker.stop(settings)
+        raise
+    worker = _start_worker(env, work / "worker.log")
     try:
         time.sleep(1.0)
         # Warm-up: group join, first batch; not measured.
@@ -185,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_phase": throughput,
         "latency_ms": {"real_rate": real, "x20": fast},
         "worker_alive_at_end": alive,
+        "torch_threads": {
+            str(default_threads): {"raw_model_events_per_s": round(raw_rate, 1), "e2e_events_per_s": e2e},
+            "2": {"raw_model_events_per_s": round(raw_2, 1), **two_threads},
+        },
     }))
     return 0
 

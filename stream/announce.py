@@ -6,22 +6,39 @@ consumer group (each worker reads all partitions from the end). An announcement 
 makes the worker ask the registry now instead of at its next poll; the registry alias
 stays the truth, so a lost announcement delays a reload by one poll interval at most.
 
-    await listen_for_announcements(settings, holder.refresh)
+    await listen_for_announcements(settings, on_announce)  # on_announce(task, version)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def listen_for_announcements(settings: Settings, on_announce: Callable[[], Awaitable[bool]]) -> None:
-    """Call `on_announce()` for each announcement; reconnects after broker errors, forever."""
+def parse_announcement(value: bytes | None) -> tuple[str | None, int | None]:
+    """(task, version) of an announcement; None for what it does not say (or not clearly)."""
+    try:
+        payload = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(payload, dict):
+        return None, None
+    task, version = payload.get("task"), payload.get("version")
+    return (task if isinstance(task, str) else None,
+            version if isinstance(version, int) and not isinstance(version, bool) else None)
+
+
+async def listen_for_announcements(
+    settings: Settings, on_announce: Callable[[str | None, int | None], Awaitable[Any]]
+) -> None:
+    """Call `on_announce(task, version)` for each announcement (None where the payload
+    does not say); reconnects after broker errors, forever."""
     from aiokafka import AIOKafkaConsumer
 
     while True:
@@ -35,8 +52,8 @@ async def listen_for_announcements(settings: Settings, on_announce: Callable[[],
         try:
             await consumer.start()
             async for message in consumer:
-                log.info("model announcement: %s", (message.value or b"")[:200].decode("utf-8", "replace"))
-                await on_announce()
+                log.info("model announcement: %r", (message.value or b"")[:200])
+                await on_announce(*parse_announcement(message.value))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker gone or restarted: listen again shortly

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable
 
 import faust
 
+from shared.errors import BrokerError
 from shared.settings import Settings
 from stream.announce import listen_for_announcements
 from stream.metrics import WorkerMetrics
@@ -24,7 +26,8 @@ from stream.transport import ShopflowApp
 
 log = logging.getLogger(__name__)
 
-ChampionFunctions = tuple[Callable[[], "int | None"], Callable[[int], Scorer]]
+# (resolve, load[, fingerprint]): see stream.champion.
+ChampionFunctions = tuple[Callable[..., Any], ...]
 
 
 class _CommitSensor(faust.Sensor):
@@ -39,7 +42,7 @@ class _CommitSensor(faust.Sensor):
 
 
 def create_app(settings: Settings, champion: ChampionFunctions | None = None) -> faust.App:
-    """Build the worker app. `champion` overrides the registry (resolve, load) pair."""
+    """Build the worker app. `champion` overrides the registry's (resolve, load, fingerprint)."""
     k, s = settings.kafka, settings.stream
     # Faust keeps its own small state files here and refuses to start without the folder.
     (s.run_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -71,16 +74,24 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     metrics = WorkerMetrics()
     app.sensors.add(_CommitSensor(metrics))
 
+    def on_broker_data_lost(where: str, tps: list[Any]) -> None:
+        metrics.broker_data_lost.labels(where=where).inc()
+        if where == "input":  # the lag gauge counts from the new logs' beginning
+            for tp in tps:
+                pipeline.last_offsets.pop(tp.partition, None)
+
+    app.broker_loss.subscribe(on_broker_data_lost)
+
     if champion is None:
         from stream.champion import champion_functions
 
         champion = champion_functions(settings)
-    resolve, load = champion
+    resolve, load, *rest = champion
 
     def on_model_event(what: str, version: str) -> None:
         metrics.model_events.labels(outcome=what).inc()
 
-    holder = ModelHolder(resolve, load, on_event=on_model_event)
+    holder = ModelHolder(resolve, load, on_event=on_model_event, fingerprint=rest[0] if rest else None)
     pipeline = Pipeline(settings, scored_topic=scored, dlq_topic=dlq, sessions=sessions,
                         holder=holder, metrics=metrics)
 
@@ -100,6 +111,9 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     async def start_pipeline() -> None:
         try:
+            import torch  # loaded by the champion already
+
+            metrics.torch_threads.set(torch.get_num_threads())
             metrics.serve(s.metrics_host, s.metrics_port)
             await pipeline.start()
         except asyncio.CancelledError:
@@ -116,7 +130,11 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     app.timer(s.model_poll_seconds, name="poll_registry")(poll_registry)
 
     async def announcements() -> None:
-        await listen_for_announcements(settings, holder.refresh)
+        async def on_announce(task: str | None, version: int | None) -> None:
+            if task in (None, s.model_task):
+                await holder.refresh(retry=version)
+
+        await listen_for_announcements(settings, on_announce)
 
     app.task(announcements, on_leader=False)
 
@@ -124,6 +142,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     async def observe() -> None:
         metrics.update_commit_age()
+        metrics.model_mismatch.set(holder.mismatch_seconds())
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == k.clicks_topic]
         if set(assigned) != seen_assignment[0]:
             seen_assignment[0] = set(assigned)
@@ -141,6 +160,27 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     app.timer(1.0, name="observe")(observe)
 
+    down_since: list[float | None] = [None]
+
+    async def watch_broker() -> None:
+        # The Kafka clients retry a vanished broker forever; a worker that cannot reach
+        # one for broker_lost_exit_seconds exits so that someone notices.
+        if await broker_accepts_connections(k.bootstrap_servers, timeout_s=2.0):
+            if down_since[0] is not None:
+                log.info("the Kafka broker at %s accepts connections again", k.bootstrap_servers)
+            down_since[0] = None
+            return
+        now = time.monotonic()
+        if down_since[0] is None:
+            down_since[0] = now
+            log.warning("no Kafka broker accepts connections at %s; exiting with status 70 "
+                        "unless one does within %.0f s", k.bootstrap_servers, s.broker_lost_exit_seconds)
+        elif now - down_since[0] >= s.broker_lost_exit_seconds:
+            die("watch_broker", BrokerError(f"no Kafka broker accepted a connection at {k.bootstrap_servers} "
+                                            f"for {now - down_since[0]:.0f} s"))
+
+    app.timer(2.0, name="watch_broker")(watch_broker)
+
     @app.on_before_shutdown.connect
     async def _close(app_: Any, **_: Any) -> None:
         pipeline.close()
@@ -148,3 +188,16 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     # Handles for tests and the bench: the same objects the agents use.
     app.shopflow = {"pipeline": pipeline, "holder": holder, "metrics": metrics}  # type: ignore[attr-defined]
     return app
+
+
+async def broker_accepts_connections(bootstrap_servers: str, timeout_s: float) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (without blocking the loop)."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout_s)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False

@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,10 +114,25 @@ def _admin(bootstrap: str, timeout_ms: int = 3000):
     )
 
 
-def list_topics(bootstrap: str) -> list[str]:
+def _accepts_connections(bootstrap: str, timeout_s: float) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (the Kafka client would
+    retry a refused one for half a minute, logging ERRORs, before giving up)."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def list_topics(bootstrap: str, timeout_ms: int = 3000) -> list[str]:
     """Topic names on the cluster; raises BrokerError when it does not answer."""
+    if not _accepts_connections(bootstrap, timeout_ms / 1000):
+        raise BrokerError(f"no Kafka broker answers at {bootstrap} (connection refused)")
     try:
-        admin = _admin(bootstrap)
+        admin = _admin(bootstrap, timeout_ms)
     except Exception as exc:  # kafka-python raises several unrelated types here
         raise BrokerError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
     try:
@@ -235,12 +251,13 @@ def _reap(pid: int) -> None:
 
 
 def status(settings: Settings | None = None) -> BrokerStatus:
+    """Whether the broker answers and its topics; within ~2 s either way."""
     settings = settings or get_settings()
     bootstrap = settings.kafka.bootstrap_servers
     _, port = _host_port(bootstrap)
     pid = _read_pid(_paths(settings, port)[0])
     try:
-        topics = list_topics(bootstrap)
+        topics = list_topics(bootstrap, timeout_ms=1500)
         answering = True
     except BrokerError:
         topics, answering = [], False

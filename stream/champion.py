@@ -1,9 +1,9 @@
-"""Who the champion is and how to load it, through the training side's registry.
+"""Who the champion is, how to load it, and a stamp of its files, through the registry.
 
-The worker only sees these two functions (as `ModelHolder`'s resolve/load), so the
-scoring plumbing does not depend on how checkpoints are stored.
+The worker only sees these functions (as `ModelHolder`'s resolve/load/fingerprint), so
+the scoring plumbing does not depend on how checkpoints are stored.
 
-    resolve, load = champion_functions(get_settings())
+    resolve, load, fingerprint = champion_functions(get_settings())
     scorer = load(resolve())
 """
 
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+from shared.errors import ModelError
 from shared.predictor import load_predictor
 from shared.registry import ModelRegistry
 from shared.settings import Settings
 from stream.scoring import Scorer
 
+ChampionFunctions = tuple[Callable[[], "int | None"], Callable[[int], Scorer], Callable[[int], str]]
 
-def champion_functions(settings: Settings) -> tuple[Callable[[], int | None], Callable[[int], Scorer]]:
-    """(resolve champion version, load + verify a version) for the configured task."""
+
+def champion_functions(settings: Settings) -> ChampionFunctions:
+    """(resolve champion version, load + verify a version, stamp a version) for the task."""
     task = settings.stream.model_task
     registry = ModelRegistry(settings.models.registry_root)
 
@@ -30,4 +33,23 @@ def champion_functions(settings: Settings) -> tuple[Callable[[], int | None], Ca
         # checkpoint raises CorruptCheckpointError (a ModelError) before any weight is read.
         return load_predictor(task, version=version, registry=registry)
 
-    return resolve, load
+    def fingerprint(version: int) -> str:
+        """Size and mtime of every file of the version and of the champion alias file
+        (<task>/aliases/champion.json, rewritten by every promotion): a refused version
+        whose stamp changed was repaired, replaced or promoted again."""
+        try:
+            folder = registry.path(task, version)
+        except ModelError as exc:
+            return f"missing: {exc}"
+        alias = folder.parent.parent / "aliases" / "champion.json"
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) + [alias]
+        stamps = []
+        for path in files:
+            try:
+                st = path.stat()
+                stamps.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                stamps.append(f"{path.name}:missing")
+        return "|".join(stamps)
+
+    return resolve, load, fingerprint

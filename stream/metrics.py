@@ -53,6 +53,17 @@ class WorkerMetrics:
                                 ["model_name", "version"], registry=r)
         self.model_events = Counter("shopflow_stream_model_reloads", "Model reload outcomes",
                                     ["outcome"], registry=r)
+        self.model_mismatch = Gauge(
+            "shopflow_stream_model_mismatch_seconds",
+            "Seconds the serving model version has differed from the registry's champion "
+            "(0 when they agree; grows while a refused champion is not served)", registry=r)
+        self.torch_threads = Gauge("shopflow_stream_torch_threads",
+                                   "Torch intra-op threads of this process", registry=r)
+        self.broker_data_lost = Counter(
+            "shopflow_stream_broker_data_lost",
+            "Times the broker was found to have lost records or committed offsets "
+            "(positions past the end of a log), by where: input or changelog",
+            ["where"], registry=r)
         self._committed_at: float | None = None
 
     def serve(self, host: str, port: int) -> None:

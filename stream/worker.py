@@ -3,9 +3,10 @@
     shopflow worker                     # or: python -m stream.worker
     SHOPFLOW_STREAM__METRICS_PORT=9200 shopflow worker
 
-Reads everything from shared.settings (SHOPFLOW_* variables). Exits nonzero when an agent
-dies (status 70), so a supervisor restarts it; offsets of the batch in flight are not
-committed, so the restart scores that batch again (at-least-once, same features).
+Reads everything from shared.settings (SHOPFLOW_* variables). Exits with status 70 when an
+agent dies or Faust itself crashes (an infrastructure failure), so a supervisor restarts
+it; offsets of the batch in flight are not committed, so the restart scores that batch
+again (at-least-once, same features).
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ import sys
 
 from shared.settings import get_settings
 
+log = logging.getLogger(__name__)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Torch's intra-op thread count for this process (0: leave torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+        log.info("torch intra-op threads: %d", threads)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shopflow worker", description=__doc__.split("\n\n")[0])
@@ -25,15 +37,31 @@ def main(argv: list[str] | None = None) -> int:
     import faust
 
     from stream.app import create_app
+    from stream.pipeline import EXIT_AGENT_DIED, die
 
+    class Worker(faust.Worker):
+        def on_worker_shutdown(self) -> None:
+            # A crashed Faust service (e.g. table recovery) would otherwise stop
+            # gracefully and exit with status 1; every crash is an infrastructure failure.
+            if self.crash_reason is not None:
+                die("faust worker", self.crash_reason)
+            super().on_worker_shutdown()
+
+    set_torch_threads(settings.stream.torch_threads)
     app = create_app(settings)
     # Snapshot and champion load before the consumer starts (see Pipeline.load).
     app.shopflow["pipeline"].load()  # type: ignore[attr-defined]
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     # The per-connection chatter of the Kafka clients drowns the worker's own lines.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits
+    try:
+        worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits
+    except SystemExit as exc:
+        if exc.code not in (0, None):  # any other failure path of Faust's: still status 70
+            log.critical("the worker stopped with status %s; exiting with status %d", exc.code, EXIT_AGENT_DIED)
+            return EXIT_AGENT_DIED
+        raise
     return 0
 
 

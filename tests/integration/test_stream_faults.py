@@ -1,4 +1,8 @@
-"""Faults the worker must survive: kill -9 mid-stream, and the broker restarted under it."""
+"""Faults the worker must survive: kill -9 mid-stream, and a first start on a backlog.
+
+Broker restarts under a running worker have their own module,
+tests/integration/test_stream_broker_restart.py (one broker per test).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import signal
 
 import pytest
 
-from stream import broker
 from stream.replay import replay
 from tests.integration import kit
 
@@ -66,41 +69,3 @@ def test_first_start_on_a_backlog_scores_every_event(stream_env, taobao_events, 
     finally:
         kit.stop_worker(worker)
     assert {v["event_id"] for v in scored} == {e["event_id"] for e in events}
-
-
-def test_broker_restart_under_the_worker(champion, taobao_events, tmp_path):
-    """Its own broker (a restart wipes the in-memory topics of every test on it)."""
-    env = {
-        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kit.free_port()}",
-        "SHOPFLOW_STREAM__RUN_DIR": str(tmp_path / "run"),
-        "SHOPFLOW_STREAM__METRICS_PORT": str(kit.free_port()),
-        "SHOPFLOW_MODELS__REGISTRY_ROOT": str(champion["registry_root"]),
-    }
-    settings = kit.settings_from(env)
-    port = int(env["SHOPFLOW_STREAM__METRICS_PORT"])
-    broker.start(settings)
-    worker = kit.start_worker(env, tmp_path / "worker.log")
-    try:
-        kit.wait_serving(port, worker)
-        first, second = taobao_events[20_000:20_300], taobao_events[20_300:20_600]
-        replay(first, settings, speed=None, progress=False)
-        assert len(kit.read_topic(settings, settings.kafka.scored_topic, expect=len(first), timeout=60)) == len(first)
-
-        assert broker.stop(settings)
-        broker.start(settings)  # a fresh, empty broker: start re-creates every topic
-        restarted_at = kit.time.monotonic()
-        wanted = {e["event_id"] for e in second}
-
-        def serving_again():
-            replay(second, settings, speed=None, progress=False)  # idempotent ids: resend is harmless
-            got = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
-                                                 expect=len(second), timeout=3))
-            return wanted <= {v["event_id"] for v in got}
-
-        kit.wait_for(serving_again, 30, interval=0.5, what="the worker to serve again after the broker restart")
-        elapsed = kit.time.monotonic() - restarted_at
-        assert worker.poll() is None, "the worker must survive the broker restart without a restart"
-        assert elapsed <= 30
-    finally:
-        kit.stop_worker(worker)
-        broker.stop(settings)
