@@ -74,7 +74,7 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
     GoldSpec(
         "train_propensity", ("gold/click_sessions",), propensity_training_set,
-        lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
+        options=lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
     ),
 )
 
