@@ -147,6 +147,7 @@ class _Fold:
         self.pending: dict[Any, list[Any]] = {}  # polled, not committed yet
         self.committed: dict[Any, int] = {}  # next offsets committed by the current batch
         self.probe: Any = None  # a group-less consumer that confirms end offsets
+        self.recreated: set[Any] = set()  # partitions whose log restarted below Delta's offset
         self.consumer = self._consumer()
 
     # ------------------------------------------------------------------ kafka side
@@ -212,6 +213,7 @@ class _Fold:
                 log.warning("%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
                             "reading it from the beginning", tp.topic, tp.partition, ends[tp], position)
                 self.consumer.seek_to_beginning(tp)
+                self.recreated.add(tp)
                 return False
             if position < ends[tp]:
                 return False
@@ -287,6 +289,7 @@ class _Fold:
         for tp, records in folded.items():
             first, nxt = records[0].offset, records[-1].offset + 1
             self.expected[tp] = self.committed[tp] = nxt
+            self.recreated.discard(tp)
             name = f"{tp.topic}[{tp.partition}]"
             seen = self.result.partitions.setdefault(name, {"from": first, "to": nxt, "records": 0})
             seen["from"], seen["to"] = min(seen["from"], first), max(seen["to"], nxt)
@@ -316,12 +319,15 @@ class _Fold:
         for tp in tps:
             stored = table.transaction_version(app_id(tp.topic, tp.partition))
             records = pending[tp]
-            if stored is not None and stored == self.expected.get(tp) and records[0].offset < stored:
-                # Sought to `stored`, the consumer was reset below it: the log restarted
-                # (the embedded broker keeps topics in memory, so a restart recreates them).
-                # Fold it again from there; event ids already folded are dropped by the MERGE.
-                log.warning("%s[%d] restarts at offset %d, below the %d already folded: the topic was "
-                            "recreated; folding it from there", tp.topic, tp.partition, records[0].offset, stored)
+            if (stored is not None and tp not in self.recreated and records[0].offset < stored
+                    and stored == self.expected.get(tp) and self._confirmed_ends([tp])[tp] < stored):
+                # Sought to `stored`, reset below it by the broker: the log ends short of it.
+                self.recreated.add(tp)
+            if tp in self.recreated:
+                # The log restarted below `stored` (seen in _caught_up): fold it again from its
+                # start; event ids already folded are dropped by the MERGE.
+                log.warning("%s[%d]: folding the recreated topic from offset %d (Delta held %s)",
+                            tp.topic, tp.partition, records[0].offset, stored)
             elif stored is not None:
                 records = [r for r in records if r.offset >= stored]
                 # Our own position may run past gaps in the log; anyone else's may not.
