@@ -146,6 +146,8 @@ class _Fold:
         self.expected: dict[Any, int | None] = {}
         self.pending: dict[Any, list[Any]] = {}  # polled, not committed yet
         self.committed: dict[Any, int] = {}  # next offsets committed by the current batch
+        self.probe: Any = None  # a group-less consumer that confirms end offsets
+        self.recreated: set[Any] = set()  # partitions whose log restarted below Delta's offset
         self.consumer = self._consumer()
 
     # ------------------------------------------------------------------ kafka side
@@ -197,17 +199,40 @@ class _Fold:
             return False
         for tp in assignment:
             end, position = self.consumer.highwater(tp), self.consumer.position(tp)
-            if end is not None and position > end:
+            if end is None or position < end:
+                return False
+        # The group consumer's high watermarks said so; confirm each end with a fetch at
+        # the listed end: Tansu answers ListOffsets with the last record batch's base
+        # offset + 1 (stream/transport.py), and its fetch high watermark was seen short of
+        # the end mid-log, which left partition tails unfolded.
+        ends = self._confirmed_ends(list(assignment))
+        for tp in assignment:
+            position = self.consumer.position(tp)
+            if position > ends[tp]:
                 # Past the log's end: the topic was recreated (see _reconcile); read it from the start.
                 log.warning("%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
-                            "reading it from the beginning", tp.topic, tp.partition, end, position)
+                            "reading it from the beginning", tp.topic, tp.partition, ends[tp], position)
                 self.consumer.seek_to_beginning(tp)
+                self.recreated.add(tp)
                 return False
-            if end is None:  # no fetch answered for it yet; ListOffsets may fall short on Tansu
-                end = self.consumer.end_offsets([tp])[tp]
-            if position < end:
+            if position < ends[tp]:
                 return False
         return True
+
+    def _confirmed_ends(self, tps: list[Any]) -> dict[Any, int]:
+        from kafka import KafkaConsumer
+
+        if self.probe is None:
+            self.probe = KafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=None,
+                                       enable_auto_commit=False, fetch_max_wait_ms=self.settings.fold.fetch_max_wait_ms)
+        listed = self.probe.end_offsets(tps)
+        self.probe.assign(tps)
+        for tp in tps:
+            self.probe.seek(tp, max(listed[tp] - 1, 0))
+        deadline = time.monotonic() + 10
+        while any(self.probe.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+            self.probe.poll(timeout_ms=100)
+        return {tp: max(listed[tp], self.probe.highwater(tp) or 0) for tp in tps}
 
     # -------------------------------------------------------------------- the loop
 
@@ -264,6 +289,7 @@ class _Fold:
         for tp, records in folded.items():
             first, nxt = records[0].offset, records[-1].offset + 1
             self.expected[tp] = self.committed[tp] = nxt
+            self.recreated.discard(tp)
             name = f"{tp.topic}[{tp.partition}]"
             seen = self.result.partitions.setdefault(name, {"from": first, "to": nxt, "records": 0})
             seen["from"], seen["to"] = min(seen["from"], first), max(seen["to"], nxt)
@@ -293,12 +319,15 @@ class _Fold:
         for tp in tps:
             stored = table.transaction_version(app_id(tp.topic, tp.partition))
             records = pending[tp]
-            if stored is not None and stored == self.expected.get(tp) and records[0].offset < stored:
-                # Sought to `stored`, the consumer was reset below it: the log restarted
-                # (the embedded broker keeps topics in memory, so a restart recreates them).
-                # Fold it again from there; event ids already folded are dropped by the MERGE.
-                log.warning("%s[%d] restarts at offset %d, below the %d already folded: the topic was "
-                            "recreated; folding it from there", tp.topic, tp.partition, records[0].offset, stored)
+            if (stored is not None and tp not in self.recreated and records[0].offset < stored
+                    and stored == self.expected.get(tp) and self._confirmed_ends([tp])[tp] < stored):
+                # Sought to `stored`, reset below it by the broker: the log ends short of it.
+                self.recreated.add(tp)
+            if tp in self.recreated:
+                # The log restarted below `stored` (seen in _caught_up): fold it again from its
+                # start; event ids already folded are dropped by the MERGE.
+                log.warning("%s[%d]: folding the recreated topic from offset %d (Delta held %s)",
+                            tp.topic, tp.partition, records[0].offset, stored)
             elif stored is not None:
                 records = [r for r in records if r.offset >= stored]
                 # Our own position may run past gaps in the log; anyone else's may not.
@@ -386,10 +415,12 @@ class _Fold:
         return FileWatch(root, armed=fold.crash_at == "during_write" and self.result.batches == fold.crash_batch)
 
     def close(self) -> None:
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception as exc:
-            log.debug("consumer close: %s", exc)
+        for consumer in (self.consumer, self.probe):
+            try:
+                if consumer is not None:
+                    consumer.close(autocommit=False)
+            except Exception as exc:
+                log.debug("consumer close: %s", exc)
 
 
 def _names(tps: Any) -> str:

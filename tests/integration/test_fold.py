@@ -191,7 +191,13 @@ def test_two_folds_in_one_group_at_once(fold_env):
     outcomes = [_finish(p, timeout=300) for p in procs]
     for code, _, err in outcomes:
         assert code == 0, err[-3000:]
-    _check_consistent(settings, produced, complete=True)
+    try:
+        _check_consistent(settings, produced, complete=True)
+    except AssertionError as exc:
+        logs = "\n\n".join(f"--- fold {i} ---\n" + "\n".join(line for line in err.splitlines()
+                                                            if "jobs.fold" in line)[-6000:]
+                             for i, (_, _, err) in enumerate(outcomes))
+        raise AssertionError(f"{exc}\n{logs}") from exc
     results = [r for _, r, _ in outcomes]
     assert sum(r["rows_folded"] for r in results) == 3000
     print("two folds:", [(sorted(r["partitions"]), r["rows_folded"], r["conflicts_retried"]) for r in results])
