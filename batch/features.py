@@ -92,7 +92,8 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         return
     # A forced rebuild commits without the app transaction (the log keeps the old one).
     result = write_table(
-        spec.build(*frames, **options), out, mode="overwrite", txn=None if force else txn, info={"job": "batch.features"}
+        spec.build(*frames, **options), out, mode="overwrite", txn=None if force else txn,
+        info={"job": "batch.features"},
     )
     run.wrote(f"gold/{spec.name}", result.version, result.rows, result.skipped)
     run.count("rows_out", result.rows)

@@ -171,15 +171,20 @@ def write_propensity_gold(events: list[dict[str, Any]], key: bytes, lake_root: P
 
     records = scoring_records(events, key)
     positives: dict[str, list[Any]] = {}
+    views_at: dict[str, list[Any]] = {}
     for r in records:
         if r["event_type"] in ("add_to_cart", "purchase"):
             positives.setdefault(r["user_id"], []).append(r["ts"])
+        elif r["event_type"] == "view":
+            views_at.setdefault(r["user_id"], []).append(r["ts"])
     views = sorted((r for r in records if r["event_type"] == "view"),
                    key=lambda r: (r["ts"], r["event_id"]))
     n = len(views)
     for i, r in enumerate(views):
-        later = positives.get(r["user_id"], [])
-        r["label"] = int(any(0 < (t - r["ts"]).total_seconds() <= PROPENSITY_HORIZON_SECONDS for t in later))
+        user_positives = positives.get(r["user_id"], [])
+        r["user_prior_views"] = sum(t < r["ts"] for t in views_at.get(r["user_id"], []))
+        r["user_prior_positives"] = sum(t < r["ts"] for t in user_positives)
+        r["label"] = int(any(0 < (t - r["ts"]).total_seconds() <= PROPENSITY_HORIZON_SECONDS for t in user_positives))
         r["split"] = "train" if i < 0.7 * n else ("valid" if i < 0.85 * n else "test")
     schema = PROPENSITY_TRAINING_SET.schema.arrow_schema()
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in views], schema=schema)
