@@ -90,6 +90,13 @@ class StreamSettings(_Group):
     # and sha256) and this many characters per reason, so it always fits a produce request.
     dlq_max_raw_bytes: int = Field(default=64 * 1024, ge=0, le=128 * 1024)
     dlq_max_reason_chars: int = Field(default=512, ge=32, le=4096)
+    # Torch intra-op threads in the worker. Its default (one per core) fights the event
+    # loop that fetches, heartbeats and produces: measured 366 events/s with 2 threads
+    # under load against 43,800 with 1 (issue 10). 0 keeps torch's default.
+    torch_threads: int = Field(default=1, ge=0)
+    # A worker that finds no broker accepting connections for this long exits with
+    # status 70 so its supervisor sees it (a broker restart takes a second or two).
+    broker_lost_exit_seconds: float = Field(default=120.0, gt=0)
 
 
 class FeatureSettings(_Group):
@@ -99,13 +106,6 @@ class FeatureSettings(_Group):
     # minutes after a view? The Taobao slice spans 2 h 10 min and each split loses one
     # horizon at its end, so a long horizon eats the evaluation window (README).
     propensity_horizon_minutes: int = Field(default=10, ge=1)
-    # Torch intra-op threads in the worker. Its default (one per core) fights the event
-    # loop that fetches, heartbeats and produces: measured 366 events/s with 2 threads
-    # under load against 43,800 with 1 (issue 10). 0 keeps torch's default.
-    torch_threads: int = Field(default=1, ge=0)
-    # A worker that finds no broker accepting connections for this long exits with
-    # status 70 so its supervisor sees it (a broker restart takes a second or two).
-    broker_lost_exit_seconds: float = Field(default=120.0, gt=0)
 
 
 class ModelSettings(_Group):
