@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(options.workdir)
     env = demo_environment(options)
     os.environ.update(env)  # the worker process and every job read the same settings
+    # The stage lines are the demo's output; the libraries' own progress bars are noise here.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "0" if options.progress else "1")
     get_settings.cache_clear()
     settings = get_settings()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
