@@ -50,8 +50,9 @@ class SparkSettings(_Group):
     # Frames up to this many rows are committed through Arrow in the driver; larger ones
     # are written as parquet by the executors and committed in one Delta transaction.
     arrow_write_max_rows: int = 200_000
-    # Spark's (log4j) console level; py4j's logger follows it. INFO brings the chatter back.
-    log_level: Literal["ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    # Spark's (log4j) console level; py4j's logger follows it. ERROR by default: Spark's WARNs
+    # (CSV header names, long plans) are not for the person running a job. INFO brings the chatter back.
+    log_level: Literal["ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "ERROR"
 
 
 class KafkaSettings(_Group):
