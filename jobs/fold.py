@@ -206,8 +206,23 @@ class _Fold:
         # offset + 1 (stream/transport.py), and its fetch high watermark was seen short of
         # the end mid-log, which left partition tails unfolded.
         ends = self._confirmed_ends(list(assignment))
+        snapshots = {topic: open_table(path) for topic, path in self.tables.items() if table_exists(path)}
         for tp in assignment:
             position = self.consumer.position(tp)
+            snapshot = snapshots.get(tp.topic)
+            stored = snapshot.transaction_version(app_id(tp.topic, tp.partition)) if snapshot else None
+            if position == ends[tp] and (stored or 0) < ends[tp]:
+                # Read to the end but not all of it is in Delta: records polled before a
+                # rebalance were dropped uncommitted and the partition stayed here. Drain is
+                # judged by Delta's offsets, so read them again from there.
+                log.info("%s[%d]: read to %d but Delta holds %s; re-reading from there",
+                         tp.topic, tp.partition, position, stored)
+                self.expected[tp] = stored
+                if stored is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, stored)
+                return False
             if position > ends[tp]:
                 # Past the log's end: the topic was recreated (see _reconcile); read it from the start.
                 log.warning("%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
