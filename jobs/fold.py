@@ -448,7 +448,7 @@ def run(settings: Settings, options: FoldOptions) -> FoldResult:
     k, f = settings.kafka, settings.fold
     ensure_table(settings.lake.table("silver", f.stream_table), STREAM_SCHEMA)
     ensure_table(settings.lake.table("silver", f.quarantine_table), QUARANTINE_SCHEMA)
-    with JobRun("jobs.fold") as metrics:
+    with JobRun("jobs.fold", settings.metrics_dir) as metrics:
         fold = _Fold(settings, options)
         # SIGTERM ends a --follow run after its current batch (only the main thread may set it).
         in_main = threading.current_thread() is threading.main_thread()
