@@ -26,9 +26,9 @@ from batch.cleaning.orders import clean_orders
 from batch.cleaning.reviews import clean_reviews
 from shared.delta import AppTxn, WriteResult, write_table
 from shared.incremental import Output, pin_inputs, run_incremental
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import JobResult, JobRun
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.silver import QUARANTINE_TABLE, SILVER_QUARANTINE, SILVER_SCHEMAS
 from shared.spark import get_spark
 
@@ -163,9 +163,7 @@ def run(settings: Settings, options: CleanOptions = CleanOptions(),
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(CleanOptions, argv, prog="shopflow clean", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    options, settings = start_job(CleanOptions, argv, prog="shopflow clean", doc=__doc__)
     run(settings, options)
     return 0
 

@@ -29,9 +29,9 @@ from batch.featurize.stream_clicks import with_stream_clicks
 from batch.featurize.training_sets import item_click_stats, propensity_training_set, sentiment_training_set
 from shared.delta import AppTxn, WriteResult, write_table
 from shared.incremental import Output, pin_inputs, run_incremental
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import JobResult, JobRun
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.features")
@@ -118,9 +118,7 @@ def run(settings: Settings, options: FeaturesOptions = FeaturesOptions(),
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(FeaturesOptions, argv, prog="shopflow features", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    options, settings = start_job(FeaturesOptions, argv, prog="shopflow features", doc=__doc__)
     run(settings, options)
     return 0
 

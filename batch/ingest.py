@@ -33,9 +33,9 @@ from batch.sources import KNOWN_SOURCES, Source, bronze_column_name, source_by_n
 from shared.delta import AppTxn, write_table
 from shared.errors import ConfigError, SourceReadError
 from shared.files import sha256_file
-from shared.options import build_parser, option, parse_options
+from shared.options import build_parser, option, start_job
 from shared.run_metrics import JobResult, JobRun
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.ingest")
@@ -192,11 +192,9 @@ def run(settings: Settings, options: IngestOptions, spark: SparkSession | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(IngestOptions, argv, prog=PROG, description=__doc__.split("\n")[0])
+    options, settings = start_job(IngestOptions, argv, prog=PROG, doc=__doc__)
     if (problem := options.problem()) is not None:
         build_parser(IngestOptions, prog=PROG).error(problem)  # exits 2, like any bad argument
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     run(settings, options)
     return 0
 

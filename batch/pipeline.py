@@ -9,16 +9,15 @@ step skips work whose inputs did not change (`--force` rebuilds clean and featur
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from batch import clean, features, ingest
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import JobResult
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.spark import get_spark
 
 
@@ -39,9 +38,7 @@ def run(settings: Settings, options: PipelineOptions = PipelineOptions(),
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(PipelineOptions, argv, prog="shopflow pipeline", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    options, settings = start_job(PipelineOptions, argv, prog="shopflow pipeline", doc=__doc__)
     run(settings, options)
     return 0
 

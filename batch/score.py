@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.settings import Settings
 from shared.tasks import TASKS
 
@@ -150,11 +150,7 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(ScoreOptions, argv, prog="shopflow score", description="bulk-score a Delta table")
-    from shared.settings import get_settings
-
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options, settings = start_job(ScoreOptions, argv, prog="shopflow score", doc=__doc__)
     print(json.dumps(dataclasses.asdict(run(settings, options)), default=str))
     return 0
 

@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.settings import Settings
 from shared.tasks import TASKS
 
@@ -173,11 +173,7 @@ def _write_metrics(folder: Path, name: str, doc: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(TrainOptions, argv, prog="shopflow train", description=__doc__.split("\n\n")[0])
-    from shared.settings import get_settings
-
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options, settings = start_job(TrainOptions, argv, prog="shopflow train", doc=__doc__)
     result = run(settings, options)
     summary = {"task": result.task, "version": result.version, "promoted": result.promoted,
                "metrics": result.metrics, "baseline_metrics": result.baseline_metrics}

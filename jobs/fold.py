@@ -61,9 +61,9 @@ from shared.delta import (
     AppTxn, MergeResult, ensure_table, insert_new_rows, keys_present, open_table, table_exists, table_version,
 )
 from shared.errors import BrokerError, ConcurrentCommitError, ShopflowError, TableError
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import JobRun
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 log = logging.getLogger("jobs.fold")
 
@@ -473,9 +473,7 @@ def run(settings: Settings, options: FoldOptions) -> FoldResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(FoldOptions, argv, prog="shopflow fold", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    options, settings = start_job(FoldOptions, argv, prog="shopflow fold", doc=__doc__)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         result = run(settings, options)

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from shared.errors import ConfigError, ShopflowError, UserError
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import write_metrics
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 log = logging.getLogger("jobs.loop")
 
@@ -205,9 +205,7 @@ def run(settings: Settings, options: LoopOptions, steps: list[Step] | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(LoopOptions, argv, prog="shopflow loop", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options, settings = start_job(LoopOptions, argv, prog="shopflow loop", doc=__doc__)
     results = run(settings, options)
     return 0 if all(r.ok for r in results) else 1
 

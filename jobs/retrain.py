@@ -30,9 +30,9 @@ from typing import Any
 
 from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
 from shared.errors import ModelNotFoundError, TableError
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.run_metrics import write_metrics
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 log = logging.getLogger("jobs.retrain")
 
@@ -178,9 +178,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(RetrainOptions, argv, prog="shopflow retrain", description=__doc__.split("\n")[0])
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options, settings = start_job(RetrainOptions, argv, prog="shopflow retrain", doc=__doc__)
     result = run(settings, options)
     verdict = "promoted" if result.promoted else "not promoted"
     print(f"{result.task} v{result.challenger_version} vs v{result.champion_version}: {verdict}: "

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import types
 import typing
 from typing import Any, Sequence, TypeVar
 
 T = TypeVar("T")
+
+if typing.TYPE_CHECKING:
+    from shared.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def option(
@@ -103,3 +109,15 @@ def parse_options(options_cls: type[T], argv: Sequence[str] | None, *, prog: str
         values[field.name] = value
     return options_cls(**values)
 
+
+
+def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None) -> tuple[T, "Settings"]:
+    """What every job's `main` does first: its options from `argv` (bad ones exit 2), the
+    settings read once, and logging at the configured level. `doc` is the job module's
+    docstring; its first line describes the command in --help."""
+    options = parse_options(options_cls, argv, prog=prog, description=(doc or "").strip().split("\n")[0])
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    return options, settings

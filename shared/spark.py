@@ -4,7 +4,7 @@ Under `spark-submit` the master and resources come from the command line and win
 from Python (tests, `python -m <job module>`), the session is local per the settings.
 
     from shared.spark import get_spark
-    spark = get_spark()
+    spark = get_spark(settings)
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from shared.settings import Settings
 _LOG4J2 = Path(__file__).resolve().parent / "log4j2.properties"
 
 
-def get_spark(settings: Settings | None = None) -> SparkSession:
+def get_spark(settings: Settings) -> SparkSession:
     """Return the active SparkSession, creating it with shopflow's defaults."""
-    if settings is None:
-        # Only until batch/ingest passes its settings (issue 11); callers should pass them.
-        from shared.settings import get_settings
-
-        settings = get_settings()
     level = settings.spark.log_level
     # py4j logs every gateway command at INFO/DEBUG; its noise follows Spark's level.
     logging.getLogger("py4j").setLevel(logging.DEBUG if level in ("DEBUG", "TRACE", "ALL") else logging.WARNING)

@@ -71,8 +71,9 @@ def gold_lake(spark, sliced_data: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for the whole run (starting one costs ~10 s)."""
+    from shared.settings import get_settings
     from shared.spark import get_spark
 
-    session = get_spark()
+    session = get_spark(get_settings())
     yield session
     session.stop()
