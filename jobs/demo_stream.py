@@ -12,17 +12,15 @@ reading its settings from the same SHOPFLOW_* variables the demo's jobs were giv
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from jobs.observe import Sample, scrape_once
 from shared.errors import ShopflowError
-from shared.settings import REPO_ROOT, Settings
+from stream.worker import spawn, terminate
+from shared.settings import Settings
 
 log = logging.getLogger("jobs.demo")
 
@@ -58,25 +56,12 @@ class StreamStack:
     # ------------------------------------------------------------------ worker
 
     def start_worker(self, timeout: float = 90.0) -> None:
-        full = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-        log_fh = open(self.log_dir / "worker.log", "ab")
-        self.worker = subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
-                                       env=full, stdout=log_fh, stderr=subprocess.STDOUT)
-        log_fh.close()
+        self.worker = spawn(self.env, self.log_dir / "worker.log")
         self.wait(lambda s: s.serving_version is not None, timeout, "the worker to serve a model")
 
     def stop_worker(self, timeout: float = 20.0) -> int | None:
         proc, self.worker = self.worker, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        return None if proc is None else terminate(proc, timeout)
 
     def metrics(self) -> Sample:
         """One scrape of the worker's metrics (`up` False while it does not answer)."""

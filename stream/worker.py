@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
-from shared.settings import get_settings
+from shared.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,27 @@ def set_torch_threads(threads: int) -> None:
 
         torch.set_num_threads(threads)
         log.info("torch intra-op threads: %d", threads)
+
+
+def spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """A worker in its own process, as a supervisor runs it: `env` (SHOPFLOW_* variables)
+    on top of this process's environment, stdout and stderr appended to `log_path`."""
+    full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as log_fh:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT, env=full,
+                                stdout=log_fh, stderr=subprocess.STDOUT)
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM (a clean stop: offsets committed), SIGKILL after `timeout`; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

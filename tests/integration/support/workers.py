@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
-from tests.integration.support.env import REPO_ROOT, wait_for
+from stream.worker import spawn, terminate
+from tests.integration.support.env import wait_for
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    log_fh = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT, env=full,
-                            stdout=log_fh, stderr=subprocess.STDOUT)
-
+    return spawn(env, log_path)
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+    return terminate(proc, timeout)
 
 
 
