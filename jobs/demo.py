@@ -46,6 +46,7 @@ class DemoOptions:
     cutoff: str = option("2017-11-26T01:50:00Z", help="Taobao events before this are history, later ones the stream")
     swap_minutes: float = option(15.0, help="the stream's last minutes, replayed after the loop iteration")
     sentiment_seconds: float = option(90.0, help="time budget for fine-tuning sentiment (0 skips it)")
+    bad_events: int = option(24, help="deliberately malformed records sent with the stream (the dead-letter path)")
     progress: bool = option(True, help="progress bars")
 
 
@@ -134,6 +135,32 @@ def history_data(source_root: Path, target: Path, cutoff: datetime) -> dict[str,
                 else:
                     later += 1
     return {"history_lines": kept, "stream_lines": later}
+
+
+# What producers get wrong, one of each kind per round: the worker must dead-letter every
+# one with its reason and score the valid events around them.
+_BAD = (
+    ("not JSON", 'view,4625350,"not json"'),
+    ("timestamp -1", '{"event_id":"bad-ts-%d","user_id":"u1","item_id":"1","event_type":"view","ts":-1}'),
+    ("year 2150", '{"event_id":"bad-yr-%d","user_id":"u1","item_id":"1","event_type":"view","ts":"2150-01-01T00:00:00Z"}'),
+    ("blank user", '{"event_id":"bad-user-%d","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
+    ("number for a string", '{"event_id":"bad-type-%d","user_id":"u1","item_id":4625350,"event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
+    ("unknown event type", '{"event_id":"bad-kind-%d","user_id":"u1","item_id":"1","event_type":"wishlist","ts":"2017-11-26T02:00:00Z"}'),
+    ("lone surrogate", '{"event_id":"bad-sur-%d","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
+    ("missing item", '{"event_id":"bad-miss-%d","user_id":"u1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
+)
+
+
+def bad_records(n: int) -> list[Any]:
+    """`n` malformed records of the kinds above, as replay's MalformedRow (sent raw)."""
+    from stream.replay import MalformedRow
+
+    out = []
+    for i in range(n):
+        what, template = _BAD[i % len(_BAD)]
+        raw = template % i if "%d" in template else template
+        out.append(MalformedRow(raw=raw, where=f"demo bad record {i}", error=what))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from jobs.demo import DemoOptions, Progress, history_data, parse_utc
+from jobs.demo import DemoOptions, Progress, bad_records, history_data, parse_utc
 from jobs.demo_stream import StreamStack
 from shared.settings import Settings
 
 log = logging.getLogger("jobs.demo")
 
-STAGES = 10
 
 
 def split_stream(events: list[dict[str, Any]], cutoff: datetime, swap_minutes: float) -> tuple[list, list]:
@@ -46,7 +45,8 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     work = options.workdir.resolve()
     cutoff = parse_utc(options.cutoff)
-    progress = Progress(STAGES)
+    progress = Progress(8 if options.sentiment_seconds > 0 else 7)
+    loop_detail: dict[str, Any] = {}
     lineage: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
 
@@ -61,6 +61,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     progress.run("history and stream from the real data", data)
     phase_a, phase_b = data.phases  # type: ignore[attr-defined]
+    bad = bad_records(options.bad_events)
 
     # 2. batch over the history
     def batch() -> dict[str, Any]:
@@ -80,7 +81,9 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         from batch import train
 
         res = train.run(settings, train.TrainOptions(task="propensity", promote=True, progress=False))
-        summary["champion"] = {"version": res.version, "metrics": res.metrics}
+        baselines = ", ".join(f"{name} {m.get('roc_auc', float('nan')):.3f}" for name, m in res.baseline_metrics.items())
+        summary["propensity champion"] = f"v{res.version}: ROC-AUC {res.metrics.get('roc_auc', float('nan')):.3f}"
+        summary["its baselines (ROC-AUC)"] = baselines
         return {"version": res.version, "roc_auc": round(res.metrics.get("roc_auc", float("nan")), 4)}
 
     progress.run("train the propensity champion", champion)
@@ -94,9 +97,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             time_budget_seconds=options.sentiment_seconds, max_eval_samples=400))
         seen = res.document["training"]["examples"]
         scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test"))
-        summary["sentiment"] = {"version": res.version, "examples_seen": seen, "train_rows": res.train_rows,
-                                "metrics": res.metrics, "baselines": res.baseline_metrics,
-                                "reviews_scored": scored.rows}
+        tfidf = res.baseline_metrics.get("tfidf_logreg", {}).get("macro_f1", float("nan"))
+        summary["sentiment"] = (f"v{res.version}: {seen:,} of {res.train_rows:,} examples in "
+                                f"{options.sentiment_seconds:.0f} s, macro-F1 {res.metrics.get('macro_f1', 0):.3f} "
+                                f"(TF-IDF {tfidf:.3f})")
+        summary["reviews scored in Spark"] = scored.rows
         lineage.append({"step": "score sentiment (Spark)", "reads": [{"table": scored.input, "version": scored.input_version}],
                         "writes": [{"table": scored.output, "version": scored.output_version}], "offsets": {}})
         return {"examples_seen": seen, "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
@@ -113,9 +118,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
         # 5. replay the stream after the cutoff at full speed
         def replay_a() -> dict[str, Any]:
-            sent = stack.replay(phase_a, progress=options.progress)
+            sent = stack.replay(phase_a, progress=options.progress, malformed=bad)
             stack.wait_consumed(sent, timeout=900)
-            return {"replayed": sent, "serving_version": stack.serving_version()}
+            sample = stack.metrics()
+            return {"replayed": sent, "of them deliberately bad": len(bad), "dead-lettered": int(sample.dlq),
+                    "serving_version": sample.serving_version}
 
         progress.run("stream: replay after the cutoff through the worker", replay_a)
 
@@ -127,7 +134,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             for step in iteration.steps:
                 lineage.append(_lineage(f"loop {step.name}", step.detail))
             retrain = iteration.step("retrain")
-            summary["loop"] = iteration.to_dict()
+            loop_detail.update(iteration.to_dict())
             decision = (retrain.detail or {}).get("decision", {}) if retrain else {}
             folds.append(iteration.step("fold").detail if iteration.step("fold") else {})
             return {"ok": iteration.ok, "promoted": bool(decision.get("promote")),
@@ -142,7 +149,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
                 promoted_to.append(target)
                 stack.wait(lambda s: s.serving_version == target, 60, f"the worker to serve v{target}")
             sent = stack.replay(phase_b, progress=options.progress)
-            stack.wait_consumed(len(phase_a) + sent, timeout=600)
+            stack.wait_consumed(len(phase_a) + len(bad) + sent, timeout=600)
             return {"replayed": sent, "serving_version": stack.serving_version()}
 
         progress.run("stream: the last minutes, served by the current champion", replay_b)
@@ -167,9 +174,9 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             "created_at": datetime.now(timezone.utc).isoformat(),
             "stages": [s.__dict__ for s in progress.stages],
             "samples": samples,
-            "dlq_by_reason": _dlq_by_reason(folds),
-            "evaluation": _evaluation(summary),
-            "accounting": _accounting(folds, len(phase_a) + len(phase_b)),
+            "dlq_by_reason": _dlq_by_reason(settings),
+            "evaluation": _evaluation(loop_detail),
+            "accounting": _accounting(folds, len(phase_a) + len(phase_b) + len(bad)),
             "lineage": lineage,
             "swap": None if swap is None else {"at": swap.at, "from_version": swap.from_version,
                                                "to_version": swap.to_version},
@@ -184,12 +191,16 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
     return report.path  # type: ignore[attr-defined]
 
 
-def _dlq_by_reason(folds: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for fold in folds:
-        for reason, n in (fold.get("dlq_by_reason") or {}).items():
-            out[reason] = out.get(reason, 0) + int(n)
-    return out
+def _dlq_by_reason(settings: Settings) -> dict[str, int]:
+    """Dead-letter entries the fold brought into the lake, by their reason code."""
+    from collections import Counter
+
+    from shared.delta import read_arrow, table_exists
+
+    path = settings.lake.table("silver", settings.fold.quarantine_table)
+    if not table_exists(path):
+        return {}
+    return dict(Counter(read_arrow(path, columns=["reason"]).column("reason").to_pylist()))
 
 
 def _accounting(folds: list[dict[str, Any]], rows_in: int) -> dict[str, int]:
@@ -201,8 +212,7 @@ def _accounting(folds: list[dict[str, Any]], rows_in: int) -> dict[str, int]:
     }
 
 
-def _evaluation(summary: dict[str, Any]) -> dict[str, Any] | None:
-    loop = summary.get("loop") or {}
+def _evaluation(loop: dict[str, Any]) -> dict[str, Any] | None:
     retrain = next((s for s in loop.get("steps", []) if s["name"] == "retrain"), None)
     if not retrain or "comparison" not in retrain.get("detail", {}):
         return None

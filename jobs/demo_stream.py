@@ -15,7 +15,7 @@ import logging
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from jobs.observe import Sample, scrape_once
 from shared.errors import ShopflowError
@@ -93,7 +93,8 @@ class StreamStack:
 
     # ------------------------------------------------------------------ replay
 
-    def replay(self, events: list[dict[str, Any]], *, progress: bool = True) -> int:
+    def replay(self, events: list[dict[str, Any]], *, progress: bool = True, malformed: Sequence[Any] = ()) -> int:
+        """Send `events` (and `malformed` raw records first) as fast as the broker takes them."""
         from stream.replay import replay
 
-        return replay(events, self.settings, speed=None, progress=progress)
+        return replay(events, self.settings, speed=None, progress=progress, malformed=list(malformed))
