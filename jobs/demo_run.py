@@ -144,12 +144,14 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
         # 7. the last minutes: the worker serves the new champion without a restart
         def replay_b() -> dict[str, Any]:
+            # The worker has loaded a promoted model off the hot path by now; it swaps it in
+            # at its next micro-batch, so the first of these events are already scored by it.
+            sent = stack.replay(phase_b, progress=options.progress)
+            stack.wait_consumed(len(phase_a) + len(bad) + sent, timeout=600)
             if loop_counts.get("promoted"):
                 target = str(loop_counts["challenger"])
                 promoted_to.append(target)
-                stack.wait(lambda s: s.serving_version == target, 60, f"the worker to serve v{target}")
-            sent = stack.replay(phase_b, progress=options.progress)
-            stack.wait_consumed(len(phase_a) + len(bad) + sent, timeout=600)
+                stack.wait(lambda s: s.serving_version == target, 30, f"the worker to serve v{target}")
             return {"replayed": sent, "serving_version": stack.serving_version()}
 
         progress.run("stream: the last minutes, served by the current champion", replay_b)
