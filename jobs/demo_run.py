@@ -45,7 +45,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     work = options.workdir.resolve()
     cutoff = parse_utc(options.cutoff)
-    progress = Progress(8 if options.sentiment_seconds > 0 else 7)
+    progress = Progress(9 if options.sentiment_seconds > 0 else 8)
     loop_detail: dict[str, Any] = {}
     lineage: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
