@@ -23,6 +23,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,7 @@ class RetrainResult:
     slice: dict[str, Any]
     data: dict[str, Any]
     fold_offsets: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # fit, evaluate, compare, register
     announced: bool | None = None
     metrics_file: str | None = None
 
@@ -76,6 +78,7 @@ class RetrainResult:
             "slice": self.slice,
             "data": self.data,
             "fold_offsets": self.fold_offsets,
+            "seconds": self.seconds,
             "tables_read": {self.data.get("table", "gold"): self.data.get("delta_version")},
             "metrics_file": self.metrics_file,
         }
@@ -123,6 +126,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         raise TableError(f"the test slice starts at {evaluated['from']}, before champion v{champion} "
                          f"stopped training ({champion_until}): no unseen slice to compare on yet")
 
+    seconds: dict[str, float] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
     try:
         spec = FitSpec(
@@ -130,8 +134,11 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
                             lr=options.lr or default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
             init_from_champion=True,
         )
+        clock = time.perf_counter()
         fitted = fit_model(settings, task, data, spec)
+        seconds["fit"], clock = time.perf_counter() - clock, time.perf_counter()
         report = evaluate_model(settings, fitted, data, seed=seed, champion_version=champion)
+        seconds["evaluate"], clock = time.perf_counter() - clock, time.perf_counter()
         examples = report.examples
         if examples.champion is None:
             raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
@@ -141,6 +148,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
             resamples=options.resamples or loop.bootstrap_resamples, confidence=loop.confidence, seed=seed,
         )
         decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
+        seconds["compare"], clock = time.perf_counter() - clock, time.perf_counter()
         evaluated = slice_of(data.test, examples.groups)
         offsets = committed_offsets(settings)
         evaluation = {
@@ -155,6 +163,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
                     "seconds": round(fitted.result.seconds, 3), "lr": fitted.lr, "seed": seed}
         version, _ = register_model(settings, fitted, report, data, work_dir, training=training,
                                     extra={"evaluation": evaluation})
+        seconds["register"] = time.perf_counter() - clock
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)
@@ -171,7 +180,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         comparison=comparison, decision=decision, margin=margin, promoted=promoted, slice=evaluated,
         data={"table": f"gold/{task.training_set.table}", "path": str(data.table_path),
               "delta_version": data.delta_version},
-        fold_offsets=offsets, announced=announced,
+        fold_offsets=offsets, announced=announced, seconds={k: round(v, 3) for k, v in seconds.items()},
     )
     outcome.metrics_file = str(write_metrics(settings.metrics_dir, "jobs.retrain", outcome.to_dict()))
     return outcome
