@@ -91,7 +91,8 @@ def fold_scale(root: Path, bootstrap: str, scale: int, history: int, new_events:
     from stream.broker import ensure_topics
     from stream.topics import TopicSpec
 
-    env = {"SHOPFLOW_LAKE__ROOT": str(root / f"lake-{scale}"), "SHOPFLOW_MODELS__REGISTRY_ROOT": str(root / f"registry-{scale}"),
+    env = {"SHOPFLOW_LAKE__ROOT": str(root / f"lake-{scale}"),
+           "SHOPFLOW_MODELS__REGISTRY_ROOT": str(root / f"registry-{scale}"),
            "SHOPFLOW_METRICS_DIR": str(root / "metrics"),
            "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
            "SHOPFLOW_KAFKA__SCORED_TOPIC": f"bench-{scale}.scored", "SHOPFLOW_KAFKA__DLQ_TOPIC": f"bench-{scale}.dlq",
