@@ -112,6 +112,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     folds: list[Any] = []
     promoted_to: list[str] = []
+    loaded_before: list[float] = []
     # The sampler starts first: its early gaps are the worker starting, not missing data.
     sampler = MetricsSampler(settings.stream.metrics_host, settings.stream.metrics_port, interval=1.0).start()
     with StreamStack(settings, env, work / "logs") as stack:
@@ -130,6 +131,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         def loop_once() -> dict[str, Any]:
             from jobs.loop import LoopOptions, default_steps, run_iteration
 
+            loaded_before.append(stack.metrics().models_loaded)
             iteration = run_iteration(settings, default_steps(LoopOptions(once=True)))
             for step in iteration.steps:
                 lineage.append(_lineage(f"loop {step.name}", step.detail))
@@ -144,8 +146,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
         # 7. the last minutes: the worker serves the new champion without a restart
         def replay_b() -> dict[str, Any]:
-            # The worker has loaded a promoted model off the hot path by now; it swaps it in
-            # at its next micro-batch, so the first of these events are already scored by it.
+            # A promoted model is loaded and verified off the hot path, then swapped in at
+            # the worker's next micro-batch: once it is loaded, these events are scored by it.
+            if loop_counts.get("promoted"):
+                stack.wait(lambda s: s.models_loaded > loaded_before[0], 60,
+                           "the worker to load the promoted model")
             sent = stack.replay(phase_b, progress=options.progress)
             stack.wait_consumed(len(phase_a) + len(bad) + sent, timeout=600)
             if loop_counts.get("promoted"):

@@ -38,6 +38,7 @@ DLQ = "shopflow_stream_dlq_total"
 LAG = "shopflow_stream_consumer_lag"
 SERVING = "shopflow_stream_serving_model"
 LATENCY = "shopflow_stream_produce_to_scored_seconds"
+RELOADS = "shopflow_stream_model_reloads_total"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Sample:
     latency_count: float = 0.0
     latency_sum: float = 0.0
     started_at: float | None = None  # the worker's metrics creation time: changes on restart
+    models_loaded: float = 0.0  # models the worker loaded and verified (the first one included)
 
     @property
     def dlq(self) -> float:
@@ -81,7 +83,7 @@ class Sample:
 
 def parse_metrics(text: str, at: float) -> Sample:
     """One scrape's Prometheus text -> a Sample (raises ValueError on malformed text)."""
-    events_in = scored = latency_count = latency_sum = 0.0
+    events_in = scored = latency_count = latency_sum = loaded = 0.0
     started_at: float | None = None
     dlq: dict[str, float] = {}
     lag: float | None = None
@@ -109,10 +111,12 @@ def parse_metrics(text: str, at: float) -> Sample:
                 latency_count = s.value
             elif s.name == LATENCY + "_sum":
                 latency_sum = s.value
+            elif s.name == RELOADS and s.labels.get("outcome") == "loaded":
+                loaded = s.value
     return Sample(at=at, events_in=events_in, scored=scored, dlq_by_step=dlq, lag=lag,
                   model_name=model_name, serving_version=version,
                   latency_buckets=tuple(sorted(buckets)), latency_count=latency_count,
-                  latency_sum=latency_sum, started_at=started_at)
+                  latency_sum=latency_sum, started_at=started_at, models_loaded=loaded)
 
 
 # ---------------------------------------------------------------------------- intervals
