@@ -195,7 +195,8 @@ def test_promote_if_better_refuses_a_worse_challenger_and_takes_a_better_one(gol
     models = {"fitted": fitted, "inverted": inverted}
     versions = {name: register_model(settings, models[name], reports[name], data, tmp_path / name,
                                      extra={"test": name})[0] for name in models}
-    assert registry().manifest("propensity", versions["inverted"]).extra == {"test": "inverted"}
+    extra = registry().manifest("propensity", versions["inverted"]).extra
+    assert extra["test"] == "inverted" and extra["trained_until"] == max(r["ts"] for r in data.train).isoformat()
 
     promote(settings, "propensity", versions[better], reason="test: the better one is champion")
     challenge = evaluate_model(settings, models[worse], data, seed=13)
