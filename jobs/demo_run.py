@@ -19,12 +19,20 @@ log = logging.getLogger("jobs.demo")
 
 
 def split_stream(events: list[dict[str, Any]], cutoff: datetime, swap_minutes: float) -> tuple[list, list]:
-    """The events after the cutoff: (before the swap phase, the last `swap_minutes`)."""
+    """The events after the cutoff: (before the swap phase, the last `swap_minutes`).
+
+    The last minutes are counted back from the latest event that is not in the future: a
+    source line with an absurd time (the worker dead-letters it) goes with the first part.
+    """
     stream = [e for e in events if e["ts"] >= cutoff]
-    if not stream:
-        return [], []
-    swap_from = stream[-1]["ts"] - timedelta(minutes=swap_minutes)
-    return [e for e in stream if e["ts"] < swap_from], [e for e in stream if e["ts"] >= swap_from]
+    now = datetime.now(timezone.utc)
+    plausible = [e["ts"] for e in stream if e["ts"] <= now]
+    if not plausible:
+        return stream, []
+    end = max(plausible)
+    swap_from = end - timedelta(minutes=swap_minutes)
+    last = [e for e in stream if swap_from <= e["ts"] <= end]
+    return [e for e in stream if not swap_from <= e["ts"] <= end], last
 
 
 def _lineage(step: str, result: Any) -> dict[str, Any]:
