@@ -42,9 +42,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _user(n: int) -> str:
+    """A pseudonym-shaped user id (hex, like silver's), so the held-out user bucket is real."""
+    return hashlib.sha256(f"bench-user:{n}".encode()).hexdigest()[:32]
+
+
 def _event(i: int) -> dict[str, Any]:
     kind = "view" if i % 3 else "add_to_cart"
-    return {"event_id": hashlib.sha1(f"bench:{i}".encode()).hexdigest()[:24], "user_id": f"u{i % 997}",
+    return {"event_id": hashlib.sha1(f"bench:{i}".encode()).hexdigest()[:24], "user_id": _user(i % 997),
             "session_id": None, "item_id": f"i{i % 5000}", "event_type": kind,
             "ts": T0 + timedelta(milliseconds=200 * i), "query": None, "category_id": "c",
             "model_name": "propensity", "model_version": "1", "score": 0.1 if kind == "view" else None,
