@@ -9,7 +9,7 @@ commits `AppTxn(app_id, work_version)` in the same Delta commit as its rows, so 
 between two outputs redoes only the one that was not committed.
 
     pinned = pin_inputs(spark, settings.lake, required=("silver/orders",))
-    outputs = [Output("gold/item_features", path, "batch.features:item_features")]
+    outputs = [Output("gold/item_features", path, "features:item_features")]
     results = run_incremental(run, pinned, outputs, force=False,
                               write=lambda txns: {"gold/item_features": write_table(df, path, mode="overwrite",
                                                                                   txns=txns["gold/item_features"])})

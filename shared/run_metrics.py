@@ -1,6 +1,6 @@
 """The metrics JSON every job writes, and the typed result a job's `run()` returns.
 
-    with JobRun("batch.clean", settings.metrics_dir) as run:
+    with JobRun("clean", settings.metrics_dir) as run:
         run.read("silver/orders", 3)
         run.count("rows_in", 1000)
     result = run.result()   # JobResult: tables read/written, counts, the metrics file
