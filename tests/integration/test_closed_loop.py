@@ -96,7 +96,9 @@ def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> No
     result = run(settings, RetrainOptions(lr=50.0))
     assert not result.promoted and result.challenger_version != champion
     assert registry.resolve("propensity") == champion
-    assert result.comparison.difference.value < 0, result.comparison
+    # Not "worse than the champion" by value: on a slice this small the champion itself can
+    # sit below 0.5, and a wrecked model scores about 0.5. What must hold is the gate.
+    assert result.comparison.difference.low <= 0.0, result.comparison
     stored = registry.manifest("propensity", result.challenger_version).extra["evaluation"]
     assert stored["decision"] == {"promote": False, "reason": result.decision.reason, "margin": 0.0}
     assert "not proven better" in result.decision.reason
