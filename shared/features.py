@@ -15,9 +15,8 @@ and the stream to one snapshot row.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 import numpy as np
 
@@ -30,13 +29,6 @@ PRIOR_WEIGHT = 20.0
 PRIOR_CART_RATE = 0.06
 PRIOR_PURCHASE_RATE = 0.025
 
-_TYPE_COUNTERS = {
-    "view": "prior_views",
-    "add_to_cart": "prior_carts",
-    "favorite": "prior_favorites",
-    "purchase": "prior_purchases",
-    "search": "prior_searches",
-}
 
 SESSION_FEATURES = RecordSchema(
     "session_features",
@@ -72,25 +64,24 @@ ITEM_FEATURES = RecordSchema(
 )
 
 
-@dataclass
-class SessionState:
-    """What the fold remembers about one user between events (JSON-serializable)."""
+class SessionState(TypedDict):
+    """What the fold remembers about one user between events: plain JSON-ready data, so
+    the stream's session table stores it as is and the fold copies nothing per event."""
 
-    session_start_ms: int = -1
-    last_ts_ms: int = -1
-    source_session_id: str | None = None
-    type_counts: dict[str, int] = field(default_factory=dict)
-    item_counts: dict[str, int] = field(default_factory=dict)
-    category_counts: dict[str, int] = field(default_factory=dict)
-    history: list[list[str]] = field(default_factory=list)  # [event_type, item, category]
-    events_in_session: int = 0
+    session_start_ms: int
+    last_ts_ms: int
+    source_session_id: str | None
+    type_counts: dict[str, int]
+    item_counts: dict[str, int]
+    category_counts: dict[str, int]
+    history: list[list[str]]  # [event_type, item, category], the session's last events
+    events_in_session: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "SessionState":
-        return cls(**data) if data else cls()
+def new_session_state(session_start_ms: int = -1, source_session_id: str | None = None) -> SessionState:
+    return {"session_start_ms": session_start_ms, "last_ts_ms": -1, "source_session_id": source_session_id,
+            "type_counts": {}, "item_counts": {}, "category_counts": {}, "history": [],
+            "events_in_session": 0}
 
 
 def _millis(ts: datetime | int | float) -> int:
@@ -102,55 +93,65 @@ def _millis(ts: datetime | int | float) -> int:
 
 
 def _starts_new_session(state: SessionState, ts_ms: int, source_session: str | None) -> bool:
-    if state.last_ts_ms < 0:
+    if state["last_ts_ms"] < 0:
         return True
-    if source_session is not None and source_session != state.source_session_id:
+    if source_session is not None and source_session != state["source_session_id"]:
         return True
-    return ts_ms - state.last_ts_ms > SESSION_GAP_SECONDS * 1000
+    return ts_ms - state["last_ts_ms"] > SESSION_GAP_SECONDS * 1000
 
 
 def session_step(
     state: SessionState | None, event: Mapping[str, Any]
 ) -> tuple[SessionState, dict[str, Any]]:
-    """Fold one event into a user's state; returns (new state, this event's features).
+    """Fold one event into a user's state; returns (the state, this event's features).
 
-    `event` needs user_id, item_id, event_type and ts (datetime or epoch millis), and
-    may have session_id and category_id. Events must arrive in time order per user.
+    The state is updated in place (a new session gets a new one): the fold owns it, and
+    a caller that needs the state as it was keeps a copy. `event` needs user_id, item_id,
+    event_type and ts (datetime or epoch millis), and may have session_id and
+    category_id. Events must arrive in time order per user.
     """
-    state = SessionState.from_dict(asdict(state)) if state else SessionState()
     ts_ms = _millis(event["ts"])
     item = str(event["item_id"])
     category = event.get("category_id")
     category = None if category is None else str(category)
     source_session = event.get("session_id")
 
-    if _starts_new_session(state, ts_ms, source_session):
-        state = SessionState(session_start_ms=ts_ms, source_session_id=source_session)
+    if state is None or _starts_new_session(state, ts_ms, source_session):
+        state = new_session_state(ts_ms, source_session)
 
-    first_in_session = state.events_in_session == 0
+    counts, items, categories, history = (state["type_counts"], state["item_counts"],
+                                          state["category_counts"], state["history"])
+    in_session = state["events_in_session"]
     features: dict[str, Any] = {
-        "session_key": f"{event['user_id']}:{state.session_start_ms}",
-        "session_event_index": state.events_in_session,
-        "seconds_since_session_start": (ts_ms - state.session_start_ms) / 1000.0,
-        "seconds_since_prev_event": -1.0 if first_in_session else (ts_ms - state.last_ts_ms) / 1000.0,
-        **{name: state.type_counts.get(kind, 0) for kind, name in _TYPE_COUNTERS.items()},
-        "prior_item_interactions": state.item_counts.get(item, 0),
-        "prior_category_interactions": state.category_counts.get(category, 0) if category else 0,
-        "distinct_items_before": len(state.item_counts),
-        "hour_of_day": datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).hour,
-        "history_event_types": [h[0] for h in state.history],
-        "history_item_ids": [h[1] for h in state.history],
-        "history_category_ids": [h[2] for h in state.history],
+        "session_key": f"{event['user_id']}:{state['session_start_ms']}",
+        "session_event_index": in_session,
+        "seconds_since_session_start": (ts_ms - state["session_start_ms"]) / 1000.0,
+        "seconds_since_prev_event": -1.0 if in_session == 0 else (ts_ms - state["last_ts_ms"]) / 1000.0,
+        "prior_views": counts.get("view", 0),
+        "prior_carts": counts.get("add_to_cart", 0),
+        "prior_favorites": counts.get("favorite", 0),
+        "prior_purchases": counts.get("purchase", 0),
+        "prior_searches": counts.get("search", 0),
+        "prior_item_interactions": items.get(item, 0),
+        "prior_category_interactions": categories.get(category, 0) if category else 0,
+        "distinct_items_before": len(items),
+        # Whole hours since the epoch, mod 24: the UTC hour, without a datetime per event.
+        "hour_of_day": (ts_ms // 3_600_000) % 24,
+        "history_event_types": [h[0] for h in history],
+        "history_item_ids": [h[1] for h in history],
+        "history_category_ids": [h[2] for h in history],
     }
 
     kind = str(event["event_type"])
-    state.type_counts[kind] = state.type_counts.get(kind, 0) + 1
-    state.item_counts[item] = state.item_counts.get(item, 0) + 1
+    counts[kind] = counts.get(kind, 0) + 1
+    items[item] = items.get(item, 0) + 1
     if category:
-        state.category_counts[category] = state.category_counts.get(category, 0) + 1
-    state.history = (state.history + [[kind, item, category or ""]])[-HISTORY_LENGTH:]
-    state.events_in_session += 1
-    state.last_ts_ms = ts_ms
+        categories[category] = categories.get(category, 0) + 1
+    history.append([kind, item, category or ""])
+    if len(history) > HISTORY_LENGTH:
+        del history[0]
+    state["events_in_session"] = in_session + 1
+    state["last_ts_ms"] = ts_ms
     return state, features
 
 

@@ -1,9 +1,15 @@
 """The worker's named, pure steps: each takes plain data and returns plain data.
 
-The Faust app (`stream.app`) wires them in this order, and each step's name is what
-logs, metrics and dead-letter entries call it:
+The worker (`stream.pipeline`) runs them once per micro-batch, in this order, and each
+step's name is what logs, metrics and dead-letter entries call it:
 
-    parse_validate -> pseudonymize -> enrich -> (micro-batch) -> score -> to_scored
+    parse_validate -> pseudonymize -> enrich      (prepare_batch)
+    -> score -> to_scored                          (the model, then scored_values)
+
+The per-record functions define each step; `prepare_batch` and `scored_values` run them
+over a whole micro-batch with the per-batch work hoisted out (one table read per user,
+one pseudonym per user, batch-wide times formatted once), so the worker and the bench's
+ceiling run exactly the same code.
 
 Only view events are scored (the propensity task's examples are views); every other
 valid event still updates the session state and goes to `clicks.scored` with a null
@@ -16,7 +22,7 @@ click rules' code (`shared.click_rules`) for a rejected event, "<step>_error" ot
 
     record = parse_validate(raw_bytes)
     record = pseudonymize_user(record, key=b"...")
-    entry, features = enrich(record, table_entry, item_lookup)
+    entry, features, replayed = enrich(record, table_entry, item_lookup)
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
-from shared.features import ITEM_FEATURES, SessionState, item_rate_features, session_step
+from shared.features import ITEM_FEATURES, item_rate_features
 from shared.pseudonymize import pseudonymize
-from shared.schemas import CLICK_EVENT, format_timestamp, to_wire
-from stream.records import scored_event_record
+from shared.schemas import CLICK_EVENT, format_timestamp
+from stream import sessions
 
 STEP_PARSE = "parse_validate"
 STEP_PSEUDONYMIZE = "pseudonymize"
@@ -42,10 +49,8 @@ STEP_PRODUCE = "produce"
 SCORED_EVENT_TYPES = frozenset({"view"})
 # At most this many reasons go into one dead-letter entry (a record can have many fields).
 MAX_DLQ_REASONS = 20
-# Each user's table entry remembers the features of its last few events by event id, so
-# events replayed after a crash (at-least-once delivery) get the features they had the
-# first time instead of being folded into the session twice.
-RECENT_EVENTS_KEPT = 32
+# Pseudonyms remembered per worker: a user's id is hashed once, not once per event.
+PSEUDONYM_CACHE_SIZE = 200_000
 
 ItemLookup = Callable[[str], Mapping[str, float]]
 
@@ -74,29 +79,36 @@ def pseudonymize_user(record: dict[str, Any], *, key: bytes) -> dict[str, Any]:
     return out
 
 
+class Pseudonyms:
+    """`pseudonymize(user_id, "user")` with the answers remembered (bounded), since a
+    user sends many events and an HMAC costs more than a dict lookup."""
+
+    def __init__(self, key: bytes, max_size: int = PSEUDONYM_CACHE_SIZE) -> None:
+        self._key = key
+        self._max_size = max_size
+        self._known: dict[str, str] = {}
+
+    def __call__(self, user_id: str) -> str:
+        known = self._known.get(user_id)
+        if known is None:
+            if len(self._known) >= self._max_size:
+                self._known.clear()  # simpler than LRU, and a refill costs one HMAC per user
+            known = self._known[user_id] = pseudonymize(user_id, "user", key=self._key)
+        return known
+
+
 def enrich(
     record: Mapping[str, Any],
     entry: Mapping[str, Any] | None,
     items: ItemLookup,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Fold the event into the user's session state and attach session + item features.
+    """Fold the event into the user's table entry and attach session + item features.
 
-    `entry` is the user's table value ({"state": ..., "recent": [[event_id, features]]})
-    or None. Returns (new entry, scoring record, replayed) where `replayed` says the
-    event id was seen before and its remembered features were reused.
+    Returns (entry, scoring record, replayed) where `replayed` says the event id was seen
+    before and its remembered features were reused (`stream.sessions`). The entry is
+    updated in place.
     """
-    entry = dict(entry) if entry else {"state": None, "recent": []}
-    recent: list[list[Any]] = list(entry.get("recent") or [])
-    event_id = record["event_id"]
-    remembered = next((feats for eid, feats in recent if eid == event_id), None)
-    if remembered is not None:
-        session_features, replayed = dict(remembered), True
-    else:
-        state = SessionState.from_dict(entry.get("state")) if entry.get("state") else None
-        new_state, session_features = session_step(state, record)
-        recent = (recent + [[event_id, session_features]])[-RECENT_EVENTS_KEPT:]
-        entry = {"state": new_state.to_dict(), "recent": recent}
-        replayed = False
+    entry, session_features, replayed = sessions.fold(entry, record)
     scoring_record = {**record, **session_features, **items(str(record["item_id"]))}
     return entry, scoring_record, replayed
 
@@ -111,6 +123,65 @@ def probe_record(items: ItemLookup) -> dict[str, Any]:
              "event_type": "view", "ts": datetime(2017, 11, 26, 1, tzinfo=timezone.utc), "query": None,
              "category_id": None}
     return enrich(event, None, items)[1]
+
+
+@dataclass
+class Failed:
+    """A record that failed at `step` (it goes to the dead-letter topic)."""
+
+    step: str
+    error: BaseException
+
+
+@dataclass
+class PreparedBatch:
+    """`prepare_batch`'s answer, position by position with its input."""
+
+    # A scoring record (event + session + item features) or why the record failed.
+    records: list[dict[str, Any] | Failed]
+    # The entries to write back: user -> position of the user's last event in the batch.
+    changed: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replayed: int = 0
+
+
+def prepare_batch(
+    values: Sequence[bytes | None],
+    *,
+    entry_of: Callable[[str], Mapping[str, Any] | None],
+    pseudonym: Callable[[str], str],
+    items: ItemLookup,
+    now: datetime | None = None,
+) -> PreparedBatch:
+    """parse_validate -> pseudonymize -> enrich for a micro-batch, in order.
+
+    `entry_of(user)` is read once per user per batch; the batch folds each user's events
+    into that one entry, and `changed` / `entries` say which entries to write back (an
+    entry changed by no new event, only replays, is not). A record whose step raises
+    becomes `Failed` and the others go on.
+    """
+    now = now or datetime.now(timezone.utc)
+    out = PreparedBatch(records=[])
+    entries = out.entries
+    for position, raw in enumerate(values):
+        step = STEP_PARSE
+        try:
+            record = parse_validate(raw, now=now)
+            step = STEP_PSEUDONYMIZE
+            user = record["user_id"] = pseudonym(record["user_id"])
+            step = STEP_ENRICH
+            entry = entries[user] if user in entries else entry_of(user)
+            entry, scoring_record, replayed = enrich(record, entry, items)
+        except Exception as exc:  # noqa: BLE001 - the record's fault: it is dead-lettered
+            out.records.append(Failed(step, exc))
+            continue
+        entries[user] = entry
+        if replayed:
+            out.replayed += 1
+        else:
+            out.changed[user] = position
+        out.records.append(scoring_record)
+    return out
 
 
 def is_scored(record: Mapping[str, Any]) -> bool:
@@ -137,17 +208,53 @@ def to_scored(
 
     `score` is None for an event that is not scored (see `is_scored`).
     """
-    if score is not None and not math.isfinite(float(score)):
-        raise ValueError(f"the model returned a score of {score!r}")
-    scored = scored_event_record()(
-        **{name: record.get(name) for name in CLICK_EVENT.names},
-        model_name=model_name,
-        model_version=model_version,
-        score=None if score is None else float(score),
-        received_at=received_at,
-        scored_at=scored_at,
-    )
-    return to_wire(scored.asdict())
+    batch = _ScoredBatch(model_name, model_version, received_at, scored_at)
+    return batch.value(record, score)
+
+
+class _ScoredBatch:
+    """What every SCORED_EVENT of one micro-batch shares, with its times formatted once."""
+
+    def __init__(self, model_name: str, model_version: str, received_at: datetime, scored_at: datetime) -> None:
+        self._shared = {"model_name": model_name, "model_version": model_version,
+                        "received_at": format_timestamp(received_at), "scored_at": format_timestamp(scored_at)}
+
+    def value(self, record: Mapping[str, Any], score: float | None) -> bytes:
+        if score is not None:
+            score = float(score)
+            if not math.isfinite(score):
+                raise ValueError(f"the model returned a score of {score!r}")
+        out = {name: record.get(name) for name in _CLICK_FIELDS}
+        for name in _CLICK_TIMES:
+            if out[name] is not None:
+                out[name] = format_timestamp(out[name])
+        out.update(self._shared)
+        out["score"] = score
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+_CLICK_FIELDS = CLICK_EVENT.names
+_CLICK_TIMES = tuple(f.name for f in CLICK_EVENT.fields if f.type == "timestamp")
+
+
+def scored_values(
+    records: Sequence[Mapping[str, Any]],
+    scores: Sequence[float | None],
+    *,
+    model_name: str,
+    model_version: str,
+    received_at: datetime,
+    scored_at: datetime,
+) -> list[bytes | Failed]:
+    """`to_scored` for a micro-batch: wire bytes, or `Failed` for a record that cannot be."""
+    batch = _ScoredBatch(model_name, model_version, received_at, scored_at)
+    out: list[bytes | Failed] = []
+    for record, score in zip(records, scores):
+        try:
+            out.append(batch.value(record, score))
+        except Exception as exc:  # noqa: BLE001 - this record's fault
+            out.append(Failed(STEP_SERIALIZE, exc))
+    return out
 
 
 def _bounded_reasons(reasons: list[str], max_chars: int) -> list[str]:

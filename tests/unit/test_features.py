@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -11,7 +13,6 @@ from shared.features import (
     PRIOR_CART_RATE,
     SESSION_FEATURES,
     SESSION_GAP_SECONDS,
-    SessionState,
     fold_user_events,
     item_rate_features,
     session_step,
@@ -51,16 +52,25 @@ def test_history_is_bounded():
 def test_state_survives_a_json_round_trip_like_a_faust_table():
     events = [_event(0), _event(10, item="i2"), _event(20)]
     state, _ = session_step(None, events[0])
-    state, _ = session_step(SessionState.from_dict(json.loads(json.dumps(state.to_dict()))), events[1])
-    _, third = session_step(SessionState.from_dict(json.loads(json.dumps(state.to_dict()))), events[2])
+    state, _ = session_step(json.loads(json.dumps(state)), events[1])
+    _, third = session_step(json.loads(json.dumps(state)), events[2])
     assert third == fold_user_events(events)[2]
 
 
-def test_step_does_not_mutate_the_state_it_is_given():
+def test_step_updates_the_state_in_place_and_a_copy_keeps_the_old_one():
     state, _ = session_step(None, _event(0))
-    before = state.to_dict()
-    session_step(state, _event(5))
-    assert state.to_dict() == before
+    kept = copy.deepcopy(state)
+    same, _ = session_step(state, _event(5))
+    assert same is state and state["events_in_session"] == 2
+    assert kept["events_in_session"] == 1 and kept["history"] == [["view", "i1", "c1"]]
+    new_session, _ = session_step(state, _event(5 + SESSION_GAP_SECONDS + 1))
+    assert new_session is not state and new_session["events_in_session"] == 1
+
+
+def test_hour_of_day_is_the_utc_hour():
+    for ts in (0, 3599, 3600, 86_399, 1_511_658_000, 1_511_661_599):
+        feats = fold_user_events([_event(ts)])
+        assert feats[0]["hour_of_day"] == datetime.fromtimestamp(ts, tz=timezone.utc).hour
 
 
 def test_item_rates_are_smoothed_and_vectorized():

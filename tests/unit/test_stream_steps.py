@@ -12,7 +12,7 @@ from shared.errors import ValidationError
 from shared.features import ITEM_FEATURES, SESSION_FEATURES, fold_user_events
 from shared.pseudonymize import pseudonymize
 from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire, validate_record
-from stream import steps
+from stream import sessions, steps
 from stream.records import click_event_record, scored_event_record
 
 KEY = b"unit-test-key"
@@ -70,9 +70,61 @@ def test_enrich_is_idempotent_for_a_replayed_event_id():
 
 def test_enrich_remembers_a_bounded_number_of_events():
     entry = None
-    for i in range(steps.RECENT_EVENTS_KEPT + 5):
+    for i in range(sessions.RECENT_EVENTS_KEPT + 5):
         entry, _, _ = steps.enrich(_event(i, seconds=i % 60), entry, _items)
-    assert len(entry["recent"]) == steps.RECENT_EVENTS_KEPT
+    assert len(entry["recent"]) == sessions.RECENT_EVENTS_KEPT
+
+
+def test_to_scored_writes_what_the_schema_record_writes():
+    record = {**steps.pseudonymize_user(_event(1), key=KEY), "query": "ä \u2028 q", "session_event_index": 4}
+    for score in (0.25, None):
+        wire = steps.to_scored(record, model_name="m", model_version="3", score=score, received_at=T0,
+                               scored_at=T0.replace(microsecond=123456))
+        reference = to_wire(scored_event_record()(
+            **{name: record.get(name) for name in CLICK_EVENT.names}, model_name="m", model_version="3",
+            score=score, received_at=T0, scored_at=T0.replace(microsecond=123456)).asdict())
+        assert json.loads(wire) == json.loads(reference)
+        assert set(json.loads(wire)) == set(SCORED_EVENT.names)
+
+
+def test_prepare_batch_is_the_per_record_steps_with_one_read_per_user():
+    events = [_event(1), _event(2, user="u2"), _event(3, seconds=4), _event(2, user="u2"), _event(4, user="u2", seconds=9)]
+    raws = [to_wire(e) for e in events] + [b"not json"]
+    reads: list[str] = []
+    table: dict = {}
+
+    def entry_of(user: str):
+        reads.append(user)
+        return table.get(user)
+
+    batch = steps.prepare_batch(raws, entry_of=entry_of, pseudonym=steps.Pseudonyms(KEY), items=_items)
+    assert sorted(reads) == sorted({pseudonymize(u, "user", key=KEY) for u in ("u1", "u2")})
+    one_by_one: dict = {}
+    expected = []
+    for event in events:
+        record = steps.pseudonymize_user(event, key=KEY)
+        one_by_one[record["user_id"]], scoring, _ = steps.enrich(record, one_by_one.get(record["user_id"]), _items)
+        expected.append(scoring)
+    assert batch.records[:5] == expected
+    assert isinstance(batch.records[5], steps.Failed) and batch.records[5].step == steps.STEP_PARSE
+    assert batch.replayed == 1  # u2's event e2 a second time
+    u1, u2 = (pseudonymize(u, "user", key=KEY) for u in ("u1", "u2"))
+    assert batch.changed == {u1: 2, u2: 4} and set(batch.entries) == {u1, u2}
+
+
+def test_pseudonyms_are_the_shared_pseudonyms_and_bounded():
+    cached = steps.Pseudonyms(KEY, max_size=3)
+    for i in range(10):
+        assert cached(f"u{i % 5}") == pseudonymize(f"u{i % 5}", "user", key=KEY)
+    assert len(cached._known) <= 3
+
+
+def test_scored_values_fail_only_the_records_that_cannot_be_written():
+    records = [_event(1), _event(2)]
+    out = steps.scored_values(records, [0.5, float("inf")], model_name="m", model_version="1",
+                              received_at=T0, scored_at=T0)
+    assert json.loads(out[0])["score"] == 0.5
+    assert isinstance(out[1], steps.Failed) and out[1].step == steps.STEP_SERIALIZE
 
 
 def test_to_scored_is_a_valid_scored_event():
