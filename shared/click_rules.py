@@ -55,6 +55,7 @@ EPOCH_MILLIS_FROM = 10**11
 ID_FIELDS = frozenset({"event_id", "user_id", "session_id", "item_id", "category_id"})
 TRIMMED_FIELDS = frozenset({"user_id", "item_id"})
 EXCERPT_CHARS = 200
+_KNOWN_FIELDS = frozenset(CLICK_EVENT.names)
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
@@ -81,6 +82,8 @@ class ClickRejected(ValidationError):
 
 
 def _has_surrogate(text: str) -> bool:
+    if text.isascii():  # the common case, and far cheaper than encoding
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -161,7 +164,7 @@ def check_click(obj: Any, *, now: datetime | None = None) -> dict[str, Any]:
         record[spec.name] = checked
         if problem:
             problems.append(problem)
-    unknown = [k for k in obj if k not in CLICK_EVENT.names]
+    unknown = [k for k in obj if k not in _KNOWN_FIELDS]
     if unknown:
         problems.append(Problem("unknown_field", "unknown fields: " + ", ".join(excerpt(k, 40).strip("'")
                                                                                  for k in sorted(unknown)[:10])))

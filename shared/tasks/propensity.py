@@ -49,60 +49,140 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def numeric_matrix(records: Sequence[Record], config: PropensityConfig) -> np.ndarray:
-    """Raw numeric features, transformed (log1p where configured), not yet standardized."""
-    raw = np.array(
-        [[float(r.get(name) if r.get(name) is not None else 0.0) for name in config.numeric_features] for r in records],
-        dtype=np.float64,
-    ).reshape(len(records), len(config.numeric_features))
+    """Raw numeric features, transformed (log1p where configured), not yet standardized.
+
+    A missing value (None) is 0; anything else goes through float(), as one object array.
+    """
+    names = config.numeric_features
+    values = np.array([[r.get(name) for name in names] for r in records], dtype=object)
+    values = values.reshape(len(records), len(names))
+    values[np.equal(values, None)] = 0.0
+    raw = values.astype(np.float64)
     for j, transform in enumerate(config.numeric_transforms):
         if transform == "log1p":
             raw[:, j] = np.sign(raw[:, j]) * np.log1p(np.abs(raw[:, j]))
     return raw
 
 
+class _IdCodes:
+    """Each id value seen -> a small code, with the code's hash bucket and text identity
+    kept in arrays, so a batch's ids are bucketed and compared with numpy, not one by one.
+
+    Bounded: cleared when it holds `max_size` values (the next batch refills it).
+    """
+
+    def __init__(self, buckets: int, max_size: int = 1 << 20) -> None:
+        self._buckets = buckets
+        self._max_size = max_size
+        self._clear()
+
+    def _clear(self) -> None:
+        self._codes: dict[Any, int] = {}
+        self._texts: dict[str, int] = {}
+        self.bucket: list[int] = []
+        self.text: list[int] = []  # codes of values with the same str() share this
+        self.is_none: list[bool] = []
+
+    def make_room(self, values: int) -> None:
+        """Before a batch's `codes` calls: codes stay valid until the next make_room."""
+        if len(self._codes) + values > self._max_size:
+            self._clear()
+
+    def codes(self, values: list[Any]) -> list[int]:
+        known, out = self._codes, []
+        for value in values:
+            code = known.get(value)
+            if code is None:
+                code = known[value] = len(self.bucket)
+                self.bucket.append(bucket(value, self._buckets))
+                self.text.append(self._texts.setdefault(str(value), len(self._texts)))
+                self.is_none.append(value is None)
+            out.append(code)
+        return out
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.asarray(self.bucket, dtype=np.int64), np.asarray(self.text, dtype=np.int64),
+                np.asarray(self.is_none, dtype=bool))
+
+
 class PropensityEncoder:
-    """Records -> right-aligned id sequences + standardized numeric features."""
+    """Records -> right-aligned id sequences + standardized numeric features.
+
+    Per record, the sequence is the session's last `history_length` events, then the
+    candidate (the viewed item), padded with 0 on the left. The three history lists of a
+    record come from one fold and have the same length.
+    """
 
     def __init__(self, config: PropensityConfig) -> None:
         self.config = config
         self.type_index = {t: i + 3 for i, t in enumerate(config.event_types)}
         self.mean = np.asarray(config.numeric_mean, dtype=np.float64)
         self.std = np.asarray(config.numeric_std, dtype=np.float64)
+        self._ids = _IdCodes(config.id_buckets)
 
     def encode(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         cfg = self.config
-        length = cfg.history_length + 1
+        keep = cfg.history_length
+        length = keep + 1
         n = len(records)
-        types = np.zeros((n, length), dtype=np.int64)
-        items = np.zeros((n, length), dtype=np.int64)
-        cats = np.zeros((n, length), dtype=np.int64)
-        item_match = np.zeros((n, length), dtype=np.int64)
-        cat_match = np.zeros((n, length), dtype=np.int64)
+        type_index = self.type_index
+        # Flat positions (row * length + column) of every filled slot, and what fills it.
+        slots: list[int] = []
+        type_slots: list[int] = []
+        type_ids: list[int] = []
+        seq_items: list[Any] = []
+        seq_cats: list[Any] = []
+        candidates: list[Any] = []  # item, category of each record, in turn
         for i, r in enumerate(records):
-            hist_types = _as_list(r.get("history_event_types"))[-cfg.history_length :]
-            hist_items = _as_list(r.get("history_item_ids"))[-cfg.history_length :]
-            hist_cats = _as_list(r.get("history_category_ids"))[-cfg.history_length :]
-            seq_items = hist_items + [r.get("item_id")]
-            seq_cats = hist_cats + [r.get("category_id")]
-            start = length - len(seq_items)
-            cand_item, cand_cat = str(r.get("item_id")), r.get("category_id")
+            hist_types = _as_list(r.get("history_event_types"))[-keep:]
+            hist_items = _as_list(r.get("history_item_ids"))[-keep:]
+            hist_cats = _as_list(r.get("history_category_ids"))[-keep:]
+            if not len(hist_types) == len(hist_items) == len(hist_cats):
+                raise ValueError(f"record {i}: history lists of different lengths "
+                                 f"({len(hist_types)}, {len(hist_items)}, {len(hist_cats)})")
+            item, category = r.get("item_id"), r.get("category_id")
+            first = i * length + keep - len(hist_items)
+            slots.extend(range(first, i * length + length))
+            type_slots.extend(range(first, i * length + keep))
             # The record's own event_type is never an input (PROPENSITY_NON_INPUTS): the
             # candidate slot gets a fixed token.
-            types[i, length - 1] = CANDIDATE_TOKEN
-            for k, t in enumerate(hist_types):
-                types[i, start + k] = self.type_index.get(str(t), UNKNOWN_TYPE_TOKEN)
-            for k, (it, c) in enumerate(zip(seq_items, seq_cats)):
-                items[i, start + k] = bucket(it, cfg.id_buckets)
-                cats[i, start + k] = bucket(c, cfg.id_buckets)
-                item_match[i, start + k] = 2 if str(it) == cand_item else 1
-                cat_match[i, start + k] = 2 if c is not None and str(c) == str(cand_cat) else 1
+            type_ids.extend([type_index.get(str(t), UNKNOWN_TYPE_TOKEN) for t in hist_types])
+            seq_items.extend(hist_items)
+            seq_items.append(item)
+            seq_cats.extend(hist_cats)
+            seq_cats.append(category)
+            candidates.append(item)
+            candidates.append(category)
+        ids = self._ids
+        ids.make_room(len(seq_items) + len(seq_cats) + len(candidates))
+        item_codes = np.asarray(ids.codes(seq_items), dtype=np.int64)
+        cat_codes = np.asarray(ids.codes(seq_cats), dtype=np.int64)
+        candidate_codes = np.asarray(ids.codes(candidates), dtype=np.int64).reshape(n, 2)
+        buckets, texts, is_none = ids.arrays()
+        slot_index = np.asarray(slots, dtype=np.int64)
+        rows = slot_index // length  # the record each slot belongs to
+
+        types = np.zeros(n * length, dtype=np.int64)
+        types[length - 1 :: length] = CANDIDATE_TOKEN
+        types[np.asarray(type_slots, dtype=np.int64)] = type_ids
+        items = np.zeros(n * length, dtype=np.int64)
+        items[slot_index] = buckets[item_codes]
+        cats = np.zeros(n * length, dtype=np.int64)
+        cats[slot_index] = buckets[cat_codes]
+        # Match on the ids' text, as str() sees them; a missing category never matches.
+        item_match = np.zeros(n * length, dtype=np.int64)
+        item_match[slot_index] = np.where(texts[item_codes] == texts[candidate_codes[rows, 0]], 2, 1)
+        cat_match = np.zeros(n * length, dtype=np.int64)
+        cat_match[slot_index] = np.where(
+            ~is_none[cat_codes] & (texts[cat_codes] == texts[candidate_codes[rows, 1]]), 2, 1)
         numeric = (numeric_matrix(records, cfg) - self.mean) / self.std
+        shape = (n, length)
         return {
-            "event_type_ids": torch.from_numpy(types),
-            "item_ids": torch.from_numpy(items),
-            "category_ids": torch.from_numpy(cats),
-            "item_match": torch.from_numpy(item_match),
-            "category_match": torch.from_numpy(cat_match),
+            "event_type_ids": torch.from_numpy(types.reshape(shape)),
+            "item_ids": torch.from_numpy(items.reshape(shape)),
+            "category_ids": torch.from_numpy(cats.reshape(shape)),
+            "item_match": torch.from_numpy(item_match.reshape(shape)),
+            "category_match": torch.from_numpy(cat_match.reshape(shape)),
             "numeric": torch.from_numpy(numeric.astype(np.float32)),
         }
 
