@@ -9,6 +9,7 @@ Nothing happens at import time; `create_app(settings)` builds a fresh app each c
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -20,9 +21,10 @@ from shared.settings import Settings
 from stream.announce import listen_for_announcements
 from stream.metrics import WorkerMetrics
 from stream.pipeline import Pipeline, die
-from stream.scoring import ModelHolder, Scorer
+from stream.scoring import ModelHolder
 from stream.topics import SESSION_TABLE
-from stream.transport import ShopflowApp
+from stream.outbox import Outbox
+from stream.transport import ShopflowApp, aiokafka_producer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,6 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     clicks = app.topic(k.clicks_topic, **raw)
-    scored = app.topic(k.scored_topic, **raw)
     dlq = app.topic(k.dlq_topic, **raw)
     sessions = app.Table(
         SESSION_TABLE, default=None, partitions=k.partitions,
@@ -81,6 +82,9 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
                 pipeline.last_offsets.pop(tp.partition, None)
 
     app.broker_loss.subscribe(on_broker_data_lost)
+    # Scored events and session entries leave in one produce request per partition.
+    outbox = Outbox(lambda: aiokafka_producer(app))
+    app.broker_loss.subscribe(lambda where, tps: outbox.forget_partitions())
 
     if champion is None:
         from stream.champion import champion_functions
@@ -92,16 +96,25 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         metrics.model_events.labels(outcome=what).inc()
 
     holder = ModelHolder(resolve, load, on_event=on_model_event, fingerprint=rest[0] if rest else None)
-    pipeline = Pipeline(settings, scored_topic=scored, dlq_topic=dlq, sessions=sessions,
-                        holder=holder, metrics=metrics)
+    def changelog_record(user: str, entry: Any) -> tuple[bytes, bytes]:
+        # The bytes Faust itself would write for `sessions[user] = entry`, so it reads
+        # them back when it recovers the table; the value through plain json, which
+        # Faust's json codec reads (and which costs less than Faust's encoder).
+        key = app.serializers.dumps_key(changelog.key_type, user, serializer=sessions.key_serializer)
+        return key, json.dumps(entry, separators=(",", ":")).encode("utf-8")
+
+    changelog = sessions.changelog_topic
+    pipeline = Pipeline(settings, outbox=outbox, scored_topic=k.scored_topic,
+                        changelog_topic=sessions.changelog_topic_name, changelog_record=changelog_record,
+                        dlq_topic=dlq,
+                        sessions=sessions, holder=holder, metrics=metrics)
 
     async def score_clicks(stream: faust.StreamT) -> None:
         # Faust's default on agent error is to log and leave the process up with the
         # partitions stalled; every exit path here ends the process instead.
         try:
-            stream.add_processor(pipeline.prepare)
-            async for batch in stream.take(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
-                await pipeline.score_batch(list(batch))
+            async for events in stream.take_events(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
+                await pipeline.process(events)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,15 +1,17 @@
-"""The scoring pipeline's runtime: runs the named steps of `stream.steps` on Faust events.
+"""The scoring pipeline's runtime: runs the steps of `stream.steps` on Faust micro-batches.
 
-`prepare` runs per event as a stream processor (so the session table is written while
-Faust knows the event's partition, which keeps the changelog co-partitioned with
-`clicks`); `score_batch` runs per micro-batch in the agent. Offsets of a batch are acked
-by Faust only after `score_batch` returns, and it returns only after every scored and
-dead-lettered record of the batch is acknowledged by the broker: at-least-once, and a
-replayed event gets the features it had the first time (see `steps.enrich`).
+The agent hands `process` each micro-batch of events (`stream.take_events`). Per batch:
+parse, validate, pseudonymize and enrich every event (the session table read once and
+written once per user), score the views with the model serving this batch (a new
+champion is swapped in only here, between batches), then produce the scored events and
+the changed session entries with one produce request per partition. Records that fail
+any step go to the dead-letter topic. Faust acks the batch's offsets only after
+`process` returns, and it returns only after the broker has acknowledged every scored,
+dead-lettered and changelog record of the batch: at least once, and a replayed event
+gets the features it had the first time (see `stream.sessions`).
 
-    pipeline = Pipeline(settings, topics, sessions, holder, metrics)
-    stream.add_processor(pipeline.prepare)
-    async for batch in stream.take(n, within=t): await pipeline.score_batch(batch)
+    pipeline = Pipeline(settings, outbox=..., dlq_topic=..., sessions=..., holder=..., metrics=...)
+    async for events in stream.take_events(n, within=t): await pipeline.process(events)
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, NoReturn
-
-from faust.streams import current_event
+from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
 from shared.click_rules import excerpt
 from shared.errors import ModelError
@@ -32,6 +32,7 @@ from shared.settings import Settings
 from stream import steps
 from stream.items import ItemSnapshot
 from stream.metrics import WorkerMetrics
+from stream.outbox import Outbox
 from stream.scoring import ModelHolder
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,14 @@ def die(where: str, exc: BaseException) -> NoReturn:
     os._exit(EXIT_AGENT_DIED)
 
 
-@dataclass
-class Prepared:
-    """One event after the per-event steps: a scoring record or a dead-letter receipt."""
+@dataclass(frozen=True)
+class Origin:
+    """Where a record came from: for dead-letter entries, lag and latency."""
 
-    record: dict[str, Any] | None
-    produced_at: float  # Kafka record timestamp (seconds), set by the producer
-    received_at: datetime
+    topic: str
     partition: int
     offset: int
-    dlq_receipt: Awaitable[Any] | None = None
-    raw: bytes | None = None  # kept for a dead-letter entry if scoring fails later
-    topic: str = ""
+    timestamp: float  # Kafka record timestamp (seconds), set by the producer
 
 
 class Pipeline:
@@ -73,19 +70,25 @@ class Pipeline:
         self,
         settings: Settings,
         *,
-        scored_topic: Any,
+        outbox: Outbox,
+        scored_topic: str,
+        changelog_topic: str,
+        changelog_record: Callable[[str, Any], tuple[bytes, bytes]],
         dlq_topic: Any,
         sessions: Any,
         holder: ModelHolder,
         metrics: WorkerMetrics,
     ) -> None:
         self._settings = settings
+        self._outbox = outbox
         self._scored = scored_topic
+        self._changelog = changelog_topic
+        self._changelog_record = changelog_record
         self._dlq = dlq_topic
         self._sessions = sessions
         self._holder = holder
         self._metrics = metrics
-        self._key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
+        self._pseudonym = steps.Pseudonyms(settings.pseudonymization_key.get_secret_value().encode("utf-8"))
         self._items: ItemSnapshot | None = None
         self._ready = asyncio.Event()
         # Scoring runs in its own thread so the event loop keeps fetching and heartbeating.
@@ -113,7 +116,7 @@ class Pipeline:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    # ------------------------------------------------------------------ per event
+    # ------------------------------------------------------------------ dead letters
 
     async def _deliver_dlq(self, raw: bytes | None, reasons: list[str], code: str, step: str,
                            topic: str, partition: int, offset: int, failed_at: datetime) -> None:
@@ -137,55 +140,16 @@ class Pipeline:
             minimal = steps.minimal_dlq_entry(raw, reason_code=code, **where)
             await (await self._dlq.send(value=minimal, partition=partition))
 
-    async def _dead_letter(self, raw: bytes | None, step: str, exc: BaseException, msg: Any,
-                           received_at: datetime) -> Prepared:
+    def _dead_letter(self, raw: bytes | None, step: str, exc: BaseException, origin: Origin,
+                     failed_at: datetime) -> Awaitable[Any]:
+        """Count and log the failure; returns the entry's delivery (awaited with the batch)."""
         code, reasons = steps.failure_reason(step, exc)
-        receipt = asyncio.ensure_future(self._deliver_dlq(
-            raw, reasons, code, step, msg.topic, msg.partition, msg.offset, received_at))
         self._metrics.dlq.labels(step=step).inc()
         self._metrics.dlq_reasons.labels(reason_code=code).inc()
-        log.info("dead-lettered %s[%d]@%d at %s (%s, %d bytes): %s", msg.topic, msg.partition,
-                 msg.offset, step, code, -1 if raw is None else len(raw), excerpt("; ".join(reasons)))
-        return Prepared(None, msg.timestamp, received_at, msg.partition, msg.offset, receipt)
-
-    async def prepare(self, raw: bytes | None) -> Prepared:
-        """Stream processor: parse_validate -> pseudonymize -> enrich, or dead-letter.
-
-        Whatever one record makes a step raise sends that record to the DLQ; only what
-        is not about the record (no Faust event, the table write) ends the process.
-        """
-        try:
-            if not self._ready.is_set():
-                await self._ready.wait()
-            event = current_event()
-            if event is None:
-                raise RuntimeError("prepare ran outside a Faust event")
-            msg = event.message
-            received_at = datetime.now(timezone.utc)
-            self._metrics.events_in.inc()
-            step = steps.STEP_PARSE
-            try:
-                record = steps.parse_validate(raw)
-                step = steps.STEP_PSEUDONYMIZE
-                record = steps.pseudonymize_user(record, key=self._key)
-                user = record["user_id"]
-                step = steps.STEP_ENRICH
-                entry, scoring_record, replayed = steps.enrich(
-                    record, self._sessions.get(user), self._items)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the record's fault: dead-letter it
-                return await self._dead_letter(raw, step, exc, msg, received_at)
-            if replayed:
-                self._metrics.replayed.inc()
-            else:
-                self._sessions[user] = entry
-            return Prepared(scoring_record, msg.timestamp, received_at, msg.partition, msg.offset,
-                            raw=raw, topic=msg.topic)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # anything else is a bug: crash loudly, never stall
-            die("prepare", exc)
+        log.info("dead-lettered %s[%d]@%d at %s (%s, %d bytes): %s", origin.topic, origin.partition,
+                 origin.offset, step, code, -1 if raw is None else len(raw), excerpt("; ".join(reasons)))
+        return asyncio.ensure_future(self._deliver_dlq(
+            raw, reasons, code, step, origin.topic, origin.partition, origin.offset, failed_at))
 
     # ------------------------------------------------------------------ per batch
 
@@ -202,38 +166,27 @@ class Pipeline:
             scorer = self._holder.swap()
         return scorer
 
-    async def score_batch(self, batch: list[Prepared]) -> None:
-        """score -> produce for one micro-batch; returns once the broker has it all."""
+    async def process(self, events: Sequence[Any]) -> None:
+        """One micro-batch of Faust events; returns once the broker has all its outputs."""
         try:
-            await self._score_batch(batch)
+            await self._process([e.value for e in events],
+                                [Origin(e.message.topic, e.message.partition, e.message.offset,
+                                        e.message.timestamp) for e in events])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            die("score_batch", exc)
+            die("process", exc)
 
-    def _late_dead_letter(self, prepared: Prepared, step: str, exc: BaseException) -> Awaitable[Any]:
-        """Dead-letter a record that failed after `prepare` (scoring, serialization)."""
-        code, reasons = steps.failure_reason(step, exc)
-        self._metrics.dlq.labels(step=step).inc()
-        self._metrics.dlq_reasons.labels(reason_code=code).inc()
-        log.info("dead-lettered %s[%d]@%d at %s (%s): %s", prepared.topic, prepared.partition,
-                 prepared.offset, step, code, excerpt("; ".join(reasons)))
-        return asyncio.ensure_future(self._deliver_dlq(
-            prepared.raw, reasons, code, step, prepared.topic, prepared.partition, prepared.offset,
-            datetime.now(timezone.utc)))
-
-    async def _score(self, scorer: Any, good: list[Prepared]) -> list[tuple[Prepared, Any]]:
-        """Scores for the batch; if the batch fails, record by record (the failing ones -> DLQ).
-
-        Returns (record, score) pairs, score being the exception for a record that failed.
-        """
+    async def _score(self, scorer: Any, records: list[dict[str, Any]]) -> list[Any]:
+        """A score per record; if the batch fails, record by record, a failing record's
+        score being its exception."""
         loop = asyncio.get_running_loop()
         try:
-            scores = await loop.run_in_executor(self._score_pool, scorer.score, [p.record for p in good])
-            if len(scores) != len(good):
+            scores = await loop.run_in_executor(self._score_pool, scorer.score, records)
+            if len(scores) != len(records):
                 raise ModelError(f"model {scorer.model_name} v{scorer.version} returned "
-                                 f"{len(scores)} scores for {len(good)} records")
-            return list(zip(good, scores))
+                                 f"{len(scores)} scores for {len(records)} records")
+            return list(scores)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - find out whether the model or records cause it
@@ -247,67 +200,90 @@ class Pipeline:
         except Exception as probe_error:
             raise ModelError(f"model {scorer.model_name} v{scorer.version} cannot score a known-good "
                              f"record: {excerpt(f'{type(probe_error).__name__}: {probe_error}')}") from batch_error
-        log.warning("scoring a batch of %d failed (%s); scoring its records one by one", len(good),
+        log.warning("scoring a batch of %d failed (%s); scoring its records one by one", len(records),
                     excerpt(f"{type(batch_error).__name__}: {batch_error}"))
-        out: list[tuple[Prepared, Any]] = []
-        for prepared in good:
+        out: list[Any] = []
+        for record in records:
             try:
-                one = await loop.run_in_executor(self._score_pool, scorer.score, [prepared.record])
+                one = await loop.run_in_executor(self._score_pool, scorer.score, [record])
                 if len(one) != 1:
                     raise ModelError(f"model returned {len(one)} scores for 1 record")
-                out.append((prepared, one[0]))
+                out.append(one[0])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this record's fault
-                out.append((prepared, exc))
+                out.append(exc)
         return out
 
-    async def _score_batch(self, batch: list[Prepared]) -> None:
-        receipts = [p.dlq_receipt for p in batch if p.dlq_receipt is not None]
-        good = [p for p in batch if p.record is not None]
-        scored_ok = 0
+    async def _process(self, values: list[bytes | None], origins: list[Origin]) -> None:
+        await self._ready.wait()
+        received_at = datetime.now(timezone.utc)
+        self._metrics.events_in.inc(len(values))
+        started = time.perf_counter()
+        batch = steps.prepare_batch(values, entry_of=self._sessions.get, pseudonym=self._pseudonym,
+                                    items=self._items, now=received_at)
+        self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
+        self._metrics.replayed.inc(batch.replayed)
+        receipts: list[Awaitable[Any]] = []
+        good: list[int] = []  # positions of the records that reach scoring
+        for position, record in enumerate(batch.records):
+            if isinstance(record, steps.Failed):
+                receipts.append(self._dead_letter(values[position], record.step, record.error,
+                                                  origins[position], received_at))
+            else:
+                good.append(position)
+        # Each changed entry once: into the table now, to its changelog with the outputs,
+        # on the partition of the user's input (the table is co-partitioned with clicks).
+        changelog = []
+        for user, position in batch.changed.items():
+            entry = batch.entries[user]
+            self._sessions.data[user] = entry
+            changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
+
+        outputs = []
         if good:
             # The swap happens here, between batches: the whole batch sees one model.
             scorer = await self._serving_scorer()
             self._metrics.serving(scorer.model_name, scorer.version)
             started = time.perf_counter()
-            to_score = [p for p in good if steps.is_scored(p.record)]
-            scores = {id(p): s for p, s in (await self._score(scorer, to_score) if to_score else [])}
-            results = [(p, scores.get(id(p))) for p in good]
+            records = [batch.records[p] for p in good]
+            to_score = [i for i, record in enumerate(records) if steps.is_scored(record)]
+            scores: list[Any] = [None] * len(records)
+            if to_score:
+                for i, score in zip(to_score, await self._score(scorer, [records[i] for i in to_score])):
+                    scores[i] = score
             scored_at = datetime.now(timezone.utc)
-            self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(
-                time.perf_counter() - started)
-            for prepared, score in results:
+            self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - started)
+            for i, score in enumerate(scores):
                 if isinstance(score, BaseException):
-                    receipts.append(self._late_dead_letter(prepared, steps.STEP_SCORE, score))
-                    prepared.record = None
-                    continue
-                try:
-                    value = steps.to_scored(
-                        prepared.record, model_name=scorer.model_name, model_version=scorer.version,
-                        score=score, received_at=prepared.received_at, scored_at=scored_at)
-                    key = prepared.record["user_id"].encode("utf-8")
-                except Exception as exc:  # noqa: BLE001 - this record's fault
-                    receipts.append(self._late_dead_letter(prepared, steps.STEP_SERIALIZE, exc))
-                    prepared.record = None
-                    continue
-                receipts.append(await self._scored.send(key=key, value=value))
-                scored_ok += 1
+                    receipts.append(self._dead_letter(values[good[i]], steps.STEP_SCORE, score,
+                                                      origins[good[i]], scored_at))
+                    scores[i] = steps.Failed(steps.STEP_SCORE, score)
+            kept = [i for i, score in enumerate(scores) if not isinstance(score, steps.Failed)]
+            wire = steps.scored_values([records[i] for i in kept], [scores[i] for i in kept],
+                                       model_name=scorer.model_name, model_version=scorer.version,
+                                       received_at=received_at, scored_at=scored_at)
+            for i, value in zip(kept, wire):
+                if isinstance(value, steps.Failed):
+                    receipts.append(self._dead_letter(values[good[i]], value.step, value.error,
+                                                      origins[good[i]], scored_at))
+                else:
+                    outputs.append((None, records[i]["user_id"].encode("utf-8"), value, origins[good[i]]))
             self._metrics.batch_size.observe(len(good))
         # Wait for the broker to acknowledge every record before Faust acks the offsets.
         started = time.perf_counter()
+        receipts += await self._outbox.send(self._scored, [o[:3] for o in outputs])
+        receipts += await self._outbox.send(self._changelog, changelog)
         if receipts:
             await asyncio.gather(*receipts)
         done = time.time()
-        self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(
-            time.perf_counter() - started)
-        for prepared in good:
-            if prepared.record is not None:
-                self._metrics.latency.observe(max(0.0, done - prepared.produced_at))
-        self._metrics.scored.inc(scored_ok)
-        for prepared in batch:
-            self.last_offsets[prepared.partition] = max(
-                prepared.offset, self.last_offsets.get(prepared.partition, -1))
+        self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(time.perf_counter() - started)
+        for output in outputs:
+            self._metrics.latency.observe(max(0.0, done - output[3].timestamp))
+        self._metrics.scored.inc(len(outputs))
+        for origin in origins:
+            if origin.offset > self.last_offsets.get(origin.partition, -1):
+                self.last_offsets[origin.partition] = origin.offset
 
     def close(self) -> None:
         self._score_pool.shutdown(wait=False, cancel_futures=True)

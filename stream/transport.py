@@ -194,3 +194,8 @@ class ShopflowApp(faust.App):
 
     def _new_transport(self) -> Any:
         return self._transport_cls(self.conf.broker_consumer, self)
+
+
+def aiokafka_producer(app: faust.App) -> aiokafka.AIOKafkaProducer:
+    """The aiokafka producer under Faust's, for its batch API (`create_batch`/`send_batch`)."""
+    return app.producer._ensure_producer()

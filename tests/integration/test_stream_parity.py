@@ -16,6 +16,7 @@ from shared.pseudonymize import pseudonymize
 from shared.registry import ModelRegistry
 from shared.schemas import CLICK_EVENT
 from stream.replay import replay
+from stream.sessions import remembered_features
 from stream.topics import changelog_topic
 from tests.integration import kit
 
@@ -66,10 +67,8 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
 
     # The worker's features per event, from the session table's changelog.
     online: dict[str, dict] = {}
-    for _, value in changelog:
-        entry = json.loads(value)
-        for event_id, features in entry["recent"]:
-            online[event_id] = features
+    for key, value in changelog:
+        online.update(remembered_features(json.loads(value), json.loads(key)))
     assert set(online) == set(batch_rows) == {e["event_id"] for e in events}
     mismatches = [
         (eid, name, batch_rows[eid][name], online[eid][name])
@@ -132,9 +131,8 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
     changelog = kit.read_topic(settings, changelog_topic(settings), expect=len(events), timeout=10)
 
     online: dict[str, dict] = {}
-    for _, value in changelog:
-        for event_id, features in json.loads(value)["recent"]:
-            online[event_id] = features
+    for key, value in changelog:
+        online.update(remembered_features(json.loads(value), json.loads(key)))
     second = {e["event_id"] for e in parts[1]}
     assert second <= set(online)
     # The test has teeth only if many second-part events continue a first-part session.
