@@ -175,7 +175,7 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            die("process", exc)
+            die("score_batch", exc)
 
     async def _score(self, scorer: Any, records: list[dict[str, Any]]) -> list[Any]:
         """A score per record; if the batch fails, record by record, a failing record's
