@@ -74,8 +74,15 @@ class StreamSettings(_Group):
     run_dir: Path = REPO_ROOT / "var" / "run"
     app_id: str = "shopflow-stream"
     # Micro-batches close at this many events or after this long, whichever is first.
-    batch_max_events: int = 64
+    batch_max_events: int = 1024
     batch_max_wait_ms: int = 50
+    # A batch is scored in parts of this many events, so the model scores one part while
+    # the next is prepared; it is also the model's forward-pass size.
+    score_part_events: int = Field(default=256, ge=1)
+    # The producer's record batch per partition. A part's scored events or a batch's
+    # session entries fit one batch: each further batch of a partition waits for the
+    # one before to be acknowledged (one broker round trip each).
+    producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=1_000_000)
     # How long a consumer fetch waits for data. The embedded broker answers a fetch only
     # when this expires, so it bounds latency there (see stream/transport.py).
     fetch_max_wait_ms: int = 25

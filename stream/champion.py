@@ -31,9 +31,9 @@ def champion_functions(settings: Settings) -> ChampionFunctions:
     def load(version: int) -> Scorer:
         # load_predictor verifies every checksum first: a half-written or tampered
         # checkpoint raises CorruptCheckpointError (a ModelError) before any weight is read.
-        # One forward pass per micro-batch (the predictor's default chunk is 64 rows).
+        # One forward pass per scored part of a batch (see stream.pipeline).
         return load_predictor(task, version=version, registry=registry,
-                              batch_size=max(1, settings.stream.batch_max_events))
+                              batch_size=settings.stream.score_part_events)
 
     def fingerprint(version: int) -> str:
         """Size and mtime of every file of the version and of the champion alias file

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
@@ -65,6 +65,18 @@ class Origin:
     timestamp: float  # Kafka record timestamp (seconds), set by the producer
 
 
+@dataclass
+class _Part:
+    """A slice of a micro-batch on its way through the steps."""
+
+    start: int  # position of its first record in the batch
+    records: list[Any]  # scoring records, or steps.Failed
+    good: list[int] = field(default_factory=list)  # positions (in the part) that reach scoring
+    to_score: list[int] = field(default_factory=list)  # indexes into `good` of the views
+    scoring: "asyncio.Future[Any] | None" = None  # the model's answer for `to_score`
+    started: float = 0.0
+
+
 class Pipeline:
     def __init__(
         self,
@@ -84,6 +96,7 @@ class Pipeline:
         self._scored = scored_topic
         self._changelog = changelog_topic
         self._changelog_record = changelog_record
+        self._part_size = max(1, settings.stream.score_part_events)
         self._dlq = dlq_topic
         self._sessions = sessions
         self._holder = holder
@@ -168,21 +181,26 @@ class Pipeline:
 
     async def process(self, events: Sequence[Any]) -> None:
         """One micro-batch of Faust events; returns once the broker has all its outputs."""
+        await self.process_values([e.value for e in events],
+                                  [Origin(e.message.topic, e.message.partition, e.message.offset,
+                                          e.message.timestamp) for e in events])
+
+    async def process_values(self, values: list[bytes | None], origins: list[Origin]) -> None:
+        """`process` for Kafka values and where each came from (any consumer loop)."""
         try:
-            await self._process([e.value for e in events],
-                                [Origin(e.message.topic, e.message.partition, e.message.offset,
-                                        e.message.timestamp) for e in events])
+            await self._process(values, origins)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             die("score_batch", exc)
 
-    async def _score(self, scorer: Any, records: list[dict[str, Any]]) -> list[Any]:
+    async def _score(self, scorer: Any, records: list[dict[str, Any]],
+                      first_try: "asyncio.Future[Any] | None" = None) -> list[Any]:
         """A score per record; if the batch fails, record by record, a failing record's
-        score being its exception."""
+        score being its exception. `first_try`: the batch's scoring, already submitted."""
         loop = asyncio.get_running_loop()
         try:
-            scores = await loop.run_in_executor(self._score_pool, scorer.score, records)
+            scores = await (first_try or loop.run_in_executor(self._score_pool, scorer.score, records))
             if len(scores) != len(records):
                 raise ModelError(f"model {scorer.model_name} v{scorer.version} returned "
                                  f"{len(scores)} scores for {len(records)} records")
@@ -219,71 +237,111 @@ class Pipeline:
         await self._ready.wait()
         received_at = datetime.now(timezone.utc)
         self._metrics.events_in.inc(len(values))
-        started = time.perf_counter()
-        batch = steps.prepare_batch(values, entry_of=self._sessions.get, pseudonym=self._pseudonym,
-                                    items=self._items, now=received_at)
-        self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
-        self._metrics.replayed.inc(batch.replayed)
         receipts: list[Awaitable[Any]] = []
-        good: list[int] = []  # positions of the records that reach scoring
-        for position, record in enumerate(batch.records):
-            if isinstance(record, steps.Failed):
-                receipts.append(self._dead_letter(values[position], record.step, record.error,
-                                                  origins[position], received_at))
-            else:
-                good.append(position)
+        outputs: list[Origin] = []
+        entries: dict[str, Any] = {}  # each user's entry, read once for the whole batch
+        changed: dict[str, int] = {}  # user -> position of the user's last new event
+        scorer = None
+        in_flight: _Part | None = None
+        # The batch goes through in parts: while the model scores one part in its thread,
+        # the event loop prepares the next and sends the one before (the model releases
+        # the interpreter lock while it computes). Parts finish in order.
+        for start in range(0, len(values), self._part_size):
+            started = time.perf_counter()
+            prepared = steps.prepare_batch(values[start:start + self._part_size], entry_of=self._sessions.get,
+                                           pseudonym=self._pseudonym, items=self._items, now=received_at,
+                                           entries=entries)
+            self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
+            self._metrics.replayed.inc(prepared.replayed)
+            changed.update((user, start + i) for user, i in prepared.changed.items())
+            part = _Part(start=start, records=prepared.records)
+            for i, record in enumerate(prepared.records):
+                if isinstance(record, steps.Failed):
+                    receipts.append(self._dead_letter(values[start + i], record.step, record.error,
+                                                      origins[start + i], received_at))
+                else:
+                    part.good.append(i)
+            if part.good and scorer is None:
+                # The swap happens here, between batches: the whole batch sees one model.
+                scorer = await self._serving_scorer()
+                self._metrics.serving(scorer.model_name, scorer.version)
+            if part.good:
+                self._start_scoring(scorer, part)
+            if in_flight is not None:
+                await self._finish(in_flight, scorer, values, origins, received_at, receipts, outputs)
+            in_flight = part
+        if in_flight is not None:
+            await self._finish(in_flight, scorer, values, origins, received_at, receipts, outputs)
+
         # Each changed entry once: into the table now, to its changelog with the outputs,
         # on the partition of the user's input (the table is co-partitioned with clicks).
         changelog = []
-        for user, position in batch.changed.items():
-            entry = batch.entries[user]
+        for user, position in changed.items():
+            entry = entries[user]
             self._sessions.data[user] = entry
             changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
-
-        outputs = []
-        if good:
-            # The swap happens here, between batches: the whole batch sees one model.
-            scorer = await self._serving_scorer()
-            self._metrics.serving(scorer.model_name, scorer.version)
-            started = time.perf_counter()
-            records = [batch.records[p] for p in good]
-            to_score = [i for i, record in enumerate(records) if steps.is_scored(record)]
-            scores: list[Any] = [None] * len(records)
-            if to_score:
-                for i, score in zip(to_score, await self._score(scorer, [records[i] for i in to_score])):
-                    scores[i] = score
-            scored_at = datetime.now(timezone.utc)
-            self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - started)
-            for i, score in enumerate(scores):
-                if isinstance(score, BaseException):
-                    receipts.append(self._dead_letter(values[good[i]], steps.STEP_SCORE, score,
-                                                      origins[good[i]], scored_at))
-                    scores[i] = steps.Failed(steps.STEP_SCORE, score)
-            kept = [i for i, score in enumerate(scores) if not isinstance(score, steps.Failed)]
-            wire = steps.scored_values([records[i] for i in kept], [scores[i] for i in kept],
-                                       model_name=scorer.model_name, model_version=scorer.version,
-                                       received_at=received_at, scored_at=scored_at)
-            for i, value in zip(kept, wire):
-                if isinstance(value, steps.Failed):
-                    receipts.append(self._dead_letter(values[good[i]], value.step, value.error,
-                                                      origins[good[i]], scored_at))
-                else:
-                    outputs.append((None, records[i]["user_id"].encode("utf-8"), value, origins[good[i]]))
-            self._metrics.batch_size.observe(len(good))
+        receipts += await self._outbox.send(self._changelog, changelog)
         # Wait for the broker to acknowledge every record before Faust acks the offsets.
         started = time.perf_counter()
-        receipts += await self._outbox.send(self._scored, [o[:3] for o in outputs])
-        receipts += await self._outbox.send(self._changelog, changelog)
         if receipts:
             await asyncio.gather(*receipts)
         done = time.time()
         self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(time.perf_counter() - started)
-        for output in outputs:
-            self._metrics.latency.observe(max(0.0, done - output[3].timestamp))
+        for origin in outputs:
+            self._metrics.latency.observe(max(0.0, done - origin.timestamp))
         self._metrics.scored.inc(len(outputs))
+        self._metrics.batch_size.observe(len(values))
         for origin in origins:
             if origin.offset > self.last_offsets.get(origin.partition, -1):
                 self.last_offsets[origin.partition] = origin.offset
+
+    def _start_scoring(self, scorer: Any, part: "_Part") -> None:
+        """Submit the part's views to the model thread now (it runs while the loop works)."""
+        records = [part.records[i] for i in part.good]
+        part.to_score = [k for k, record in enumerate(records) if steps.is_scored(record)]
+        part.started = time.perf_counter()
+        if part.to_score:
+            part.scoring = asyncio.get_running_loop().run_in_executor(
+                self._score_pool, scorer.score, [records[k] for k in part.to_score])
+
+    async def _part_scores(self, scorer: Any, part: "_Part") -> list[Any]:
+        """Scores of the part's good records: None for events that are not scored."""
+        scores: list[Any] = [None] * len(part.good)
+        if part.to_score:
+            records = [part.records[part.good[k]] for k in part.to_score]
+            for k, score in zip(part.to_score, await self._score(scorer, records, part.scoring)):
+                scores[k] = score
+        self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - part.started)
+        return scores
+
+    async def _finish(self, part: "_Part", scorer: Any, values: list[bytes | None], origins: list[Origin],
+                      received_at: datetime, receipts: list[Awaitable[Any]], outputs: list[Origin]) -> None:
+        """Serialize a scored part and hand its records to the producer (acks awaited later)."""
+        if not part.good:
+            return
+        scores = await self._part_scores(scorer, part)
+        scored_at = datetime.now(timezone.utc)
+        kept: list[int] = []
+        for k, score in enumerate(scores):
+            position = part.start + part.good[k]
+            if isinstance(score, BaseException):
+                receipts.append(self._dead_letter(values[position], steps.STEP_SCORE, score,
+                                                  origins[position], scored_at))
+            else:
+                kept.append(k)
+        records = [part.records[part.good[k]] for k in kept]
+        wire = steps.scored_values(records, [scores[k] for k in kept], model_name=scorer.model_name,
+                                   model_version=scorer.version, received_at=received_at, scored_at=scored_at)
+        batch = []
+        for k, record, value in zip(kept, records, wire):
+            position = part.start + part.good[k]
+            if isinstance(value, steps.Failed):
+                receipts.append(self._dead_letter(values[position], value.step, value.error,
+                                                  origins[position], scored_at))
+            else:
+                batch.append((None, record["user_id"].encode("utf-8"), value))
+                outputs.append(origins[position])
+        receipts += await self._outbox.send(self._scored, batch)
 
     def close(self) -> None:
         self._score_pool.shutdown(wait=False, cancel_futures=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
+import orjson
+
 from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
 from shared.features import ITEM_FEATURES, item_rate_features
 from shared.pseudonymize import pseudonymize
@@ -152,16 +154,18 @@ def prepare_batch(
     pseudonym: Callable[[str], str],
     items: ItemLookup,
     now: datetime | None = None,
+    entries: dict[str, dict[str, Any]] | None = None,
 ) -> PreparedBatch:
     """parse_validate -> pseudonymize -> enrich for a micro-batch, in order.
 
     `entry_of(user)` is read once per user per batch; the batch folds each user's events
     into that one entry, and `changed` / `entries` say which entries to write back (an
-    entry changed by no new event, only replays, is not). A record whose step raises
-    becomes `Failed` and the others go on.
+    entry changed by no new event, only replays, is not). `entries`: the entries a
+    previous part of the same batch read already (filled in here). A record whose step
+    raises becomes `Failed` and the others go on.
     """
     now = now or datetime.now(timezone.utc)
-    out = PreparedBatch(records=[])
+    out = PreparedBatch(records=[], entries={} if entries is None else entries)
     entries = out.entries
     for position, raw in enumerate(values):
         step = STEP_PARSE
@@ -230,7 +234,7 @@ class _ScoredBatch:
                 out[name] = format_timestamp(out[name])
         out.update(self._shared)
         out["score"] = score
-        return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return orjson.dumps(out)  # compact UTF-8 JSON; raises on a lone surrogate
 
 
 _CLICK_FIELDS = CLICK_EVENT.names
