@@ -8,7 +8,7 @@ usage: python -m bench.stream_peers all --events 50000 [--repeat 2]
 `all` starts an embedded broker on a free port, produces the backlog once and prints ONE
 JSON line with events/s of:
   aiokafka_passthrough   ceiling A: getmany -> one send_batch per partition -> acks ->
-                         commit; timed from the first record consumed to the last ack
+                         commit; timed from the partition assignment to the last ack
   faust_passthrough      a Faust agent taking micro-batches and sending each through the
                          aiokafka producer's batch API; timed from the broker timestamps of
                          the output records (so the worker's start-up is excluded)
@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUIX_VENV = REPO_ROOT / "var" / "bench" / "quix-venv"
 QUIX_SCRIPT = REPO_ROOT / "bench" / "quix_peer.py"
-# librdkafka's default batch.size, so the aiokafka producers here batch like Quix's does
-# (aiokafka's own default of 16 KiB is ~60 click events).
-MAX_BATCH_BYTES = 1_000_000
+# The size limit of a produced record batch: aiokafka's and Faust's default, what the
+# worker and stream.replay's producer use (about 60 click events). `--max-batch-bytes`
+# changes it for the aiokafka and Faust peers; Quix keeps librdkafka's own (1 MB).
+BATCH_BYTES = 16_384
 # Every topic here is created with retention.ms written out: the embedded broker's
 # DescribeConfigs reports only the configs a topic was created with, and Quix copies it
 # from its input topic into the changelog topic it creates.
@@ -88,16 +89,17 @@ async def _send_partition(producer: Any, topic: str, partition: int, records: It
     return futures
 
 
-def _producer(bootstrap: str) -> Any:
+def _producer(bootstrap: str, max_batch_bytes: int) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=MAX_BATCH_BYTES)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=max_batch_bytes)
 
 
 async def _produce_backlog(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], partitions: int) -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
-    producer = _producer(bootstrap)
+    # Batches of the size a replayed log has on the topic (stream.replay's producer).
+    producer = _producer(bootstrap, BATCH_BYTES)
     await producer.start()
     try:
         found = len(await producer.partitions_for(topic))
@@ -127,17 +129,31 @@ def produce_backlog(bootstrap: str, topic: str, records: list[tuple[bytes, bytes
 
 
 async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: int, group: str,
-                               timeout_s: float = 300.0) -> dict[str, Any]:
+                               max_batch_bytes: int = BATCH_BYTES, timeout_s: float = 300.0) -> dict[str, Any]:
     """Ceiling A: consume `expect` records of `in_topic` in group `group` and produce each
     fetched batch unchanged to the same partition of `out_topic`, acks awaited before the
     offsets are committed. Returns {"events", "seconds", "events_per_s"}, timed from the
-    first record consumed to the last ack."""
-    from aiokafka import AIOKafkaConsumer
+    partitions' assignment (when the first fetch starts) to the last ack, and
+    "from_first_record_events_per_s", timed from the first getmany that returned records:
+    aiokafka fetches ahead in the background, so by then most of a backlog of this size is
+    in memory already and that figure leaves the reading out."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-    consumer = AIOKafkaConsumer(in_topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+    assigned: list[float] = []
+
+    class Listener(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, tps: Any) -> None:
+            if tps and not assigned:  # fetching starts right after this returns
+                assigned.append(time.perf_counter())
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                 session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
-    producer = _producer(bootstrap)
+    consumer.subscribe([in_topic], listener=Listener())
+    producer = _producer(bootstrap, max_batch_bytes)
     await producer.start()
     await consumer.start()
     try:
@@ -164,8 +180,9 @@ async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *,
     finally:
         await consumer.stop()
         await producer.stop()
-    seconds = last - first
-    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
+    seconds = last - assigned[0]
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1),
+            "from_first_record_events_per_s": round(n / (last - first), 1)}
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Any]:
@@ -215,7 +232,8 @@ def check_output(bootstrap: str, topic: str, expect: int, who: str) -> list[Any]
 
 
 def create_faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, group: str, *, datadir: str,
-                             take: int, within: float, per_event_send: bool = False) -> Any:
+                             take: int, within: float, per_event_send: bool = False,
+                             max_batch_bytes: int = BATCH_BYTES) -> Any:
     """A Faust app (id and consumer group `group`) whose one agent copies `in_topic` to the
     same partitions of `out_topic`: micro-batches of up to `take` events (or what arrived
     within `within` s), each sent with one `send_batch` per partition and its acks awaited
@@ -240,7 +258,7 @@ def create_faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, grou
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_max_batch_size=MAX_BATCH_BYTES,
+        producer_max_batch_size=max_batch_bytes,
         broker_commit_interval=1.0,
         broker_session_timeout=SESSION_TIMEOUT_MS / 1000,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_MS / 1000,
@@ -293,7 +311,7 @@ def _run_faust(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as datadir:
         app = create_faust_passthrough(args.bootstrap, args.in_topic, args.out_topic, args.group,
                                        datadir=datadir, take=args.take, within=args.within,
-                                       per_event_send=args.per_event_send)
+                                       per_event_send=args.per_event_send, max_batch_bytes=args.max_batch_bytes)
         worker = faust.Worker(app, loglevel="warning", quiet=True)
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -306,7 +324,7 @@ def _run_faust(args: argparse.Namespace) -> int:
 
 def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: int, group: str,
                       partitions: int = 4, take: int = 1000, within: float = 0.05,
-                      per_event_send: bool = False, timeout_s: float = 300.0, log_dir: Path | None = None) -> dict[str, Any]:
+                      per_event_send: bool = False, max_batch_bytes: int = BATCH_BYTES, timeout_s: float = 300.0, log_dir: Path | None = None) -> dict[str, Any]:
     """Run `create_faust_passthrough` as a worker subprocess until its group committed
     `expect` records of `in_topic`, check `out_topic` holds `expect` records, stop it.
 
@@ -323,7 +341,8 @@ def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: 
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-faust-"))
     log_path = log_dir / f"{group}.log"
     command = [sys.executable, "-m", "bench.stream_peers", "faust-passthrough", "--bootstrap", bootstrap,
-               "--in", in_topic, "--out", out_topic, "--group", group, "--take", str(take), "--within", str(within)]
+               "--in", in_topic, "--out", out_topic, "--group", group, "--take", str(take), "--within", str(within),
+               "--max-batch-bytes", str(max_batch_bytes)]
     if per_event_send:
         command.append("--per-event-send")
     with open(log_path, "ab") as log_fh:
@@ -422,7 +441,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"events_per_s": round(statistics.median(rates), 1), "min": min(rates), "max": max(rates), "runs": runs}
 
 
-def run_all(events: int, repeat: int, *, take: int, within: float, per_event_send: bool) -> dict[str, Any]:
+def run_all(events: int, repeat: int, *, take: int, within: float, per_event_send: bool,
+            max_batch_bytes: int = BATCH_BYTES) -> dict[str, Any]:
     """Start a broker, produce `events` Taobao clicks once, run every peer `repeat` times
     on that backlog (interleaved, so drift on a shared machine hits all alike)."""
     from shared.schemas import to_wire
@@ -452,14 +472,14 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
         for i in range(repeat):
             out = f"peers-aiokafka_passthrough-{i}.out"
             result = asyncio.run(aiokafka_passthrough(bootstrap, backlog, out, expect=events,
-                                                      group=f"peers-aiokafka-{i}"))
+                                                      group=f"peers-aiokafka-{i}", max_batch_bytes=max_batch_bytes))
             check_output(bootstrap, out, events, "the aiokafka pass-through")
             runs["aiokafka_passthrough"].append(result)
             for name in systems[1:]:
                 runs[name].append(faust_passthrough(
                     bootstrap, backlog, f"peers-{name}-{i}.out", expect=events, group=f"peers-{name}-{i}",
                     partitions=partitions, take=take, within=within, per_event_send=name == "faust_per_event_send",
-                    log_dir=work))
+                    max_batch_bytes=max_batch_bytes, log_dir=work))
             if not quix_skipped:
                 runs["quix"].append(quix_peer(bootstrap, backlog, expect=events, group=f"peers-quix-{i}",
                                               partitions=partitions))
@@ -473,6 +493,7 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
         "repeat": repeat,
         "backlog_produce_events_per_s": round(produce_rate, 1),
         "faust_take": {"max": take, "within_s": within},
+        "max_batch_bytes": max_batch_bytes,
     }
     report.update({name: _summary(runs[name]) for name in systems})
     report["quix"] = _summary(runs["quix"]) if runs["quix"] else {"skipped": quix_skipped}
@@ -495,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (every, faust_cmd):
         sub.add_argument("--take", type=int, default=1000, help="events per Faust micro-batch at most")
         sub.add_argument("--within", type=float, default=0.05, help="seconds a Faust micro-batch waits to fill")
+        sub.add_argument("--max-batch-bytes", type=int, default=BATCH_BYTES,
+                         help="size limit of a produced record batch (aiokafka and Faust peers)")
     args = parser.parse_args(argv)
 
     if args.command == "faust-passthrough":
@@ -503,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)  # per-connection chatter
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     print(json.dumps(run_all(args.events, args.repeat, take=args.take, within=args.within,
-                             per_event_send=args.per_event_send)))
+                             per_event_send=args.per_event_send, max_batch_bytes=args.max_batch_bytes)))
     return 0
 
 
