@@ -10,7 +10,8 @@ backlog from the earliest offset, keeps a count and the last record timestamp pe
 key in Quix's state (RocksDB backed by a changelog topic), produces one JSON record per
 event to --out, stops after --expect outputs (or once nothing arrives for --idle-seconds)
 and prints ONE JSON line: {"events", "seconds", "events_per_s", "quixstreams"}, timed
-from the first record processed to the last.
+from the first record processed to the last (librdkafka fetches in its own thread, so a
+part of the reading falls before the span; the Python processing is what limits it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-max-wait-ms", type=int, default=25,
                         help="the same fetch wait the other consumers of the bench use")
     parser.add_argument("--session-timeout-ms", type=int, default=6000,
-                        help="Tansu joins a group after about half of it; librdkafka's default is 45 s")
+                        help="the other consumers' value (start-up only)")
     parser.add_argument("--heartbeat-interval-ms", type=int, default=2000)
     parser.add_argument("--idle-seconds", type=float, default=30.0,
                         help="stop when no record arrived for this long (a short backlog)")
@@ -58,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             auto_offset_reset="earliest",
             state_dir=state_dir,
             loglevel="WARNING",
-            # Tansu holds a fetch for its full wait even when data is there (see
-            # stream.transport); librdkafka's default is 500 ms.
+            # Tansu holds a waiting fetch for its full max wait instead of answering when
+            # records arrive (shopflow's stream.transport); librdkafka waits 500 ms by default.
+            # Tansu joins a group after about half the session timeout (librdkafka: 45 s).
             consumer_extra_config={"fetch.wait.max.ms": args.fetch_max_wait_ms,
                                    "session.timeout.ms": args.session_timeout_ms,
                                    "heartbeat.interval.ms": args.heartbeat_interval_ms},

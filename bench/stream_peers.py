@@ -13,8 +13,10 @@ JSON line with events/s of:
                          aiokafka producer's batch API; timed from the broker timestamps of
                          the output records (so the worker's start-up is excluded)
   quix                   Quix Streams with a per-user count in its state (changelog topic),
-                         in its own venv (bench/quix_peer.py); null with a reason without it
-Each figure is the median of --repeat runs, with every run listed.
+                         in its own venv (bench/quix_peer.py), timed there from the first
+                         record processed to the last; {"skipped": reason} without the venv
+Each figure is the median of --repeat runs, with every run listed. Every output topic is
+checked to hold exactly the backlog's records by key (none lost, none doubled).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,8 +54,9 @@ BATCH_BYTES = 16_384
 # DescribeConfigs reports only the configs a topic was created with, and Quix copies it
 # from its input topic into the changelog topic it creates.
 TOPIC_CONFIGS = {"retention.ms": "604800000"}
-# Tansu holds a fetch for its full max wait even when records are there (stream.transport);
-# every consumer here waits as briefly as the worker's (settings.stream.fetch_max_wait_ms).
+# Tansu holds a waiting fetch for its full max wait instead of answering when records
+# arrive (stream.transport): every consumer here waits as briefly as the worker's does
+# (settings.stream.fetch_max_wait_ms), so none of them idles on the broker.
 FETCH_MAX_WAIT_MS = 25
 # Tansu completes a group join after about half the session timeout; every consumer here
 # uses the embedded profile's settings.kafka values (clients' defaults of 10-60 s made a
@@ -223,11 +227,15 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
     return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
 
 
-def check_output(bootstrap: str, topic: str, expect: int, who: str) -> list[Any]:
-    """The records of `topic`; PeerError unless there are exactly `expect`."""
+def check_output(bootstrap: str, topic: str, expect: int, who: str,
+                 keys: Counter[bytes] | None = None) -> list[Any]:
+    """The records of `topic`; PeerError unless there are exactly `expect`, and, given
+    `keys` (key -> count of the input), unless each key came out as often as it went in."""
     records = read_topic(bootstrap, topic, expect)
     if len(records) != expect:
         raise PeerError(f"{who} wrote {len(records)} records to {topic}, expected {expect}")
+    if keys is not None and Counter(r.key for r in records) != keys:
+        raise PeerError(f"{who} wrote {expect} records to {topic}, but not one per input record by key")
     return records
 
 
@@ -324,9 +332,11 @@ def _run_faust(args: argparse.Namespace) -> int:
 
 def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: int, group: str,
                       partitions: int = 4, take: int = 1000, within: float = 0.05,
-                      per_event_send: bool = False, max_batch_bytes: int = BATCH_BYTES, timeout_s: float = 300.0, log_dir: Path | None = None) -> dict[str, Any]:
+                      per_event_send: bool = False, max_batch_bytes: int = BATCH_BYTES,
+                      keys: Counter[bytes] | None = None, timeout_s: float = 300.0,
+                      log_dir: Path | None = None) -> dict[str, Any]:
     """Run `create_faust_passthrough` as a worker subprocess until its group committed
-    `expect` records of `in_topic`, check `out_topic` holds `expect` records, stop it.
+    `expect` records of `in_topic`, check `out_topic` holds them (`check_output`), stop it.
 
     Timed from the output records' timestamps (set by the producer as it appends them):
     from the first record of micro-batch 0 to the last record, which spans the work on
@@ -360,7 +370,7 @@ def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: 
                 raise PeerError(f"the Faust pass-through did not commit {expect} records in {timeout_s:.0f} s; "
                                 f"see {log_path}")
             time.sleep(0.5)
-        records = check_output(bootstrap, out_topic, expect, "the Faust pass-through")
+        records = check_output(bootstrap, out_topic, expect, "the Faust pass-through", keys)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -389,9 +399,9 @@ def quix_unavailable(venv: Path = QUIX_VENV) -> str | None:
 
 def quix_peer(bootstrap: str, in_topic: str, *, expect: int, group: str = "peers-quix",
               out_topic: str | None = None, partitions: int = 4, venv: Path = QUIX_VENV,
-              timeout_s: float = 300.0) -> dict[str, Any] | None:
+              keys: Counter[bytes] | None = None, timeout_s: float = 300.0) -> dict[str, Any] | None:
     """Run bench/quix_peer.py with the Quix venv's python on the backlog; its JSON result
-    once `out_topic` is checked to hold `expect` records, or None (reason logged) when the
+    once `out_topic` is checked to hold `expect` records (`check_output`), or None (reason logged) when the
     venv does not exist."""
     from stream.broker import ensure_topics
     from stream.topics import TopicSpec
@@ -413,7 +423,7 @@ def quix_peer(bootstrap: str, in_topic: str, *, expect: int, group: str = "peers
     if done.returncode != 0 or not lines:
         raise PeerError(f"the Quix peer exited with status {done.returncode}: {done.stderr.strip()[-2000:]}")
     result = json.loads(lines[-1])
-    check_output(bootstrap, out_topic, expect, "the Quix peer")
+    check_output(bootstrap, out_topic, expect, "the Quix peer", keys)
     return result
 
 
@@ -458,6 +468,7 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
     if len(clicks) < events:
         raise PeerError(f"the Taobao slice has {len(clicks)} events, fewer than --events {events}")
     records = [(e["user_id"].encode("utf-8"), to_wire(e)) for e in clicks]
+    keys = Counter(key for key, _ in records)
     backlog = "peers-backlog"
     systems = ["aiokafka_passthrough", "faust_passthrough"] + (["faust_per_event_send"] if per_event_send else [])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems + ["quix"]}
@@ -473,16 +484,16 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
             out = f"peers-aiokafka_passthrough-{i}.out"
             result = asyncio.run(aiokafka_passthrough(bootstrap, backlog, out, expect=events,
                                                       group=f"peers-aiokafka-{i}", max_batch_bytes=max_batch_bytes))
-            check_output(bootstrap, out, events, "the aiokafka pass-through")
+            check_output(bootstrap, out, events, "the aiokafka pass-through", keys)
             runs["aiokafka_passthrough"].append(result)
             for name in systems[1:]:
                 runs[name].append(faust_passthrough(
                     bootstrap, backlog, f"peers-{name}-{i}.out", expect=events, group=f"peers-{name}-{i}",
                     partitions=partitions, take=take, within=within, per_event_send=name == "faust_per_event_send",
-                    max_batch_bytes=max_batch_bytes, log_dir=work))
+                    max_batch_bytes=max_batch_bytes, keys=keys, log_dir=work))
             if not quix_skipped:
                 runs["quix"].append(quix_peer(bootstrap, backlog, expect=events, group=f"peers-quix-{i}",
-                                              partitions=partitions))
+                                              partitions=partitions, keys=keys))
     finally:
         broker.stop(settings)
     report: dict[str, Any] = {
