@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -213,18 +213,29 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0)
         consumer.close()
 
 
-def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    """Sum of the offsets `group` committed on `topic` (0 before its first commit)."""
+def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, expect: int, *,
+                   alive: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll until `group` committed offsets summing to `expect` on `topic`: True then,
+    False as soon as `alive()` is false, PeerError after `timeout_s`. One admin client
+    for the whole wait: a new one per poll costs CPU the peer under test is using."""
     from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient
 
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-peers")
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        offsets = admin.list_group_offsets({group: tps}).get(group, {})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            offsets = admin.list_group_offsets({group: tps}).get(group, {})
+            if sum(meta.offset for meta in offsets.values() if meta.offset > 0) >= expect:
+                return True
+            if not alive():
+                return False
+            if time.monotonic() > deadline:
+                raise PeerError(f"{group} did not commit {expect} records of {topic} in {timeout_s:.0f} s")
+            time.sleep(0.5)
     finally:
         admin.close()
-    return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
 
 
 def check_output(bootstrap: str, topic: str, expect: int, who: str,
@@ -362,14 +373,9 @@ def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: 
         # Committed offsets, not the output topic, tell when it is done: reading 50,000
         # records while it runs would take CPU from it (two cores), and Faust commits only
         # what its agent finished.
-        deadline = time.monotonic() + timeout_s
-        while committed_total(bootstrap, group, in_topic, partitions) < expect:
-            if proc.poll() is not None:
-                raise PeerError(f"the Faust pass-through exited with status {proc.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise PeerError(f"the Faust pass-through did not commit {expect} records in {timeout_s:.0f} s; "
-                                f"see {log_path}")
-            time.sleep(0.5)
+        if not wait_committed(bootstrap, group, in_topic, partitions, expect,
+                              alive=lambda: proc.poll() is None, timeout_s=timeout_s):
+            raise PeerError(f"the Faust pass-through exited with status {proc.returncode}; see {log_path}")
         records = check_output(bootstrap, out_topic, expect, "the Faust pass-through", keys)
     finally:
         if proc.poll() is None:
