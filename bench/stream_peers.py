@@ -14,7 +14,8 @@ JSON line with events/s of:
                          the output records (so the worker's start-up is excluded)
   quix                   Quix Streams with a per-user count in its state (changelog topic),
                          in its own venv (bench/quix_peer.py), timed there from the first
-                         record processed to the last; {"skipped": reason} without the venv
+                         record processed until it stopped (final checkpoint flushed and
+                         committed); {"skipped": reason} without the venv
 Each figure is the median of --repeat runs, with every run listed. Every output topic is
 checked to hold exactly the backlog's records by key (none lost, none doubled).
 """
