@@ -12,8 +12,8 @@ event to --out, stops after --expect outputs (or once nothing arrives for --idle
 and prints ONE JSON line: {"events", "seconds", "events_per_s", "quixstreams", ...}, timed
 from the first record processed until the application stopped: its final checkpoint
 flushes the outputs and the changelog and commits the offsets, as the aiokafka ceiling's
-span ends at the last ack. Up to the last record processed alone reads higher and varies
-more, as whether Quix's 5 s checkpoint falls inside a ~2 s span is chance.
+span ends at the last ack. "to_last_processed_events_per_s" stops at the last record
+processed, before its output and the changelog are flushed, and so reads higher.
 """
 
 from __future__ import annotations
