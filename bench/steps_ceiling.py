@@ -13,8 +13,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from shared.settings import Settings
 
 
@@ -50,7 +48,8 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     from stream.outbox import Outbox
     from stream.pipeline import Origin, Pipeline
     from stream.scoring import ModelHolder
-    from stream.worker import set_torch_threads
+    from stream.sessions import changelog_record
+    from stream.worker import set_torch_threads, settle_garbage_collector
 
     set_torch_threads(settings.stream.torch_threads)  # as the worker does
     resolve, load, fingerprint = champion_functions(settings)
@@ -63,10 +62,11 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     pipeline = Pipeline(
         settings, outbox=Outbox(lambda: producer), scored_topic=out_topic,
         changelog_topic=f"{out_topic}-changelog",
-        changelog_record=lambda user, entry: (orjson.dumps(user), orjson.dumps(entry)),
+        changelog_record=changelog_record,
         dlq_topic=_DeadLetters(producer, f"{out_topic}-dlq"), sessions=_Table(),
         holder=ModelHolder(resolve, load, fingerprint=fingerprint), metrics=WorkerMetrics())
     pipeline.load()
+    settle_garbage_collector()  # as the worker does after its start-up
     await consumer.start()
     await producer.start()
     done = 0

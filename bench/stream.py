@@ -1,104 +1,52 @@
-"""Stream benchmark: end-to-end scoring throughput and latency against the raw model.
+"""Stream benchmark: the worker against its ceilings and peers on one backlog, one broker.
 
-usage: python -m bench.stream [--events 6000] [--rate-seconds 30] [--fast-seconds 20]
-       (needs a propensity champion in SHOPFLOW_MODELS__REGISTRY_ROOT)
+usage: python -m bench.stream [--events 50000] [--rate-seconds 30] [--fast-seconds 20]
+       (needs a propensity champion in SHOPFLOW_MODELS__REGISTRY_ROOT; the item snapshot
+       is read from the lake when there is one; the Quix peer needs bash bench/quix_env.sh)
 
-Starts its own embedded broker on a free loopback port and the worker as a subprocess,
-replays the Taobao log, and prints ONE JSON line:
-  raw_model_events_per_s      champion.score() alone, batches of the worker's batch size
-  e2e_events_per_s            replay as fast as possible -> every event in clicks.scored
-  ratio                       e2e / raw (target >= 0.8); sustained target >= 280 ev/s
-  latency_ms.real_rate/x20    p50/p99 of click produce time -> scored_at, with the log
-                              replayed at ~14 ev/s (the full slice's real rate) and 20x
-  torch_threads               the throughput phase (and the raw model) with the worker's
-                              default of 1 torch intra-op thread and with 2, same run
+Starts an embedded broker on a free port, produces `--events` Taobao clicks once on the
+clicks partitions, and lets each system consume that whole backlog with its own group and
+output topic. Prints ONE JSON line, events/s:
+  ceiling_a           aiokafka consume -> produce, no work (bench.stream_peers)
+  ceiling_b           the worker's own per-batch code (stream.pipeline) in a bare aiokafka
+                      loop: parse, validate, pseudonymize, enrich, encode, score,
+                      serialize, produce, session changelog (bench.steps_ceiling)
+  faust_passthrough   a Faust agent sending each micro-batch with the producer's batch API
+  quix                Quix Streams with per-user state and changelog (its own venv), or
+                      {"skipped": why}
+  worker              `shopflow worker` as a subprocess, timed from the broker timestamps of
+                      its outputs after its first micro-batch (start-up excluded)
+  ratios              worker / each ceiling and peer
+  latency_ms          p50/p99 click produce -> scored_at with the log replayed at ~14 ev/s
+                      (the slice's real rate) and at 20x, on a fresh worker
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench import stream_peers as peers
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_RATE = 14.0  # events/s of the full Taobao slice (the data README)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _settings(env: dict[str, str]):
-    from shared.settings import Settings
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _raw_model_rate(settings, events: list[dict[str, Any]], batch: int, threads: int) -> tuple[float, str]:
-    """Events/s of the champion's score() alone, on records the worker's steps built,
-    with `threads` torch intra-op threads."""
-    import torch
-
-    from shared.predictor import load_predictor
-    from shared.registry import ModelRegistry
-    from stream import steps
-
-    key = settings.pseudonymization_key.get_secret_value().encode()
-    prior = steps.item_features_from_counts(0, 0, 0)
-    entries: dict[str, Any] = {}
-    records = []
-    for event in events:
-        record = steps.pseudonymize_user(event, key=key)
-        entry, scoring, _ = steps.enrich(record, entries.get(record["user_id"]), lambda _: prior)
-        entries[record["user_id"]] = entry
-        records.append(scoring)
-    predictor = load_predictor(settings.stream.model_task, registry=ModelRegistry(settings.models.registry_root))
-    torch.set_num_threads(threads)
-    predictor.score(records[:batch])  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(records), batch):
-        predictor.score(records[start : start + batch])
-    return len(records) / (time.perf_counter() - started), predictor.version
+BACKLOG = "bench-backlog"
 
 
 def _read_all(settings, topic: str, expect: int, timeout: float) -> list[Any]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for records in consumer.poll(timeout_ms=300).values() for r in records]
-            out += got
-            if len(out) >= expect and not got:
-                break
-        return out
-    finally:
-        consumer.close()
+    return peers.read_topic(settings.kafka.bootstrap_servers, topic, expect, timeout)
 
 
 def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout: float) -> dict[str, Any]:
@@ -130,108 +78,136 @@ def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout:
     }
 
 
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT,
-                            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+def _worker_env(env: dict[str, str], tag: str, clicks: str) -> dict[str, str]:
+    """The worker's settings on its own topics and group (`clicks` is its input)."""
+    return {**env, "SHOPFLOW_STREAM__APP_ID": f"bench-{tag}", "SHOPFLOW_KAFKA__CLICKS_TOPIC": clicks,
+            "SHOPFLOW_KAFKA__SCORED_TOPIC": f"{tag}.scored", "SHOPFLOW_KAFKA__DLQ_TOPIC": f"{tag}.dlq",
+            "SHOPFLOW_KAFKA__MODELS_TOPIC": f"{tag}.models"}
 
 
-def _throughput_with_threads(env: dict[str, str], events: list[dict[str, Any]], n: int, threads: int,
-                             work: Path) -> dict[str, Any]:
-    """The throughput phase on a worker with `threads` torch threads, on its own topics
-    and consumer group (so the main run below starts from clean topics)."""
+def _worker_backlog(env: dict[str, str], expect: int, work: Path) -> dict[str, Any]:
+    """The worker consuming the backlog: events/s from its outputs' broker timestamps,
+    leaving out its first micro-batch (group join, first fetch, warm-up)."""
     from stream.broker import ensure_topics
     from stream.topics import required_topics
+    from stream.worker import spawn, terminate
 
-    tag = f"t{threads}"
-    env = {**env, "SHOPFLOW_STREAM__TORCH_THREADS": str(threads), "SHOPFLOW_STREAM__APP_ID": f"bench-{tag}",
-           "SHOPFLOW_KAFKA__CLICKS_TOPIC": f"clicks-{tag}", "SHOPFLOW_KAFKA__SCORED_TOPIC": f"clicks-{tag}.scored",
-           "SHOPFLOW_KAFKA__DLQ_TOPIC": f"clicks-{tag}.dlq", "SHOPFLOW_KAFKA__MODELS_TOPIC": f"models-{tag}"}
-    settings = _settings(env)
+    env = _worker_env(env, "worker", BACKLOG)
+    settings = peers._settings(env)
+    ensure_topics(settings.kafka.bootstrap_servers,
+                  [t for t in required_topics(settings) if t.name != BACKLOG])
+    log_path = work / "worker-backlog.log"
+    worker = spawn(env, log_path)
+    try:
+        out = _read_all(settings, settings.kafka.scored_topic, expect, 300)
+    finally:
+        terminate(worker)
+    if len(out) < expect:
+        raise SystemExit(f"the worker scored {len(out)} of {expect} events; see {log_path}")
+    peers.check_output(settings.kafka.bootstrap_servers, settings.kafka.scored_topic, expect, "the worker")
+    stamps = sorted(r.timestamp / 1000.0 for r in out)
+    skip = min(settings.stream.batch_max_events, len(stamps) - 2)
+    seconds = stamps[-1] - stamps[skip]
+    return {"events": len(out), "seconds": round(seconds, 3), "events_per_s": round((len(out) - skip - 1) / seconds, 1),
+            "batch_max_events": settings.stream.batch_max_events, "score_part_events": settings.stream.score_part_events}
+
+
+def _latency(env: dict[str, str], events: list[dict[str, Any]], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """p50/p99 produce -> scored at the real rate and at 20x, on a fresh worker and topics."""
+    from stream.broker import ensure_topics
+    from stream.topics import required_topics
+    from stream.worker import spawn, terminate
+
+    env = _worker_env(env, "latency", "latency.clicks")
+    settings = peers._settings(env)
     ensure_topics(settings.kafka.bootstrap_servers, required_topics(settings))
-    worker = _start_worker(env, work / f"worker-{tag}.log")
+    span = (events[-1]["ts"] - events[0]["ts"]).total_seconds()
+    file_rate = len(events) / span
+    worker = spawn(env, work / "worker-latency.log")
     try:
         time.sleep(1.0)
-        warm = _phase(settings, events[-300:], None, 60)
+        warm = _phase(settings, events[-300:], None, 60)  # group join, first batch; not measured
         if warm["scored"] < 300:
-            raise SystemExit(f"worker did not score the warm-up; see {work / f'worker-{tag}.log'}")
-        phase = _phase(settings, events[:n], None, 180)
+            raise SystemExit(f"the worker did not score the warm-up; see {work / 'worker-latency.log'}")
+        n_rate = int(REAL_RATE * args.rate_seconds)
+        real = _phase(settings, events[:n_rate], REAL_RATE / file_rate, args.rate_seconds + 60)
+        n_fast = int(20 * REAL_RATE * args.fast_seconds)
+        fast = _phase(settings, events[n_rate:n_rate + n_fast], 20 * REAL_RATE / file_rate, args.fast_seconds + 60)
+        alive = worker.poll() is None
     finally:
-        worker.terminate()
-        worker.wait(30)
-    return {"e2e_events_per_s": phase["events_per_s"], "scored": phase["scored"]}
+        terminate(worker)
+    return {"real_rate": real, "x20": fast, "worker_alive_at_end": alive}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.stream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=6000, help="events in the throughput phase")
+    parser.add_argument("--events", type=int, default=50_000, help="backlog size (Taobao clicks)")
     parser.add_argument("--rate-seconds", type=float, default=30.0, help="length of the ~14 ev/s phase")
     parser.add_argument("--fast-seconds", type=float, default=20.0, help="length of the 20x phase")
     args = parser.parse_args(argv)
 
+    from bench.steps_ceiling import steps_loop
+    from shared.schemas import to_wire
     from stream import broker
     from stream.replay import load_events
+    from stream.topics import TopicSpec
 
     work = Path(tempfile.mkdtemp(prefix="shopflow-bench-"))
     env = {
-        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{peers._free_port()}",
         "SHOPFLOW_STREAM__RUN_DIR": str(work / "run"),
-        "SHOPFLOW_STREAM__METRICS_PORT": str(_free_port()),
+        "SHOPFLOW_STREAM__METRICS_PORT": str(peers._free_port()),
         "SHOPFLOW_LOG_LEVEL": "WARNING",
     }
-    settings = _settings(env)
+    settings = peers._settings(env)
+    bootstrap, partitions = settings.kafka.bootstrap_servers, settings.kafka.partitions
     events = load_events("taobao", settings.data_root)
-    span = (events[-1]["ts"] - events[0]["ts"]).total_seconds()
-    file_rate = len(events) / span
-    batch = settings.stream.batch_max_events
+    backlog = events[: args.events]
+    records = [(e["user_id"].encode("utf-8"), to_wire(e)) for e in backlog]
+    keys = Counter(key for key, _ in records)
+    n = len(records)
 
-    default_threads = settings.stream.torch_threads or 1
-    raw_2, _ = _raw_model_rate(settings, events[: args.events], batch, 2)
-    raw_rate, version = _raw_model_rate(settings, events[: args.events], batch, default_threads)
     broker.start(settings)
     try:
-        two_threads = _throughput_with_threads(env, events, args.events, 2, work)
-    except BaseException:
-        broker.stop(settings)
-        raise
-    worker = _start_worker(env, work / "worker.log")
-    try:
-        time.sleep(1.0)
-        # Warm-up: group join, first batch; not measured.
-        warm = _phase(settings, events[-300:], None, 60)
-        if warm["scored"] < 300:
-            raise SystemExit(f"worker did not score the warm-up; see {work / 'worker.log'}")
-        start = 0
-        throughput = _phase(settings, events[start : start + args.events], None, 180)
-        start += args.events
-        n_rate = int(REAL_RATE * args.rate_seconds)
-        real = _phase(settings, events[start : start + n_rate], REAL_RATE / file_rate, args.rate_seconds + 60)
-        start += n_rate
-        n_fast = int(20 * REAL_RATE * args.fast_seconds)
-        fast = _phase(settings, events[start : start + n_fast], 20 * REAL_RATE / file_rate, args.fast_seconds + 60)
-        alive = worker.poll() is None
+        topics = [BACKLOG, "bench-a.out", "bench-b.out", "bench-b.out-changelog", "bench-b.out-dlq", "bench-faust.out"]
+        broker.ensure_topics(bootstrap, [TopicSpec(t, partitions, peers.TOPIC_CONFIGS) for t in topics])
+        peers.produce_backlog(bootstrap, BACKLOG, records, partitions)
+
+        ceiling_a = asyncio.run(peers.aiokafka_passthrough(bootstrap, BACKLOG, "bench-a.out", expect=n,
+                                                           group="bench-a"))
+        ceiling_b = asyncio.run(steps_loop(settings, BACKLOG, "bench-b.out", expect=n, group="bench-b"))
+        peers.check_output(bootstrap, "bench-b.out", n, "ceiling B", keys=None)
+        faust = peers.faust_passthrough(bootstrap, BACKLOG, "bench-faust.out", expect=n, group="bench-faust",
+                                        partitions=partitions, keys=keys, log_dir=work)
+        skipped = peers.quix_unavailable()
+        quix = {"skipped": skipped} if skipped else peers.quix_peer(bootstrap, BACKLOG, expect=n, group="bench-quix",
+                                                                    partitions=partitions, keys=keys)
+        worker = _worker_backlog(env, n, work)
+        latency = _latency(env, events[args.events:], args, work)
     finally:
-        worker.terminate()
-        worker.wait(30)
         broker.stop(settings)
 
-    e2e = throughput["events_per_s"]
+    rates = {"ceiling_a": ceiling_a["events_per_s"], "ceiling_b": ceiling_b["events_per_s"],
+             "faust_passthrough": faust["events_per_s"], "quix": quix.get("events_per_s")}
     print(json.dumps({
         "bench": "stream",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-        "model": {"task": settings.stream.model_task, "version": version},
-        "batch_size": batch,
-        "raw_model_events_per_s": round(raw_rate, 1),
-        "e2e_events_per_s": e2e,
-        "ratio": round(e2e / raw_rate, 3),
-        "sustained_target_events_per_s": 20 * REAL_RATE,
-        "throughput_phase": throughput,
-        "latency_ms": {"real_rate": real, "x20": fast},
-        "worker_alive_at_end": alive,
-        "torch_threads": {
-            str(default_threads): {"raw_model_events_per_s": round(raw_rate, 1), "e2e_events_per_s": e2e},
-            "2": {"raw_model_events_per_s": round(raw_2, 1), **two_threads},
-        },
+        "backlog_events": n,
+        "partitions": partitions,
+        "worker_events_per_s": worker["events_per_s"],
+        "ceiling_b_events_per_s": ceiling_b["events_per_s"],
+        "ratios": {f"worker/{name}": _ratio(worker["events_per_s"], rate) for name, rate in rates.items()}
+        | {"ceiling_b/ceiling_a": _ratio(ceiling_b["events_per_s"], ceiling_a["events_per_s"])},
+        "ceiling_a": ceiling_a,
+        "ceiling_b": ceiling_b,
+        "faust_passthrough": faust,
+        "quix": quix,
+        "worker": worker,
+        "latency_ms": latency,
     }))
     return 0
 

@@ -15,11 +15,14 @@ rebuilt from `trail`, the user's last event types, items and categories.
 
     entry, features, replayed = fold(entry, record)     # entry updated in place
     remembered_features(entry, user_id)                 # {event_id: features}
+    key, value = changelog_record(user_id, entry)       # the table changelog's bytes
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+import orjson
 
 from shared.features import HISTORY_LENGTH, SESSION_FEATURES, session_step
 
@@ -101,3 +104,10 @@ def remembered_features(entry: Mapping[str, Any], user_id: str) -> dict[str, dic
     current, legacy = _upgraded(entry)
     return {**legacy, **{row[0]: _features(current, i, user_id) for i, row in enumerate(current["recent"])}}
 
+
+
+def changelog_record(user_id: str, entry: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """(key, value) of the entry on the table's changelog: what Faust's json codec writes
+    for `table[user_id] = entry` (tested equal), so Faust reads it back when it recovers
+    the table. orjson takes a fifth of the standard library's time on these entries."""
+    return orjson.dumps(user_id), orjson.dumps(entry)

@@ -22,6 +22,8 @@
    confirmed here by a fetch, whose high watermark is right (on Kafka the two agree and
    this costs one fetch per rebalance).
 
+4. Faust's Monitor sensor is not attached (see `ShopflowApp.on_init_dependencies`).
+
     app = ShopflowApp("id", broker="kafka://127.0.0.1:19092", fetch_max_wait_ms=25)
 """
 
@@ -194,6 +196,13 @@ class ShopflowApp(faust.App):
 
     def _new_transport(self) -> Any:
         return self._transport_cls(self.conf.broker_consumer, self)
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        # Faust's Monitor keeps per-message statistics for its web views, which the
+        # worker does not serve (its metrics are stream.metrics); a few % of a busy worker.
+        self.sensors.remove(self.monitor)
+        return dependencies
 
 
 def aiokafka_producer(app: faust.App) -> aiokafka.AIOKafkaProducer:

@@ -15,6 +15,7 @@ the item's prior rates (from strictly earlier events) as scores.
 from __future__ import annotations
 
 import math
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +80,11 @@ class _IdCodes:
     def _clear(self) -> None:
         self._codes: dict[Any, int] = {}
         self._texts: dict[str, int] = {}
-        self.bucket: list[int] = []
-        self.text: list[int] = []  # codes of values with the same str() share this
-        self.is_none: list[bool] = []
+        self._n = 0
+        # Grown by doubling, so a batch's new ids cost an item write each, not a copy.
+        self._bucket = np.zeros(1024, dtype=np.int64)
+        self._text = np.zeros(1024, dtype=np.int64)  # values with the same str() share this
+        self._is_none = np.zeros(1024, dtype=bool)
 
     def make_room(self, values: int) -> None:
         """Before a batch's `codes` calls: codes stay valid until the next make_room."""
@@ -93,16 +96,21 @@ class _IdCodes:
         for value in values:
             code = known.get(value)
             if code is None:
-                code = known[value] = len(self.bucket)
-                self.bucket.append(bucket(value, self._buckets))
-                self.text.append(self._texts.setdefault(str(value), len(self._texts)))
-                self.is_none.append(value is None)
+                code = known[value] = self._n
+                if code == len(self._bucket):
+                    self._bucket, self._text, self._is_none = (
+                        np.concatenate([a, np.zeros_like(a)]) for a in (self._bucket, self._text, self._is_none))
+                self._bucket[code] = bucket(value, self._buckets)
+                self._text[code] = self._texts.setdefault(str(value), len(self._texts))
+                self._is_none[code] = value is None
+                self._n += 1
             out.append(code)
         return out
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.asarray(self.bucket, dtype=np.int64), np.asarray(self.text, dtype=np.int64),
-                np.asarray(self.is_none, dtype=bool))
+        """(bucket, text identity, is None) by code, for every code handed out so far."""
+        n = self._n
+        return self._bucket[:n], self._text[:n], self._is_none[:n]
 
 
 class PropensityEncoder:
@@ -119,8 +127,13 @@ class PropensityEncoder:
         self.mean = np.asarray(config.numeric_mean, dtype=np.float64)
         self.std = np.asarray(config.numeric_std, dtype=np.float64)
         self._ids = _IdCodes(config.id_buckets)
+        self._lock = threading.Lock()
 
     def encode(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
+        with self._lock:  # the id codes are shared state
+            return self._encode(records)
+
+    def _encode(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         cfg = self.config
         keep = cfg.history_length
         length = keep + 1

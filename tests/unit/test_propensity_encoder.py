@@ -111,3 +111,14 @@ def test_numeric_matrix_reads_missing_values_as_zero():
     config = PropensityConfig()
     matrix = numeric_matrix([{}, {config.numeric_features[0]: 2}], config)
     assert matrix.shape == (2, len(config.numeric_features)) and matrix[0].sum() == 0
+
+
+def test_many_distinct_ids_grow_the_code_arrays():
+    config = PropensityConfig(id_buckets=8192)
+    encoder = PropensityEncoder(config)
+    records = [{"item_id": f"item-{i}", "category_id": f"cat-{i % 700}", "history_event_types": ["view"],
+                "history_item_ids": [f"item-{i + 1}"], "history_category_ids": [f"cat-{i}"]} for i in range(3000)]
+    got = encoder.encode(records)
+    expected = _reference_encode(encoder, records)
+    for name in ("item_ids", "category_ids", "item_match", "category_match"):
+        np.testing.assert_array_equal(got[name].numpy(), expected[name], err_msg=name)
