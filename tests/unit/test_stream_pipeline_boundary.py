@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from shared.errors import ModelError
+from shared.schemas import to_wire
 from shared.settings import Settings
 from stream import steps
 from stream.metrics import WorkerMetrics
-from stream.pipeline import Pipeline, Prepared
+from stream.pipeline import Origin, Pipeline
+from stream.sessions import changelog_record
 
 T0 = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
 
@@ -37,6 +39,26 @@ class _Topic:
         return done
 
 
+class _Outbox:
+    """The scored events and changelog records handed to the producer, by topic."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[tuple]] = {}
+
+    async def send(self, topic, records):
+        self.sent.setdefault(topic, []).extend(records)
+        return []
+
+    def values(self, topic: str) -> list[bytes]:
+        return [value for _, _, value in self.sent.get(topic, [])]
+
+
+class _Table(dict):
+    @property
+    def data(self):
+        return self
+
+
 class _Scorer:
     model_name, version, task = "m", "1", "propensity"
 
@@ -54,32 +76,63 @@ class _Holder:
         pass
 
 
-def _prepared(i: int, item: str, kind: str = "view") -> Prepared:
-    record = {"event_id": f"e{i}", "user_id": "p" * 32, "session_id": None, "item_id": item,
-              "event_type": kind, "ts": T0, "query": None, "category_id": None}
-    return Prepared(record, 0.0, T0, 0, i, raw=json.dumps({"i": i}).encode(), topic="clicks")
+def _event(i: int, item: str, kind: str = "view") -> tuple[bytes, Origin]:
+    event = {"event_id": f"e{i}", "user_id": f"u{i % 2}", "session_id": None, "item_id": item,
+             "event_type": kind, "ts": T0, "query": None, "category_id": None}
+    return to_wire(event), Origin("clicks", 0, i, 0.0)
 
 
-def _pipeline(dlq: _Topic, scored: _Topic, scorer: object | None = None) -> Pipeline:
+def _run(pipeline: Pipeline, events: list[tuple[bytes, Origin]]) -> None:
+    asyncio.run(pipeline._process([v for v, _ in events], [o for _, o in events]))
+
+
+def _pipeline(dlq: _Topic, outbox: _Outbox, scorer: object | None = None) -> Pipeline:
     holder = _Holder()
     if scorer is not None:
         holder.swap = lambda: scorer
-    pipeline = Pipeline(Settings(), scored_topic=scored, dlq_topic=dlq, sessions={}, holder=holder,
+    pipeline = Pipeline(Settings(), outbox=outbox, scored_topic="clicks.scored", changelog_topic="changelog",
+                        changelog_record=changelog_record, dlq_topic=dlq, sessions=_Table(), holder=holder,
                         metrics=WorkerMetrics())
     pipeline._items = lambda item_id: steps.item_features_from_counts(0, 0, 0)
+    pipeline._ready.set()
     return pipeline
 
 
 def test_a_record_the_model_cannot_score_is_dead_lettered_and_the_rest_scored():
-    dlq, scored = _Topic(), _Topic()
-    pipeline = _pipeline(dlq, scored)
-    batch = [_prepared(0, "a"), _prepared(1, "boom"), _prepared(2, "b")]
-    asyncio.run(pipeline._score_batch(batch))
-    assert [json.loads(v)["event_id"] for v in scored.values] == ["e0", "e2"]
+    dlq, outbox = _Topic(), _Outbox()
+    pipeline = _pipeline(dlq, outbox)
+    _run(pipeline, [_event(0, "a"), _event(1, "boom"), _event(2, "b")])
+    assert [json.loads(v)["event_id"] for v in outbox.values("clicks.scored")] == ["e0", "e2"]
     [entry] = [json.loads(v) for v in dlq.values]
     assert entry["step"] == steps.STEP_SCORE and entry["reason_code"] == "score_error"
     assert entry["source"]["offset"] == 1 and len(entry["reasons"][0]) <= 512
     assert pipeline.last_offsets == {0: 2}
+    # Each user's entry once, with every event of the batch folded in (the failed one too:
+    # its features were computed before scoring failed, and a replay reuses them).
+    changelog = {json.loads(k): json.loads(v) for _, k, v in outbox.sent["changelog"]}
+    assert len(outbox.sent["changelog"]) == len(changelog) == 2
+    assert [row[0] for row in changelog[next(iter(changelog))]["recent"]] in (["e0", "e2"], ["e1"])
+    pipeline.close()
+
+
+def test_a_record_that_fails_validation_is_dead_lettered_with_its_code():
+    dlq, outbox = _Topic(), _Outbox()
+    pipeline = _pipeline(dlq, outbox)
+    _run(pipeline, [_event(0, "a"), (b"{not json", Origin("clicks", 3, 9, 0.0))])
+    [entry] = [json.loads(v) for v in dlq.values]
+    assert entry["reason_code"] == "not_json" and entry["source"] == {"topic": "clicks", "partition": 3, "offset": 9}
+    assert entry["raw"] == "{not json"
+    assert [json.loads(v)["event_id"] for v in outbox.values("clicks.scored")] == ["e0"]
+    assert pipeline.last_offsets == {0: 0, 3: 9}
+    pipeline.close()
+
+
+def test_a_batch_larger_than_a_part_keeps_its_order():
+    dlq, outbox = _Topic(), _Outbox()
+    pipeline = _pipeline(dlq, outbox)
+    pipeline._part_size = 3
+    _run(pipeline, [_event(i, "a", "view" if i % 3 else "add_to_cart") for i in range(11)])
+    assert [json.loads(v)["event_id"] for v in outbox.values("clicks.scored")] == [f"e{i}" for i in range(11)]
     pipeline.close()
 
 
@@ -89,18 +142,19 @@ class _BrokenScorer(_Scorer):
 
 
 def test_a_model_that_fails_on_every_record_is_an_infrastructure_failure():
-    dlq, scored = _Topic(), _Topic()
-    pipeline = _pipeline(dlq, scored, _BrokenScorer())
+    dlq, outbox = _Topic(), _Outbox()
+    pipeline = _pipeline(dlq, outbox, _BrokenScorer())
     with pytest.raises(ModelError, match="known-good"):
-        asyncio.run(pipeline._score_batch([_prepared(0, "a"), _prepared(1, "b")]))
-    assert dlq.values == [] and scored.values == []  # nothing acked: the restart reads the batch again
+        _run(pipeline, [_event(0, "a"), _event(1, "b")])
+    # Nothing sent: the process ends (status 70) and the restart reads the batch again.
+    assert dlq.values == [] and outbox.sent == {}
     pipeline.close()
 
 
 def test_a_refused_entry_is_replaced_by_the_minimal_one():
-    dlq, scored = _Topic(limit=300), _Topic()
-    pipeline = _pipeline(dlq, scored)
-    asyncio.run(pipeline._score_batch([_prepared(7, "boom")]))
+    dlq, outbox = _Topic(limit=600), _Outbox()  # the full entry is larger, the minimal one is not
+    pipeline = _pipeline(dlq, outbox)
+    _run(pipeline, [_event(7, "boom")])
     [entry] = [json.loads(v) for v in dlq.values]
     assert entry["raw"] is None and entry["reason_code"] == "score_error" and entry["raw_sha256"]
     assert entry["source"] == {"topic": "clicks", "partition": 0, "offset": 7}
@@ -108,10 +162,10 @@ def test_a_refused_entry_is_replaced_by_the_minimal_one():
 
 
 def test_events_that_are_not_views_pass_unscored():
-    dlq, scored = _Topic(), _Topic()
-    pipeline = _pipeline(dlq, scored)
-    asyncio.run(pipeline._score_batch([_prepared(0, "a"), _prepared(1, "boom", "add_to_cart")]))
-    out = {v["event_id"]: v for v in map(json.loads, scored.values)}
+    dlq, outbox = _Topic(), _Outbox()
+    pipeline = _pipeline(dlq, outbox)
+    _run(pipeline, [_event(0, "a"), _event(1, "boom", "add_to_cart")])
+    out = {v["event_id"]: v for v in map(json.loads, outbox.values("clicks.scored"))}
     assert out["e0"]["score"] == 0.5 and out["e1"]["score"] is None and out["e1"]["model_version"] == "1"
     assert dlq.values == []
     pipeline.close()
