@@ -79,6 +79,10 @@ class StreamSettings(_Group):
     # A batch is scored in parts of this many events, so the model scores one part while
     # the next is prepared; it is also the model's forward-pass size.
     score_part_events: int = Field(default=256, ge=1)
+    # A part the model scores in at most this long is scored on the event loop, not in
+    # the model thread (see stream.pipeline): the GRU takes ~5 ms for 256 events, a
+    # text model seconds. 0 always uses the thread.
+    inline_score_max_ms: float = Field(default=25.0, ge=0)
     # The producer's record batch per partition. A part's scored events or a batch's
     # session entries fit one batch: each further batch of a partition waits for the
     # one before to be acknowledged (one broker round trip each).

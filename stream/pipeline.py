@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # Exit status of a worker whose agent died. Nonzero so a supervisor (systemd, k8s,
 # the tests) sees the failure and restarts it.
 EXIT_AGENT_DIED = 70
+# Probe records a new model scores once, to time it (see Pipeline._calibrate).
+CALIBRATION_RECORDS = 32
 
 
 def die(where: str, exc: BaseException) -> NoReturn:
@@ -63,6 +65,34 @@ class Origin:
     partition: int
     offset: int
     timestamp: float  # Kafka record timestamp (seconds), set by the producer
+
+
+class _ScoringTime:
+    """Seconds per record of the serving model, from its calls; decides where to score."""
+
+    def __init__(self, inline_max_seconds: float) -> None:
+        self._inline_max = inline_max_seconds
+        self._per_record: dict[tuple[str, str], float] = {}  # (model, version) -> seconds per record
+
+    def timed(self, scorer: Any, records: list[dict[str, Any]]) -> Any:
+        started = time.perf_counter()
+        scores = scorer.score(records)
+        seconds = (time.perf_counter() - started) / max(1, len(records))
+        key = (scorer.model_name, scorer.version)
+        known = self._per_record.get(key)
+        if len(self._per_record) > 8:  # older models are gone
+            self._per_record.clear()
+        self._per_record[key] = seconds if known is None else min(seconds, 0.8 * known + 0.2 * seconds)
+        return scores
+
+    def known(self, scorer: Any) -> bool:
+        return (scorer.model_name, scorer.version) in self._per_record
+
+    def inline(self, scorer: Any, n: int) -> bool:
+        """True once the model scored `n` records in under the inline budget (its fastest
+        calls count most: a call slowed by the event loop beside it says little)."""
+        known = self._per_record.get((scorer.model_name, scorer.version))
+        return known is not None and known * n <= self._inline_max
 
 
 @dataclass
@@ -97,6 +127,7 @@ class Pipeline:
         self._changelog = changelog_topic
         self._changelog_record = changelog_record
         self._part_size = max(1, settings.stream.score_part_events)
+        self._timing = _ScoringTime(settings.stream.inline_score_max_ms / 1000)
         self._dlq = dlq_topic
         self._sessions = sessions
         self._holder = holder
@@ -177,7 +208,21 @@ class Pipeline:
             waited += 1.0
             await self._holder.refresh()
             scorer = self._holder.swap()
+        if not self._timing.known(scorer):
+            await self._calibrate(scorer)
         return scorer
+
+    async def _calibrate(self, scorer: Any) -> None:
+        """Time the model on probe records in its thread, the loop waiting: where its
+        parts are scored follows from that (see `_start_scoring`)."""
+        probes = [steps.probe_record(self._items)] * CALIBRATION_RECORDS
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._score_pool, self._timing.timed, scorer, probes)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the first batch finds out what is wrong
+            log.warning("timing model %s v%s on probe records failed: %s", scorer.model_name, scorer.version,
+                        excerpt(f"{type(exc).__name__}: {exc}"))
 
     async def process(self, events: Sequence[Any]) -> None:
         """One micro-batch of Faust events; returns once the broker has all its outputs."""
@@ -242,6 +287,7 @@ class Pipeline:
         entries: dict[str, Any] = {}  # each user's entry, read once for the whole batch
         changed: dict[str, int] = {}  # user -> position of the user's last new event
         scorer = None
+        parts: list[_Part] = []
         in_flight: _Part | None = None
         # The batch goes through in parts: while the model scores one part in its thread,
         # the event loop prepares the next and sends the one before (the model releases
@@ -255,6 +301,7 @@ class Pipeline:
             self._metrics.replayed.inc(prepared.replayed)
             changed.update((user, start + i) for user, i in prepared.changed.items())
             part = _Part(start=start, records=prepared.records)
+            parts.append(part)
             for i, record in enumerate(prepared.records):
                 if isinstance(record, steps.Failed):
                     receipts.append(self._dead_letter(values[start + i], record.step, record.error,
@@ -290,19 +337,37 @@ class Pipeline:
         for origin in outputs:
             self._metrics.latency.observe(max(0.0, done - origin.timestamp))
         self._metrics.scored.inc(len(outputs))
-        self._metrics.batch_size.observe(len(values))
+        reached_scoring = sum(len(part.good) for part in parts)
+        if reached_scoring:
+            self._metrics.batch_size.observe(reached_scoring)
         for origin in origins:
             if origin.offset > self.last_offsets.get(origin.partition, -1):
                 self.last_offsets[origin.partition] = origin.offset
 
     def _start_scoring(self, scorer: Any, part: "_Part") -> None:
-        """Submit the part's views to the model thread now (it runs while the loop works)."""
+        """Score the part's views on the event loop when the model is fast enough, else
+        submit them to the model thread now (it runs while the loop works).
+
+        A thread only pays when the model is slow: CPython hands the interpreter lock to
+        a waiting thread every 5 ms, and a forward pass releases and retakes it at every
+        operation, so next to a busy event loop the same forward pass took 25x longer
+        (bench note in README). A fast model blocks the loop for a few ms per part.
+        """
         records = [part.records[i] for i in part.good]
         part.to_score = [k for k, record in enumerate(records) if steps.is_scored(record)]
         part.started = time.perf_counter()
-        if part.to_score:
-            part.scoring = asyncio.get_running_loop().run_in_executor(
-                self._score_pool, scorer.score, [records[k] for k in part.to_score])
+        if not part.to_score:
+            return
+        views = [records[k] for k in part.to_score]
+        loop = asyncio.get_running_loop()
+        if self._timing.inline(scorer, len(views)):
+            part.scoring = loop.create_future()
+            try:
+                part.scoring.set_result(self._timing.timed(scorer, views))
+            except Exception as exc:  # noqa: BLE001 - handled where the scores are awaited
+                part.scoring.set_exception(exc)
+        else:
+            part.scoring = loop.run_in_executor(self._score_pool, self._timing.timed, scorer, views)
 
     async def _part_scores(self, scorer: Any, part: "_Part") -> list[Any]:
         """Scores of the part's good records: None for events that are not scored."""
