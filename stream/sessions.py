@@ -20,6 +20,7 @@ rebuilt from `trail`, the user's last event types, items and categories.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Mapping
 
 import orjson
@@ -36,6 +37,7 @@ TRAIL_KEPT = RECENT_EVENTS_KEPT + HISTORY_LENGTH
 # The session features that are numbers, in schema order: one remembered row.
 SCALAR_FEATURES: tuple[str, ...] = tuple(f.name for f in SESSION_FEATURES.fields
                                          if f.type in ("int64", "float64"))
+_SCALAR_VALUES = operator.itemgetter(*SCALAR_FEATURES)
 _HISTORY_LISTS = ("history_event_types", "history_item_ids", "history_category_ids")
 _INDEX = 2 + SCALAR_FEATURES.index("session_event_index")
 
@@ -89,7 +91,7 @@ def fold(entry: Mapping[str, Any] | None, record: Mapping[str, Any]) -> tuple[di
 
     state, features = session_step(entry["state"], record)
     entry["state"] = state
-    recent.append([event_id, state["session_start_ms"], *(features[name] for name in SCALAR_FEATURES)])
+    recent.append([event_id, state["session_start_ms"], *_SCALAR_VALUES(features)])
     if len(recent) > RECENT_EVENTS_KEPT:
         del recent[0]
     trail = entry["trail"]

@@ -222,6 +222,7 @@ class _ScoredBatch:
     def __init__(self, model_name: str, model_version: str, received_at: datetime, scored_at: datetime) -> None:
         self._shared = {"model_name": model_name, "model_version": model_version,
                         "received_at": format_timestamp(received_at), "scored_at": format_timestamp(scored_at)}
+        self._formatted: dict[datetime, str] = {}  # a batch's events share many event times
 
     def value(self, record: Mapping[str, Any], score: float | None) -> bytes:
         if score is not None:
@@ -230,8 +231,12 @@ class _ScoredBatch:
                 raise ValueError(f"the model returned a score of {score!r}")
         out = {name: record.get(name) for name in _CLICK_FIELDS}
         for name in _CLICK_TIMES:
-            if out[name] is not None:
-                out[name] = format_timestamp(out[name])
+            value = out[name]
+            if value is not None:
+                text = self._formatted.get(value)
+                if text is None:
+                    text = self._formatted[value] = format_timestamp(value)
+                out[name] = text
         out.update(self._shared)
         out["score"] = score
         return orjson.dumps(out)  # compact UTF-8 JSON; raises on a lone surrogate
