@@ -104,7 +104,6 @@ class _Part:
     good: list[int] = field(default_factory=list)  # positions (in the part) that reach scoring
     to_score: list[int] = field(default_factory=list)  # indexes into `good` of the views
     scoring: "asyncio.Future[Any] | None" = None  # the model's answer for `to_score`
-    started: float = 0.0
 
 
 class Pipeline:
@@ -355,7 +354,6 @@ class Pipeline:
         """
         records = [part.records[i] for i in part.good]
         part.to_score = [k for k, record in enumerate(records) if steps.is_scored(record)]
-        part.started = time.perf_counter()
         if not part.to_score:
             return
         views = [records[k] for k in part.to_score]
@@ -363,11 +361,19 @@ class Pipeline:
         if self._timing.inline(scorer, len(views)):
             part.scoring = loop.create_future()
             try:
-                part.scoring.set_result(self._timing.timed(scorer, views))
+                part.scoring.set_result(self._score_views(scorer, views))
             except Exception as exc:  # noqa: BLE001 - handled where the scores are awaited
                 part.scoring.set_exception(exc)
         else:
-            part.scoring = loop.run_in_executor(self._score_pool, self._timing.timed, scorer, views)
+            part.scoring = loop.run_in_executor(self._score_pool, self._score_views, scorer, views)
+
+    def _score_views(self, scorer: Any, views: list[dict[str, Any]]) -> Any:
+        """The model's call, timed for `_ScoringTime` and the score step's metric."""
+        started = time.perf_counter()
+        try:
+            return self._timing.timed(scorer, views)
+        finally:
+            self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - started)
 
     async def _part_scores(self, scorer: Any, part: "_Part") -> list[Any]:
         """Scores of the part's good records: None for events that are not scored."""
@@ -376,7 +382,6 @@ class Pipeline:
             records = [part.records[part.good[k]] for k in part.to_score]
             for k, score in zip(part.to_score, await self._score(scorer, records, part.scoring)):
                 scores[k] = score
-        self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - part.started)
         return scores
 
     async def _finish(self, part: "_Part", scorer: Any, values: list[bytes | None], origins: list[Origin],

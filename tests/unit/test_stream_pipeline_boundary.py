@@ -169,3 +169,24 @@ def test_events_that_are_not_views_pass_unscored():
     assert out["e0"]["score"] == 0.5 and out["e1"]["score"] is None and out["e1"]["model_version"] == "1"
     assert dlq.values == []
     pipeline.close()
+
+
+def test_a_fast_model_is_scored_on_the_loop_and_a_slow_one_in_its_thread():
+    import time as _time
+
+    from stream.pipeline import _ScoringTime
+
+    class _Slow(_Scorer):
+        version = "2"
+
+        def score(self, records):
+            _time.sleep(0.002 * len(records))
+            return np.full(len(records), 0.5)
+
+    timing = _ScoringTime(inline_max_seconds=0.025)
+    fast, slow = _Scorer(), _Slow()
+    assert not timing.known(fast) and not timing.inline(fast, 1)  # untimed: the thread
+    timing.timed(fast, [{"item_id": "a"}] * 32)
+    timing.timed(slow, [{"item_id": "a"}] * 4)
+    assert timing.inline(fast, 256)
+    assert not timing.inline(slow, 256) and timing.inline(slow, 5)
