@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -33,13 +32,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from bench.local import free_port
+
 T0 = datetime(2017, 11, 1, tzinfo=timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _user(n: int) -> str:
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="shopflow-bench-loop-"))
-    bootstrap = f"127.0.0.1:{_free_port()}"
+    bootstrap = f"127.0.0.1:{free_port()}"
     os.environ.update({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "SHOPFLOW_STREAM__RUN_DIR": str(root / "run")})
     from shared.settings import Settings
     from stream import broker

@@ -97,6 +97,6 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
 
 def _total(pipeline: Any, name: str, **labels: str) -> float:
     """A metric's value summed over the pipeline's registry (the bench reads its own)."""
-    registry = pipeline._metrics.registry
+    registry = pipeline.metrics.registry
     return sum(sample.value for metric in registry.collect() for sample in metric.samples
                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))

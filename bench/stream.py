@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench import stream_peers as peers
+from bench.local import free_port, settings_with
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_RATE = 14.0  # events/s of the full Taobao slice (the data README)
@@ -93,7 +94,7 @@ def _worker_backlog(env: dict[str, str], expect: int, work: Path) -> dict[str, A
     from stream.worker import spawn, terminate
 
     env = _worker_env(env, "worker", BACKLOG)
-    settings = peers._settings(env)
+    settings = settings_with(env)
     ensure_topics(settings.kafka.bootstrap_servers,
                   [t for t in required_topics(settings) if t.name != BACKLOG])
     log_path = work / "worker-backlog.log"
@@ -119,7 +120,7 @@ def _latency(env: dict[str, str], events: list[dict[str, Any]], args: argparse.N
     from stream.worker import spawn, terminate
 
     env = _worker_env(env, "latency", "latency.clicks")
-    settings = peers._settings(env)
+    settings = settings_with(env)
     ensure_topics(settings.kafka.bootstrap_servers, required_topics(settings))
     span = (events[-1]["ts"] - events[0]["ts"]).total_seconds()
     file_rate = len(events) / span
@@ -158,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="shopflow-bench-"))
     env = {
-        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{peers._free_port()}",
+        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "SHOPFLOW_STREAM__RUN_DIR": str(work / "run"),
-        "SHOPFLOW_STREAM__METRICS_PORT": str(peers._free_port()),
+        "SHOPFLOW_STREAM__METRICS_PORT": str(free_port()),
         "SHOPFLOW_LOG_LEVEL": "WARNING",
     }
-    settings = peers._settings(env)
+    settings = settings_with(env)
     bootstrap, partitions = settings.kafka.bootstrap_servers, settings.kafka.partitions
     events = load_events("taobao", settings.data_root)
     backlog = events[: args.events]

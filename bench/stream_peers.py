@@ -29,7 +29,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.local import free_port, settings_with
 from shared.errors import ShopflowError
 
 log = logging.getLogger(__name__)
@@ -434,25 +434,6 @@ def quix_peer(bootstrap: str, in_topic: str, *, expect: int, group: str = "peers
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _settings(env: dict[str, str]) -> Any:
-    """Settings read with `env` on top of this process's environment (left unchanged)."""
-    from shared.settings import Settings
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [r["events_per_s"] for r in runs]
     return {"events_per_s": round(statistics.median(rates), 1), "min": min(rates), "max": max(rates), "runs": runs}
@@ -468,7 +449,7 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
     from stream.topics import TopicSpec
 
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    settings = _settings({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+    settings = settings_with({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
                           "SHOPFLOW_STREAM__RUN_DIR": str(work / "run"), "SHOPFLOW_LOG_LEVEL": "WARNING"})
     bootstrap, partitions = settings.kafka.bootstrap_servers, settings.kafka.partitions
     clicks = load_events("taobao", settings.data_root, limit=events)

@@ -151,6 +151,10 @@ class Pipeline:
             self._metrics.serving(scorer.model_name, scorer.version)
         self._ready.set()
 
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self._metrics
+
     async def start(self) -> None:
         """`load` off the event loop, for an app started without `load` (tests, bench)."""
         if not self._ready.is_set():
