@@ -77,7 +77,8 @@ class StreamSettings(_Group):
     batch_max_events: int = 1024
     batch_max_wait_ms: int = 50
     # A batch is scored in parts of this many events, so the model scores one part while
-    # the next is prepared; it is also the model's forward-pass size.
+    # the next is prepared. A model fast enough to score a whole batch on the event loop
+    # (below) gets the batch as one part, in one forward pass.
     score_part_events: int = Field(default=256, ge=1)
     # A part the model scores in at most this long is scored on the event loop, not in
     # the model thread (see stream.pipeline): the GRU takes ~5 ms for 256 events, a

@@ -200,8 +200,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ per batch
 
-    async def _serving_scorer(self):
-        scorer = self._holder.swap()
+    async def _serving_scorer(self, scorer: Any = None):
+        """The batch's model (`scorer`, swapped in at the batch's start), or the first
+        champion to arrive when there is none yet; timed once when it starts serving."""
         waited = 0.0
         while scorer is None:
             if waited % 30 == 0:
@@ -289,15 +290,23 @@ class Pipeline:
         outputs: list[Origin] = []
         entries: dict[str, Any] = {}  # each user's entry, read once for the whole batch
         changed: dict[str, int] = {}  # user -> position of the user's last new event
-        scorer = None
+        # The swap happens here, between batches: the whole batch sees one model. (None:
+        # no champion yet; the first part with a record to score waits for one.)
+        scorer = self._holder.swap()
         parts: list[_Part] = []
         in_flight: _Part | None = None
+        serving = False  # the batch's scorer is ready (waited for, timed)
         # The batch goes through in parts: while the model scores one part in its thread,
         # the event loop prepares the next and sends the one before (the model releases
-        # the interpreter lock while it computes). Parts finish in order.
-        for start in range(0, len(values), self._part_size):
+        # the interpreter lock while it computes). Parts finish in order. A model fast
+        # enough to score the whole batch on the event loop gets it as one part: one
+        # encoding and one forward pass cost less per event than four.
+        part_size = self._part_size
+        if scorer is not None and self._timing.inline(scorer, len(values)):
+            part_size = max(part_size, len(values))
+        for start in range(0, len(values), part_size):
             started = time.perf_counter()
-            prepared = steps.prepare_batch(values[start:start + self._part_size], entry_of=self._sessions.get,
+            prepared = steps.prepare_batch(values[start:start + part_size], entry_of=self._sessions.get,
                                            pseudonym=self._pseudonym, items=self._items, now=received_at,
                                            entries=entries)
             self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
@@ -311,10 +320,10 @@ class Pipeline:
                                                       origins[start + i], received_at))
                 else:
                     part.good.append(i)
-            if part.good and scorer is None:
-                # The swap happens here, between batches: the whole batch sees one model.
-                scorer = await self._serving_scorer()
+            if part.good and not serving:
+                scorer = await self._serving_scorer(scorer)
                 self._metrics.serving(scorer.model_name, scorer.version)
+                serving = True
             if part.good:
                 self._start_scoring(scorer, part)
             if in_flight is not None:

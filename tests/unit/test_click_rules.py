@@ -84,3 +84,80 @@ def test_batch_candidate_rows_get_the_same_verdict():
     assert check_click_columns({**row, "ts_epoch": None, "ts_text": "not-a-time"}, now=NOW).reason == "bad_timestamp"
     assert check_click_columns({**row, "ts_epoch": None}, now=NOW).reason == "missing_field"
     assert check_click_columns({**row, "user_id": " "}, now=NOW).reason == "blank_id"
+
+
+# ------------------------------------------------------------------ decoding: orjson first
+
+def _stdlib_verdict(raw: bytes | str) -> str:
+    """What the rules said when every value was decoded by the standard library alone."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        return f"rejected not_utf8 {[f'not UTF-8: {excerpt(str(exc), 160)}']}"
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return f"rejected not_json {[f'not JSON: {excerpt(str(exc), 160)}']}"
+    try:
+        return repr(check_click(obj, now=NOW))
+    except ClickRejected as exc:
+        return f"rejected {exc.code} {exc.reasons}"
+
+
+def _verdict(raw: bytes | str) -> str:
+    try:
+        return repr(check_click_bytes(raw, now=NOW))
+    except ClickRejected as exc:
+        return f"rejected {exc.code} {exc.reasons}"
+
+
+EDGE_VALUES = [
+    b'"\\ud800"', b'"a\\udfff"', b'"\\udc00\\ud800"', b'"\\ud83d\\ude00"', b"1e400", b"-1e400", b"1e-400", b"NaN",
+    b"Infinity", b"-Infinity", b"18446744073709551616", b"-9223372036854775809", b"18446744073709551615",
+    b"1511658000", b"1511658000000", b"1511658000.5", b"1.0", b"-0", b"-0.0", b"1E2", b"true", b"false", b"null",
+    b'""', b'" "', b'"\\u0000"', b'"\\/"', b"[1]", b'{"a":1}', b"[" * 2000 + b"]" * 2000, b'"\xed\xa0\x80"',
+    b'"\xc3\xa9"', b'"\\u00e9"', b"0.1000000000000000055511151231257827", b"123456789012345678901234567890",
+]
+
+
+@pytest.mark.parametrize("value", EDGE_VALUES)
+@pytest.mark.parametrize("field", ["ts", "user_id", "extra"])
+def test_decoding_gives_the_verdict_of_the_standard_library_on_edge_values(field, value):
+    good = json.dumps({k: v for k, v in GOOD.items() if k != field}).encode()
+    raw = good[:-1] + b', "' + field.encode() + b'": ' + value + b"}"
+    assert _verdict(raw) == _stdlib_verdict(raw)
+    assert _verdict(raw.decode("utf-8", "surrogatepass")) == _stdlib_verdict(raw.decode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("raw", [
+    b'\xef\xbb\xbf{"a":1}', b'{"event_id":"e1","event_id":"e2"}', b' {"x":1}\n', b"\x0c{}", b"{}\x00", b'{"a":1,}',
+    b'{"a":"x\x01"}', b"", b"{", b"\xff", b"\xc0\x80", b'"\xf4\x90\x80\x80"', b'{"a":\xc2\xa01}', b"[]", b"1",
+])
+def test_decoding_gives_the_verdict_of_the_standard_library_on_odd_documents(raw):
+    assert _verdict(raw) == _stdlib_verdict(raw)
+
+
+def test_decoding_gives_the_verdict_of_the_standard_library_on_mutated_events():
+    import random
+
+    rng = random.Random(13)
+    base = json.dumps({**GOOD, "session_id": "s1", "category_id": "c1", "query": "q"}).encode()
+    tokens = [b"\\ud800", b"\\u00e9", b"\xc3\xa9", b"\xff", b"1e999", b"NaN", b"99999999999999999999999", b"1.5",
+              b"[", b"]", b"{", b"}", b",", b":", b'"', b"\\", b" ", b"null", b"0", b"-"]
+    for _ in range(3000):
+        raw = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(raw) + 1)
+            if rng.random() < 0.5:
+                raw[at:at] = rng.choice(tokens)
+            else:
+                del raw[at:at + rng.randint(1, 4)]
+        assert _verdict(bytes(raw)) == _stdlib_verdict(bytes(raw)), bytes(raw)
+
+
+def test_a_remembered_event_time_is_still_checked_against_now():
+    ts = "2026-01-01T12:00:00Z"
+    assert check_click({**GOOD, "ts": ts}, now=NOW)["ts"] == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    with pytest.raises(ClickRejected) as info:
+        check_click({**GOOD, "ts": ts}, now=datetime(2025, 12, 30, tzinfo=timezone.utc))
+    assert info.value.code == "bad_timestamp"

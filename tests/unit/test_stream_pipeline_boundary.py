@@ -190,3 +190,28 @@ def test_a_fast_model_is_scored_on_the_loop_and_a_slow_one_in_its_thread():
     timing.timed(slow, [{"item_id": "a"}] * 4)
     assert timing.inline(fast, 256)
     assert not timing.inline(slow, 256) and timing.inline(slow, 5)
+
+
+def test_a_fast_model_scores_a_batch_in_one_call_and_a_slow_one_part_by_part():
+    import time as _time
+
+    class _Counting(_Scorer):
+        def __init__(self, version: str, seconds_per_record: float) -> None:
+            self.version, self.seconds, self.calls = version, seconds_per_record, []
+
+        def score(self, records):
+            self.calls.append(len(records))
+            _time.sleep(self.seconds * len(records))
+            return np.full(len(records), 0.5)
+
+    events = [_event(i, "a", "view" if i % 3 else "add_to_cart") for i in range(11)]  # 7 views
+    for scorer, calls in [(_Counting("fast", 0.0), [7]), (_Counting("slow", 0.01), [2, 2, 2, 1])]:
+        dlq, outbox = _Topic(), _Outbox()
+        pipeline = _pipeline(dlq, outbox, scorer)
+        pipeline._part_size = 3
+        _run(pipeline, events[:1])  # the first batch times the model on probe records
+        scorer.calls.clear()
+        _run(pipeline, events)
+        assert scorer.calls == calls
+        assert [json.loads(v)["event_id"] for v in outbox.values("clicks.scored")][1:] == [f"e{i}" for i in range(11)]
+        pipeline.close()
