@@ -30,6 +30,28 @@ def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
 
 
+class Pseudonymizer:
+    """`pseudonymize` for many values of one namespace: the key's two padded SHA-256
+    states are computed once and copied per value, half the cost of a fresh HMAC
+    (tested equal to `pseudonymize`).
+
+        user_pseudonym = Pseudonymizer("user", key=b"secret")
+        user_pseudonym("17850")
+    """
+
+    def __init__(self, namespace: str, *, key: bytes) -> None:
+        inner_pad, outer_pad = _padded_keys(key)
+        self._inner, self._outer = hashlib.sha256(inner_pad), hashlib.sha256(outer_pad)
+        self._prefix = f"{namespace}:"
+
+    def __call__(self, value: str) -> str:
+        inner = self._inner.copy()
+        inner.update((self._prefix + value).encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
 def _padded_keys(key: bytes) -> tuple[bytes, bytes]:
     if len(key) > _BLOCK_SIZE:
         key = hashlib.sha256(key).digest()

@@ -6,7 +6,8 @@ records, in the same order per partition, with the same keys. The caller awaits 
 returned acknowledgements before the input offsets are committed (at least once).
 
 Keyed records go to the partition Kafka's default partitioner (murmur2 of the key) picks,
-as a plain `send` would; its answer is remembered per key.
+as a plain `send` would: a batch's new keys are hashed together (`stream.partitioning`)
+and every answer is remembered per key.
 
     outbox = Outbox(lambda: producer)                   # an aiokafka.AIOKafkaProducer
     acks = await outbox.send("clicks.scored", [(None, b"user", b"{...}")])
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Iterable
 
-from aiokafka.partitioner import DefaultPartitioner
+from stream.partitioning import default_partitions
 
 # Remembered key -> partition answers, per topic (a user's key recurs in every batch).
 PARTITION_CACHE_SIZE = 200_000
@@ -29,7 +30,6 @@ OutRecord = tuple["int | None", "bytes | None", bytes]  # (partition or None: by
 class Outbox:
     def __init__(self, producer_of: Callable[[], Any]) -> None:
         self._producer_of = producer_of
-        self._partitioner = DefaultPartitioner()
         self._partition_counts: dict[str, int] = {}
         self._by_key: dict[str, dict[bytes, int]] = {}
 
@@ -40,6 +40,25 @@ class Outbox:
             self._by_key[topic] = {}
         return count
 
+    async def _key_partitions(self, producer: Any, topic: str, records: list[OutRecord]) -> dict[bytes, int]:
+        """The remembered key -> partition answers of `topic`, with the records' new keys
+        added (hashed together)."""
+        count = await self._partitions(producer, topic)
+        by_key = self._by_key[topic]
+        new: dict[bytes, None] = {}
+        for partition, key, _ in records:
+            if partition is None:
+                if key is None:
+                    raise ValueError(f"a record for {topic} has neither a partition nor a key")
+                if key not in by_key:
+                    new[key] = None
+        if new:
+            if len(by_key) + len(new) > PARTITION_CACHE_SIZE:
+                by_key.clear()  # simpler than LRU; this batch's keys are hashed again
+                new = dict.fromkeys(key for partition, key, _ in records if partition is None)
+            by_key.update(zip(new, default_partitions(list(new), count)))
+        return by_key
+
     def forget_partitions(self) -> None:
         """Ask the broker again for partition counts (a topic was recreated or grew)."""
         self._partition_counts.clear()
@@ -48,21 +67,14 @@ class Outbox:
     async def send(self, topic: str, records: Iterable[OutRecord]) -> list[asyncio.Future]:
         """Queue `records`; returns one future per produce request, done when acknowledged."""
         producer = self._producer_of()
+        records = list(records)
+        by_key: dict[bytes, int] = {}
+        if any(partition is None for partition, _, _ in records):
+            by_key = await self._key_partitions(producer, topic, records)
         groups: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        count: int | None = None
         for partition, key, value in records:
             if partition is None:
-                if key is None:
-                    raise ValueError(f"a record for {topic} has neither a partition nor a key")
-                if count is None:
-                    count = await self._partitions(producer, topic)
-                    by_key = self._by_key[topic]
-                    all_partitions = list(range(count))
-                partition = by_key.get(key)
-                if partition is None:
-                    if len(by_key) >= PARTITION_CACHE_SIZE:
-                        by_key.clear()
-                    partition = by_key[key] = self._partitioner(key, all_partitions, all_partitions)
+                partition = by_key[key]  # type: ignore[index]
             groups.setdefault(partition, []).append((key, value))
         acks: list[asyncio.Future] = []
         for partition, group in groups.items():

@@ -38,7 +38,7 @@ import orjson
 
 from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
 from shared.features import ITEM_FEATURES, item_rate_features
-from shared.pseudonymize import pseudonymize
+from shared.pseudonymize import Pseudonymizer, pseudonymize
 from shared.schemas import CLICK_EVENT, format_timestamp
 from stream import sessions
 
@@ -86,7 +86,7 @@ class Pseudonyms:
     user sends many events and an HMAC costs more than a dict lookup."""
 
     def __init__(self, key: bytes, max_size: int = PSEUDONYM_CACHE_SIZE) -> None:
-        self._key = key
+        self._pseudonym = Pseudonymizer("user", key=key)
         self._max_size = max_size
         self._known: dict[str, str] = {}
 
@@ -95,7 +95,7 @@ class Pseudonyms:
         if known is None:
             if len(self._known) >= self._max_size:
                 self._known.clear()  # simpler than LRU, and a refill costs one HMAC per user
-            known = self._known[user_id] = pseudonymize(user_id, "user", key=self._key)
+            known = self._known[user_id] = self._pseudonym(user_id)
         return known
 
 

@@ -9,7 +9,7 @@ import pytest
 from batch.cleaning.reviews import repair_mojibake
 from batch.sources import KNOWN_SOURCES, bronze_column_name, source_by_name
 from shared.click_sources import DIGINETICA_PURCHASES_RAW, DIGINETICA_VIEWS_RAW, TAOBAO_BEHAVIOR, TAOBAO_RAW
-from shared.pseudonymize import pseudonymize
+from shared.pseudonymize import Pseudonymizer, pseudonymize
 from shared.schemas import EVENT_TYPES
 from shared.settings import Settings
 
@@ -88,3 +88,11 @@ def test_cluster_profile_refuses_the_public_development_key(monkeypatch):
 def test_settings_reject_unknown_keys():
     with pytest.raises(ValueError):
         Settings(lake={"nope": 1})
+
+
+@pytest.mark.parametrize("key", [b"", b"k1", b"k" * 64, b"\xff" * 100])
+def test_the_pseudonymizer_for_many_values_equals_pseudonymize(key):
+    values = ["17850", "u1", "", " spaced ", "用户", "é" * 300, "\u2028"]
+    for namespace in ("user", "customer"):
+        many = Pseudonymizer(namespace, key=key)
+        assert [many(v) for v in values] == [pseudonymize(v, namespace, key=key) for v in values]
