@@ -15,6 +15,7 @@ the item's prior rates (from strictly earlier events) as scores.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import zlib
 from dataclasses import dataclass
@@ -55,14 +56,34 @@ def numeric_matrix(records: Sequence[Record], config: PropensityConfig) -> np.nd
     A missing value (None) is 0; anything else goes through float(), as one object array.
     """
     names = config.numeric_features
-    values = np.array([[r.get(name) for name in names] for r in records], dtype=object)
-    values = values.reshape(len(records), len(names))
-    values[np.equal(values, None)] = 0.0
-    raw = values.astype(np.float64)
+    raw = _plain_numbers(records, names)
+    if raw is None:
+        values = np.array([[r.get(name) for name in names] for r in records], dtype=object)
+        values = values.reshape(len(records), len(names))
+        values[np.equal(values, None)] = 0.0
+        raw = values.astype(np.float64)
     for j, transform in enumerate(config.numeric_transforms):
         if transform == "log1p":
             raw[:, j] = np.sign(raw[:, j]) * np.log1p(np.abs(raw[:, j]))
     return raw
+
+
+def _plain_numbers(records: Sequence[Record], names: Sequence[str]) -> np.ndarray | None:
+    """The records' `names` as a float matrix, converted by numpy in one call, when that
+    gives what the general path gives: every record has every name, and no value is
+    None (numpy reads None as NaN, the general path as 0). None otherwise, and the
+    general path decides."""
+    if not records or not names:
+        return None
+    row = operator.itemgetter(*names)
+    try:
+        rows = [row(r) for r in records]
+        matrix = np.array(rows, dtype=np.float64).reshape(len(records), len(names))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if np.isnan(matrix).any():  # a None, or a NaN the general path keeps as it is
+        return None
+    return matrix
 
 
 class _IdCodes:
@@ -147,22 +168,29 @@ class PropensityEncoder:
         seq_cats: list[Any] = []
         candidates: list[Any] = []  # item, category of each record, in turn
         for i, r in enumerate(records):
-            hist_types = _as_list(r.get("history_event_types"))[-keep:]
-            hist_items = _as_list(r.get("history_item_ids"))[-keep:]
-            hist_cats = _as_list(r.get("history_category_ids"))[-keep:]
-            if not len(hist_types) == len(hist_items) == len(hist_cats):
-                raise ValueError(f"record {i}: history lists of different lengths "
-                                 f"({len(hist_types)}, {len(hist_items)}, {len(hist_cats)})")
             item, category = r.get("item_id"), r.get("category_id")
-            first = i * length + keep - len(hist_items)
-            slots.extend(range(first, i * length + length))
-            type_slots.extend(range(first, i * length + keep))
-            # The record's own event_type is never an input (PROPENSITY_NON_INPUTS): the
-            # candidate slot gets a fixed token.
-            type_ids.extend([type_index.get(str(t), UNKNOWN_TYPE_TOKEN) for t in hist_types])
-            seq_items.extend(hist_items)
+            end = i * length + length
+            hist_items = r.get("history_item_ids")
+            if hist_items is not None and len(hist_items):
+                hist_types = _as_list(r.get("history_event_types"))[-keep:]
+                hist_items = _as_list(hist_items)[-keep:]
+                hist_cats = _as_list(r.get("history_category_ids"))[-keep:]
+                if not len(hist_types) == len(hist_items) == len(hist_cats):
+                    raise ValueError(f"record {i}: history lists of different lengths "
+                                     f"({len(hist_types)}, {len(hist_items)}, {len(hist_cats)})")
+                first = end - 1 - len(hist_items)
+                slots.extend(range(first, end))
+                type_slots.extend(range(first, end - 1))
+                # The record's own event_type is never an input (PROPENSITY_NON_INPUTS):
+                # the candidate slot gets a fixed token.
+                type_ids.extend([type_index.get(str(t), UNKNOWN_TYPE_TOKEN) for t in hist_types])
+                seq_items.extend(hist_items)
+                seq_cats.extend(hist_cats)
+            else:  # no history (a session's first event): the candidate alone
+                if len(_as_list(r.get("history_event_types"))) or len(_as_list(r.get("history_category_ids"))):
+                    raise ValueError(f"record {i}: history lists of different lengths")
+                slots.append(end - 1)
             seq_items.append(item)
-            seq_cats.extend(hist_cats)
             seq_cats.append(category)
             candidates.append(item)
             candidates.append(category)

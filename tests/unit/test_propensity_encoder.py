@@ -122,3 +122,21 @@ def test_many_distinct_ids_grow_the_code_arrays():
     expected = _reference_encode(encoder, records)
     for name in ("item_ids", "category_ids", "item_match", "category_match"):
         np.testing.assert_array_equal(got[name].numpy(), expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("values", [
+    [0, 1, 3.5, -2.0, 1e4],  # the stream's records: plain numbers, numpy's one-call path
+    [np.int64(3), np.float32(0.5), True, "2.5", 7],  # numpy scalars, bools, numeric text
+    [1.0, float("nan"), 2],  # a NaN stays NaN, as in the general path
+    [1.0, None, 2],  # None is 0
+])
+def test_numeric_matrix_equals_the_per_value_conversion(values):
+    config = PropensityConfig()
+    rng = random.Random(len(values))
+    records = [{name: rng.choice(values) for name in config.numeric_features} for _ in range(50)]
+    raw = np.array([[0.0 if r[name] is None else float(r[name]) for name in config.numeric_features]
+                    for r in records])
+    for j, transform in enumerate(config.numeric_transforms):
+        if transform == "log1p":
+            raw[:, j] = np.sign(raw[:, j]) * np.log1p(np.abs(raw[:, j]))
+    np.testing.assert_array_equal(numeric_matrix(records, config), raw)
