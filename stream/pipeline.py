@@ -31,7 +31,7 @@ from shared.errors import ModelError
 from shared.settings import Settings
 from stream import steps
 from stream.items import ItemSnapshot
-from stream.metrics import WorkerMetrics
+from stream.metrics import WorkerMetrics, observe_many
 from stream.outbox import Outbox
 from stream.scoring import ModelHolder
 
@@ -346,8 +346,7 @@ class Pipeline:
             await asyncio.gather(*receipts)
         done = time.time()
         self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(time.perf_counter() - started)
-        for origin in outputs:
-            self._metrics.latency.observe(max(0.0, done - origin.timestamp))
+        observe_many(self._metrics.latency, [max(0.0, done - origin.timestamp) for origin in outputs])
         self._metrics.scored.inc(len(outputs))
         reached_scoring = sum(len(part.good) for part in parts)
         if reached_scoring:
