@@ -101,14 +101,16 @@ def _starts_new_session(state: SessionState, ts_ms: int, source_session: str | N
 
 
 def session_step(
-    state: SessionState | None, event: Mapping[str, Any]
+    state: SessionState | None, event: Mapping[str, Any], features: dict[str, Any] | None = None
 ) -> tuple[SessionState, dict[str, Any]]:
     """Fold one event into a user's state; returns (the state, this event's features).
 
     The state is updated in place (a new session gets a new one): the fold owns it, and
     a caller that needs the state as it was keeps a copy. `event` needs user_id, item_id,
     event_type and ts (datetime or epoch millis), and may have session_id and
-    category_id. Events must arrive in time order per user.
+    category_id. Events must arrive in time order per user. `features`: a dict to write
+    the features into (the stream writes them into the event's scoring record) instead
+    of a new one.
     """
     ts_ms = _millis(event["ts"])
     item = str(event["item_id"])
@@ -122,25 +124,29 @@ def session_step(
     counts, items, categories, history = (state["type_counts"], state["item_counts"],
                                           state["category_counts"], state["history"])
     in_session = state["events_in_session"]
-    features: dict[str, Any] = {
-        "session_key": f"{event['user_id']}:{state['session_start_ms']}",
-        "session_event_index": in_session,
-        "seconds_since_session_start": (ts_ms - state["session_start_ms"]) / 1000.0,
-        "seconds_since_prev_event": -1.0 if in_session == 0 else (ts_ms - state["last_ts_ms"]) / 1000.0,
-        "prior_views": counts.get("view", 0),
-        "prior_carts": counts.get("add_to_cart", 0),
-        "prior_favorites": counts.get("favorite", 0),
-        "prior_purchases": counts.get("purchase", 0),
-        "prior_searches": counts.get("search", 0),
-        "prior_item_interactions": items.get(item, 0),
-        "prior_category_interactions": categories.get(category, 0) if category else 0,
-        "distinct_items_before": len(items),
-        # Whole hours since the epoch, mod 24: the UTC hour, without a datetime per event.
-        "hour_of_day": (ts_ms // 3_600_000) % 24,
-        "history_event_types": [h[0] for h in history],
-        "history_item_ids": [h[1] for h in history],
-        "history_category_ids": [h[2] for h in history],
-    }
+    if features is None:
+        features = {}
+    features["session_key"] = f"{event['user_id']}:{state['session_start_ms']}"
+    features["session_event_index"] = in_session
+    features["seconds_since_session_start"] = (ts_ms - state["session_start_ms"]) / 1000.0
+    features["seconds_since_prev_event"] = -1.0 if in_session == 0 else (ts_ms - state["last_ts_ms"]) / 1000.0
+    features["prior_views"] = counts.get("view", 0)
+    features["prior_carts"] = counts.get("add_to_cart", 0)
+    features["prior_favorites"] = counts.get("favorite", 0)
+    features["prior_purchases"] = counts.get("purchase", 0)
+    features["prior_searches"] = counts.get("search", 0)
+    features["prior_item_interactions"] = items.get(item, 0)
+    features["prior_category_interactions"] = categories.get(category, 0) if category else 0
+    features["distinct_items_before"] = len(items)
+    # Whole hours since the epoch, mod 24: the UTC hour, without a datetime per event.
+    features["hour_of_day"] = (ts_ms // 3_600_000) % 24
+    if history:
+        types, items_before, categories_before = (list(column) for column in zip(*history))
+    else:
+        types, items_before, categories_before = [], [], []
+    features["history_event_types"] = types
+    features["history_item_ids"] = items_before
+    features["history_category_ids"] = categories_before
 
     kind = str(event["event_type"])
     counts[kind] = counts.get(kind, 0) + 1

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, NoReturn, Sequence
+from typing import Any, Awaitable, Callable, NamedTuple, NoReturn, Sequence
 
 from shared.click_rules import excerpt
 from shared.errors import ModelError
@@ -57,9 +57,9 @@ def die(where: str, exc: BaseException) -> NoReturn:
     os._exit(EXIT_AGENT_DIED)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a record came from: for dead-letter entries, lag and latency."""
+class Origin(NamedTuple):
+    """Where a record came from: for dead-letter entries, lag and latency (a tuple: one
+    is made per event)."""
 
     topic: str
     partition: int

@@ -40,6 +40,7 @@ SCALAR_FEATURES: tuple[str, ...] = tuple(f.name for f in SESSION_FEATURES.fields
 _SCALAR_VALUES = operator.itemgetter(*SCALAR_FEATURES)
 _HISTORY_LISTS = ("history_event_types", "history_item_ids", "history_category_ids")
 _INDEX = 2 + SCALAR_FEATURES.index("session_event_index")
+_EVENT_ID = operator.itemgetter(0)
 
 
 def new_entry() -> dict[str, Any]:
@@ -73,23 +74,25 @@ def _features(entry: Mapping[str, Any], position: int, user_id: str) -> dict[str
     return features
 
 
-def fold(entry: Mapping[str, Any] | None, record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def fold(entry: Mapping[str, Any] | None, record: Mapping[str, Any],
+         features: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Fold one validated, pseudonymized event into the user's entry.
 
     Returns (entry, the event's session features, replayed): `replayed` says the event id
     was remembered and its first features were returned, the state left as it was. The
     entry is updated in place (a new one is made for None or an older format).
+    `features`: a dict to write the features into instead of a new one.
     """
     entry, legacy = _upgraded(entry) if entry else (new_entry(), {})
     event_id = record["event_id"]
     recent = entry["recent"]
-    for position in range(len(recent) - 1, -1, -1):
-        if recent[position][0] == event_id:
-            return entry, _features(entry, position, record["user_id"]), True
+    if event_id in map(_EVENT_ID, recent):
+        position = len(recent) - 1 - [row[0] for row in reversed(recent)].index(event_id)
+        return entry, _into(features, _features(entry, position, record["user_id"])), True
     if event_id in legacy:
-        return entry, legacy[event_id], True
+        return entry, _into(features, legacy[event_id]), True
 
-    state, features = session_step(entry["state"], record)
+    state, features = session_step(entry["state"], record, features)
     entry["state"] = state
     recent.append([event_id, state["session_start_ms"], *_SCALAR_VALUES(features)])
     if len(recent) > RECENT_EVENTS_KEPT:
@@ -99,6 +102,13 @@ def fold(entry: Mapping[str, Any] | None, record: Mapping[str, Any]) -> tuple[di
     if len(trail) > TRAIL_KEPT:
         del trail[0]
     return entry, features, False
+
+
+def _into(features: dict[str, Any] | None, remembered: dict[str, Any]) -> dict[str, Any]:
+    if features is None:
+        return remembered
+    features.update(remembered)
+    return features
 
 
 def remembered_features(entry: Mapping[str, Any], user_id: str) -> dict[str, dict[str, Any]]:

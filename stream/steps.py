@@ -110,8 +110,9 @@ def enrich(
     before and its remembered features were reused (`stream.sessions`). The entry is
     updated in place.
     """
-    entry, session_features, replayed = sessions.fold(entry, record)
-    scoring_record = {**record, **session_features, **items(str(record["item_id"]))}
+    scoring_record = dict(record)
+    entry, _, replayed = sessions.fold(entry, record, scoring_record)  # features written into it
+    scoring_record.update(items(str(record["item_id"])))
     return entry, scoring_record, replayed
 
 
