@@ -219,7 +219,7 @@ def decode_click_json(raw: bytes | bytearray | str) -> Any:
     except orjson.JSONDecodeError:
         pass
     else:
-        if type(obj) is dict and all(type(v) in _EXACT_JSON_TYPES for v in obj.values()):
+        if type(obj) is dict and _EXACT_JSON_TYPES.issuperset(map(type, obj.values())):
             return obj
     if isinstance(raw, (bytes, bytearray)):
         try:

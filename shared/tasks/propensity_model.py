@@ -137,18 +137,11 @@ class PropensityModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         **_: Any,
     ) -> SequenceClassifierOutput:
-        tokens = (
-            self.type_embedding(event_type_ids)
-            + self.item_embedding(item_ids)
-            + self.category_embedding(category_ids)
-            + self.match_embedding(item_match)
-            + self.match_embedding(category_match)
-        )
+        ids = (event_type_ids, item_ids, category_ids, item_match, category_match)
         if torch.is_grad_enabled():
-            sequence = self.gru(tokens)[1][-1]
+            sequence = self.gru(self._tokens(*ids))[1][-1]
         else:
-            sequence = self._sequence_skipping_padding(
-                tokens, (event_type_ids, item_ids, category_ids, item_match, category_match))
+            sequence = self._sequence_skipping_padding(ids)
         candidate = torch.cat(
             [self.item_embedding(item_ids[:, -1]), self.category_embedding(category_ids[:, -1])], dim=-1
         )
@@ -159,30 +152,43 @@ class PropensityModel(PreTrainedModel):
             loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def _sequence_skipping_padding(self, tokens: torch.Tensor, ids: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The GRU's last hidden state per row, as `self.gru(tokens)` gives it, without
-        running the GRU over the left padding (scoring: most views come early in a
-        session, and a stream backlog's sequences were 94 % padding).
+    def _tokens(self, event_type_ids: torch.Tensor, item_ids: torch.Tensor, category_ids: torch.Tensor,
+                item_match: torch.Tensor, category_match: torch.Tensor) -> torch.Tensor:
+        """The GRU's input per slot: the sum of the slot's five embeddings."""
+        return (
+            self.type_embedding(event_type_ids)
+            + self.item_embedding(item_ids)
+            + self.category_embedding(category_ids)
+            + self.match_embedding(item_match)
+            + self.match_embedding(category_match)
+        )
+
+    def _sequence_skipping_padding(self, ids: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The GRU's last hidden state per row, as `self.gru(self._tokens(*ids))` gives
+        it, without running the GRU over the left padding (scoring: most views come early
+        in a session, and a stream backlog's sequences were 94 % padding).
 
         Every padding slot holds the same token, so the state after p padding slots is
-        the same for every row: it is computed once (one row, p steps) and each row's
-        GRU starts there, over its real slots only (a packed sequence). Rows whose padding
-        is not all on the left go the plain way. Tested equal to the plain GRU.
+        the same for every row: it is computed once (one row, p steps), and each row's
+        GRU starts there and runs over its real slots only, shifted to the left (a packed
+        sequence). Rows whose padding is not all on the left go the plain way. Tested
+        equal to the plain GRU.
         """
         rows, length = ids[0].shape
         is_pad = ids[0] == 0
         for column in ids[1:]:
             is_pad &= column == 0
         pads = is_pad.sum(dim=1)
-        positions = torch.arange(length, device=tokens.device)
+        positions = torch.arange(length, device=ids[0].device)
         left_aligned = torch.equal(is_pad, positions.unsqueeze(0) < pads.unsqueeze(1))
         most = int(pads.max()) if rows else 0
         if not left_aligned or most == 0 or most >= length:
-            return self.gru(tokens)[1][-1]
-        pad_token = tokens[is_pad][:1]  # (1, embed)
+            return self.gru(self._tokens(*ids))[1][-1]
+        longest = length - int(pads.min())
+        shifted = (positions[:longest].unsqueeze(0) + pads.unsqueeze(1)).clamp(max=length - 1)
+        real = self._tokens(*(column.gather(1, shifted) for column in ids))
+        pad_token = self._tokens(*(column.new_zeros(1) for column in ids))  # (1, embed)
         after_padding = self.gru(pad_token.expand(most, -1).unsqueeze(0))[0][0]  # (most, hidden)
         start = torch.cat([after_padding.new_zeros(1, after_padding.shape[1]), after_padding])[pads]
-        shifted = (positions.unsqueeze(0) + pads.unsqueeze(1)).clamp(max=length - 1)
-        real = tokens.gather(1, shifted.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         packed = pack_padded_sequence(real, (length - pads).cpu(), batch_first=True, enforce_sorted=False)
         return self.gru(packed, start.unsqueeze(0).contiguous())[1][-1]
