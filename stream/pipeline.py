@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, NamedTuple, NoReturn, Sequence
 
+import numpy as np
+
 from shared.click_rules import excerpt
 from shared.errors import ModelError
 from shared.settings import Settings
@@ -253,7 +255,9 @@ class Pipeline:
             if len(scores) != len(records):
                 raise ModelError(f"model {scorer.model_name} v{scorer.version} returned "
                                  f"{len(scores)} scores for {len(records)} records")
-            return list(scores)
+            # Python floats: each is checked and written out one by one, and numpy's
+            # scalars are slower at both.
+            return scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - find out whether the model or records cause it

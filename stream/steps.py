@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
@@ -230,7 +231,10 @@ class _ScoredBatch:
             score = float(score)
             if not math.isfinite(score):
                 raise ValueError(f"the model returned a score of {score!r}")
-        out = {name: record.get(name) for name in _CLICK_FIELDS}
+        try:
+            out = dict(zip(_CLICK_FIELDS, _CLICK_VALUES(record)))
+        except KeyError:  # a record without some field: null
+            out = {name: record.get(name) for name in _CLICK_FIELDS}
         for name in _CLICK_TIMES:
             value = out[name]
             if value is not None:
@@ -244,6 +248,7 @@ class _ScoredBatch:
 
 
 _CLICK_FIELDS = CLICK_EVENT.names
+_CLICK_VALUES = operator.itemgetter(*_CLICK_FIELDS)
 _CLICK_TIMES = tuple(f.name for f in CLICK_EVENT.fields if f.type == "timestamp")
 
 
