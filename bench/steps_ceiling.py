@@ -38,8 +38,9 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     """Consume `expect` events from `in_topic` through the pipeline into `out_topic`.
 
     Session entries go to `<out_topic>-changelog`, dead letters to `<out_topic>-dlq`
-    (both must exist). Timed from the first batch read to the last commit; offsets are
-    committed after each batch returns, i.e. after its outputs are acknowledged.
+    (both must exist). Timed from the first batch read to the last commit. Offsets are
+    committed as often as the worker commits them (`commit_interval_seconds`), and only
+    for batches that returned, i.e. whose outputs are acknowledged.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -71,6 +72,7 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     await producer.start()
     done = 0
     started: float | None = None
+    committed_at = time.perf_counter()
     try:
         while done < expect:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=settings.stream.batch_max_events)
@@ -82,8 +84,11 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
             await pipeline.process_values([r.value for r in records],
                                           [Origin(r.topic, r.partition, r.offset, r.timestamp / 1000.0)
                                            for r in records])
-            await consumer.commit()
             done += len(records)
+            # As often as the worker commits; every batch read so far is acknowledged.
+            if time.perf_counter() - committed_at >= settings.stream.commit_interval_seconds or done >= expect:
+                await consumer.commit()
+                committed_at = time.perf_counter()
         seconds = time.perf_counter() - (started or time.perf_counter())
     finally:
         await consumer.stop()

@@ -88,6 +88,9 @@ class StreamSettings(_Group):
     # session entries fit one batch: each further batch of a partition waits for the
     # one before to be acknowledged (one broker round trip each).
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=1_000_000)
+    # How often the worker commits its input offsets (each covers only batches whose
+    # outputs the broker has acknowledged).
+    commit_interval_seconds: float = Field(default=1.0, gt=0)
     # How long a consumer fetch waits for data. The embedded broker answers a fetch only
     # when this expires, so it bounds latency there (see stream/transport.py).
     fetch_max_wait_ms: int = 25
