@@ -324,6 +324,10 @@ class Pipeline:
                                                       origins[start + i], received_at))
                 else:
                     part.good.append(i)
+            if start + part_size >= len(values):
+                # Every entry is final once the last part is prepared: the changelog goes
+                # out now, so the broker stores it while the model scores.
+                receipts += await self._send_changelog(changed, entries, origins)
             if part.good and not serving:
                 scorer = await self._serving_scorer(scorer)
                 self._metrics.serving(scorer.model_name, scorer.version)
@@ -336,14 +340,6 @@ class Pipeline:
         if in_flight is not None:
             await self._finish(in_flight, scorer, values, origins, received_at, receipts, outputs)
 
-        # Each changed entry once: into the table now, to its changelog with the outputs,
-        # on the partition of the user's input (the table is co-partitioned with clicks).
-        changelog = []
-        for user, position in changed.items():
-            entry = entries[user]
-            self._sessions.data[user] = entry
-            changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
-        receipts += await self._outbox.send(self._changelog, changelog)
         # Wait for the broker to acknowledge every record before Faust acks the offsets.
         started = time.perf_counter()
         if receipts:
@@ -358,6 +354,21 @@ class Pipeline:
         for origin in origins:
             if origin.offset > self.last_offsets.get(origin.partition, -1):
                 self.last_offsets[origin.partition] = origin.offset
+
+    async def _send_changelog(self, changed: dict[str, int], entries: dict[str, Any],
+                              origins: list[Origin]) -> list[Awaitable[Any]]:
+        """Each changed entry once: into the table, and to its changelog on the partition
+        of the user's input (the table is co-partitioned with clicks). Returns the acks.
+
+        Sent before the batch's scored events is safe: an event read again after a crash
+        finds itself in its user's entry and gets the features it had the first time.
+        """
+        changelog = []
+        for user, position in changed.items():
+            entry = entries[user]
+            self._sessions.data[user] = entry
+            changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
+        return await self._outbox.send(self._changelog, changelog)
 
     def _start_scoring(self, scorer: Any, part: "_Part") -> None:
         """Score the part's views on the event loop when the model is fast enough, else
