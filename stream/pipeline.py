@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # Exit status of a worker whose agent died. Nonzero so a supervisor (systemd, k8s,
 # the tests) sees the failure and restarts it.
 EXIT_AGENT_DIED = 70
+# Scored events serialized and handed to the producer at a time (see Pipeline._finish).
+SEND_SLICE_EVENTS = 256
 # Probe records a new model scores once, to time it (see Pipeline._calibrate).
 CALIBRATION_RECORDS = 32
 
@@ -426,19 +428,23 @@ class Pipeline:
                                                   origins[position], scored_at))
             else:
                 kept.append(k)
-        records = [part.records[part.good[k]] for k in kept]
-        wire = steps.scored_values(records, [scores[k] for k in kept], model_name=scorer.model_name,
-                                   model_version=scorer.version, received_at=received_at, scored_at=scored_at)
-        batch = []
-        for k, record, value in zip(kept, records, wire):
-            position = part.start + part.good[k]
-            if isinstance(value, steps.Failed):
-                receipts.append(self._dead_letter(values[position], value.step, value.error,
-                                                  origins[position], scored_at))
-            else:
-                batch.append((None, record["user_id"].encode("utf-8"), value))
-                outputs.append(origins[position])
-        receipts += await self._outbox.send(self._scored, batch)
+        # Sent in slices: the broker stores one while the next is serialized.
+        for first in range(0, len(kept), SEND_SLICE_EVENTS):
+            sliced = kept[first:first + SEND_SLICE_EVENTS]
+            records = [part.records[part.good[k]] for k in sliced]
+            wire = steps.scored_values(records, [scores[k] for k in sliced], model_name=scorer.model_name,
+                                       model_version=scorer.version, received_at=received_at,
+                                       scored_at=scored_at)
+            batch = []
+            for k, record, value in zip(sliced, records, wire):
+                position = part.start + part.good[k]
+                if isinstance(value, steps.Failed):
+                    receipts.append(self._dead_letter(values[position], value.step, value.error,
+                                                      origins[position], scored_at))
+                else:
+                    batch.append((None, record["user_id"].encode("utf-8"), value))
+                    outputs.append(origins[position])
+            receipts += await self._outbox.send(self._scored, batch)
 
     def close(self) -> None:
         self._score_pool.shutdown(wait=False, cancel_futures=True)
