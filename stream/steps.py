@@ -104,14 +104,16 @@ def enrich(
     record: Mapping[str, Any],
     entry: Mapping[str, Any] | None,
     items: ItemLookup,
+    *,
+    in_place: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Fold the event into the user's table entry and attach session + item features.
 
     Returns (entry, scoring record, replayed) where `replayed` says the event id was seen
     before and its remembered features were reused (`stream.sessions`). The entry is
-    updated in place.
+    updated in place; so is the record with `in_place` (it becomes the scoring record).
     """
-    scoring_record = dict(record)
+    scoring_record = record if in_place else dict(record)
     entry, _, replayed = sessions.fold(entry, record, scoring_record)  # features written into it
     scoring_record.update(items(str(record["item_id"])))
     return entry, scoring_record, replayed
@@ -177,7 +179,7 @@ def prepare_batch(
             user = record["user_id"] = pseudonym(record["user_id"])
             step = STEP_ENRICH
             entry = entries[user] if user in entries else entry_of(user)
-            entry, scoring_record, replayed = enrich(record, entry, items)
+            entry, scoring_record, replayed = enrich(record, entry, items, in_place=True)
         except Exception as exc:  # noqa: BLE001 - the record's fault: it is dead-lettered
             out.records.append(Failed(step, exc))
             continue
