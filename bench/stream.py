@@ -1,12 +1,15 @@
 """Stream benchmark: the worker against its ceilings and peers on one backlog, one broker.
 
-usage: python -m bench.stream [--events 50000] [--rate-seconds 30] [--fast-seconds 20]
+usage: python -m bench.stream [--events 50000] [--rounds 3] [--rate-seconds 30] [--fast-seconds 20]
        (needs a propensity champion in SHOPFLOW_MODELS__REGISTRY_ROOT; the item snapshot
        is read from the lake when there is one; the Quix peer needs bash bench/quix_env.sh)
 
 Starts an embedded broker on a free port, produces `--events` Taobao clicks once on the
 clicks partitions, and lets each system consume that whole backlog with its own group and
-output topic. Prints ONE JSON line, events/s:
+output topic, `--rounds` times, interleaved (A, B, Faust, Quix, worker, then again), so
+that a slow spell of a shared machine hits every system alike. Each system's figure is its
+best round (the least disturbed one), with the median, the spread and every round listed.
+Prints ONE JSON line, events/s:
   ceiling_a           aiokafka consume -> produce, no work (bench.stream_peers)
   ceiling_b           the worker's own per-batch code (stream.pipeline) in a bare aiokafka
                       loop: parse, validate, pseudonymize, enrich, encode, score,
@@ -28,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -86,18 +90,18 @@ def _worker_env(env: dict[str, str], tag: str, clicks: str) -> dict[str, str]:
             "SHOPFLOW_KAFKA__MODELS_TOPIC": f"{tag}.models"}
 
 
-def _worker_backlog(env: dict[str, str], expect: int, work: Path) -> dict[str, Any]:
+def _worker_backlog(env: dict[str, str], expect: int, work: Path, tag: str) -> dict[str, Any]:
     """The worker consuming the backlog: events/s from its outputs' broker timestamps,
     leaving out its first micro-batch (group join, first fetch, warm-up)."""
     from stream.broker import ensure_topics
     from stream.topics import required_topics
     from stream.worker import spawn, terminate
 
-    env = _worker_env(env, "worker", BACKLOG)
+    env = _worker_env(env, tag, BACKLOG)
     settings = settings_with(env)
     ensure_topics(settings.kafka.bootstrap_servers,
                   [t for t in required_topics(settings) if t.name != BACKLOG])
-    log_path = work / "worker-backlog.log"
+    log_path = work / f"{tag}-backlog.log"
     worker = spawn(env, log_path)
     try:
         out = _read_all(settings, settings.kafka.scored_topic, expect, 300)
@@ -144,14 +148,48 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+def _best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's rounds summed up: its best events/s, the median and spread, every round."""
+    rates = [r["events_per_s"] for r in rounds]
+    return {"events_per_s": max(rates), "median": round(statistics.median(rates), 1),
+            "min": min(rates), "rounds": rounds}
+
+
+def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[bytes], work: Path) -> dict[str, Any]:
+    """Round `i`: every system consumes the whole backlog on its own group and output topics."""
+    from bench.steps_ceiling import steps_loop
+    from stream import broker
+    from stream.topics import TopicSpec
+
+    bootstrap, partitions, n = settings.kafka.bootstrap_servers, settings.kafka.partitions, sum(keys.values())
+    a_out, b_out, faust_out = f"bench-a{i}.out", f"bench-b{i}.out", f"bench-faust{i}.out"
+    topics = [a_out, b_out, f"{b_out}-changelog", f"{b_out}-dlq", faust_out]
+    broker.ensure_topics(bootstrap, [TopicSpec(t, partitions, peers.TOPIC_CONFIGS) for t in topics])
+    result: dict[str, Any] = {}
+    result["ceiling_a"] = asyncio.run(peers.aiokafka_passthrough(bootstrap, BACKLOG, a_out, expect=n,
+                                                                 group=f"bench-a{i}"))
+    result["ceiling_b"] = asyncio.run(steps_loop(settings, BACKLOG, b_out, expect=n, group=f"bench-b{i}"))
+    peers.check_output(bootstrap, b_out, n, "ceiling B", keys=None)
+    result["faust_passthrough"] = peers.faust_passthrough(
+        bootstrap, BACKLOG, faust_out, expect=n, group=f"bench-faust{i}", partitions=partitions, keys=keys,
+        log_dir=work)
+    if not peers.quix_unavailable():
+        result["quix"] = peers.quix_peer(bootstrap, BACKLOG, expect=n, group=f"bench-quix{i}",
+                                         partitions=partitions, keys=keys)
+    result["worker"] = _worker_backlog(env, n, work, f"worker{i}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="backlog size (Taobao clicks)")
+    parser.add_argument("--rounds", type=int, default=3, help="backlog runs of each system; the best is reported")
     parser.add_argument("--rate-seconds", type=float, default=30.0, help="length of the ~14 ev/s phase")
     parser.add_argument("--fast-seconds", type=float, default=20.0, help="length of the 20x phase")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
-    from bench.steps_ceiling import steps_loop
     from shared.schemas import to_wire
     from stream import broker
     from stream.replay import load_events
@@ -174,24 +212,17 @@ def main(argv: list[str] | None = None) -> int:
 
     broker.start(settings)
     try:
-        topics = [BACKLOG, "bench-a.out", "bench-b.out", "bench-b.out-changelog", "bench-b.out-dlq", "bench-faust.out"]
-        broker.ensure_topics(bootstrap, [TopicSpec(t, partitions, peers.TOPIC_CONFIGS) for t in topics])
+        broker.ensure_topics(bootstrap, [TopicSpec(BACKLOG, partitions, peers.TOPIC_CONFIGS)])
         peers.produce_backlog(bootstrap, BACKLOG, records, partitions)
-
-        ceiling_a = asyncio.run(peers.aiokafka_passthrough(bootstrap, BACKLOG, "bench-a.out", expect=n,
-                                                           group="bench-a"))
-        ceiling_b = asyncio.run(steps_loop(settings, BACKLOG, "bench-b.out", expect=n, group="bench-b"))
-        peers.check_output(bootstrap, "bench-b.out", n, "ceiling B", keys=None)
-        faust = peers.faust_passthrough(bootstrap, BACKLOG, "bench-faust.out", expect=n, group="bench-faust",
-                                        partitions=partitions, keys=keys, log_dir=work)
-        skipped = peers.quix_unavailable()
-        quix = {"skipped": skipped} if skipped else peers.quix_peer(bootstrap, BACKLOG, expect=n, group="bench-quix",
-                                                                    partitions=partitions, keys=keys)
-        worker = _worker_backlog(env, n, work)
+        rounds = [_backlog_round(settings, env, i, keys, work) for i in range(args.rounds)]
         latency = _latency(env, events[args.events:], args, work)
     finally:
         broker.stop(settings)
 
+    systems = {name: _best_of([r[name] for r in rounds]) for name in rounds[0]}
+    quix_skipped = peers.quix_unavailable()
+    ceiling_a, ceiling_b, faust, worker = (systems[k] for k in ("ceiling_a", "ceiling_b", "faust_passthrough", "worker"))
+    quix = systems.get("quix", {"skipped": quix_skipped})
     rates = {"ceiling_a": ceiling_a["events_per_s"], "ceiling_b": ceiling_b["events_per_s"],
              "faust_passthrough": faust["events_per_s"], "quix": quix.get("events_per_s")}
     print(json.dumps({
@@ -199,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
         "backlog_events": n,
         "partitions": partitions,
+        "rounds": args.rounds,
         "worker_events_per_s": worker["events_per_s"],
         "ceiling_b_events_per_s": ceiling_b["events_per_s"],
         "ratios": {f"worker/{name}": _ratio(worker["events_per_s"], rate) for name, rate in rates.items()}
