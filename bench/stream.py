@@ -155,7 +155,8 @@ def _best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "min": min(rates), "rounds": rounds}
 
 
-def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[bytes], work: Path) -> dict[str, Any]:
+def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[bytes], work: Path,
+                   with_quix: bool) -> dict[str, Any]:
     """Round `i`: every system consumes the whole backlog on its own group and output topics."""
     from bench.steps_ceiling import steps_loop
     from stream import broker
@@ -173,7 +174,7 @@ def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[byt
     result["faust_passthrough"] = peers.faust_passthrough(
         bootstrap, BACKLOG, faust_out, expect=n, group=f"bench-faust{i}", partitions=partitions, keys=keys,
         log_dir=work)
-    if not peers.quix_unavailable():
+    if with_quix:
         result["quix"] = peers.quix_peer(bootstrap, BACKLOG, expect=n, group=f"bench-quix{i}",
                                          partitions=partitions, keys=keys)
     result["worker"] = _worker_backlog(env, n, work, f"worker{i}")
@@ -210,17 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = Counter(key for key, _ in records)
     n = len(records)
 
+    quix_skipped = peers.quix_unavailable()
     broker.start(settings)
     try:
         broker.ensure_topics(bootstrap, [TopicSpec(BACKLOG, partitions, peers.TOPIC_CONFIGS)])
         peers.produce_backlog(bootstrap, BACKLOG, records, partitions)
-        rounds = [_backlog_round(settings, env, i, keys, work) for i in range(args.rounds)]
+        rounds = [_backlog_round(settings, env, i, keys, work, with_quix=not quix_skipped)
+                  for i in range(args.rounds)]
         latency = _latency(env, events[args.events:], args, work)
     finally:
         broker.stop(settings)
 
     systems = {name: _best_of([r[name] for r in rounds]) for name in rounds[0]}
-    quix_skipped = peers.quix_unavailable()
     ceiling_a, ceiling_b, faust, worker = (systems[k] for k in ("ceiling_a", "ceiling_b", "faust_passthrough", "worker"))
     quix = systems.get("quix", {"skipped": quix_skipped})
     rates = {"ceiling_a": ceiling_a["events_per_s"], "ceiling_b": ceiling_b["events_per_s"],
