@@ -59,8 +59,11 @@ SILVER_TABLES: tuple[SilverSpec, ...] = (
         (),
         ("clicks_taobao", "views_diginetica", "purchases_diginetica"),
         lambda b, key: clean_clicks(
-            b.get("clicks_taobao"), b.get("views_diginetica"), b.get("purchases_diginetica"),
-            b.get("item_categories_diginetica"), key=key,
+            b.get("clicks_taobao"),
+            b.get("views_diginetica"),
+            b.get("purchases_diginetica"),
+            b.get("item_categories_diginetica"),
+            key=key,
         ),
         lookups=("item_categories_diginetica",),
     ),
@@ -69,8 +72,13 @@ SILVER_TABLES: tuple[SilverSpec, ...] = (
 
 @dataclass(frozen=True)
 class CleanOptions:
-    tables: tuple[str, ...] = option((), help="a silver table to clean, repeatable (default: all)",
-                                     choices=tuple(s.name for s in SILVER_TABLES), flag="--table", repeat=True)
+    tables: tuple[str, ...] = option(
+        (),
+        help="a silver table to clean, repeatable (default: all)",
+        choices=tuple(s.name for s in SILVER_TABLES),
+        flag="--table",
+        repeat=True,
+    )
     force: bool = option(False, help="rebuild even if the inputs did not change (after a logic change)")
 
 
@@ -96,17 +104,26 @@ def _bronze(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"bronze/{n}" for n in names)
 
 
-def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun,
-                force: bool = False) -> TableAccount | None:
+def clean_table(
+    spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun, force: bool = False
+) -> TableAccount | None:
     """Rebuild one silver table and its quarantine slice; None when skipped."""
-    pinned = pin_inputs(spark, settings.lake, required=_bronze(spec.required),
-                        optional=_bronze(spec.optional + spec.lookups), missing_hint="run `shopflow ingest` first")
+    pinned = pin_inputs(
+        spark,
+        settings.lake,
+        required=_bronze(spec.required),
+        optional=_bronze(spec.optional + spec.lookups),
+        missing_hint="run `shopflow ingest` first",
+    )
     if not pinned.present(_bronze(spec.rows_inputs)):
         log.info("silver/%s: no bronze input yet, skipped", spec.name)
         return None
     silver_out = Output(f"silver/{spec.name}", settings.lake.table("silver", spec.name), f"{JOB}:{spec.name}")
-    quarantine_out = Output(f"silver/{QUARANTINE_TABLE}[{spec.name}]", settings.lake.table("silver", QUARANTINE_TABLE),
-                            f"{JOB}:{spec.name}:quarantine")
+    quarantine_out = Output(
+        f"silver/{QUARANTINE_TABLE}[{spec.name}]",
+        settings.lake.table("silver", QUARANTINE_TABLE),
+        f"{JOB}:{spec.name}:quarantine",
+    )
     frames = {label.partition("/")[2]: df for label, df in pinned.frames.items()}
     accounts: list[TableAccount] = []
 
@@ -117,19 +134,30 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
         result.tagged.persist(StorageLevel.MEMORY_AND_DISK)
         limit = settings.spark.arrow_write_max_rows
         silver_df = conform(result.silver, SILVER_SCHEMAS[spec.name])
-        silver = write_table(silver_df, silver_out.path, mode="overwrite", txns=txns[silver_out.label],
-                             info={"job": JOB}, arrow_max_rows=limit)
-        quarantine = write_table(
-            conform(result.quarantine.select(*QUARANTINE_COLUMNS), SILVER_QUARANTINE), quarantine_out.path,
+        silver = write_table(
+            silver_df,
+            silver_out.path,
             mode="overwrite",
-            partition_by=["source_table"], replace_where=f"source_table = '{spec.name}'",
-            txns=txns[quarantine_out.label], arrow_max_rows=limit,
+            txns=txns[silver_out.label],
+            info={"job": JOB},
+            arrow_max_rows=limit,
         )
-        accounts.append(TableAccount(
-            rows_in,
-            silver_df.count() if silver.skipped else silver.rows,
-            result.quarantine.count() if quarantine.skipped else quarantine.rows,
-        ))
+        quarantine = write_table(
+            conform(result.quarantine.select(*QUARANTINE_COLUMNS), SILVER_QUARANTINE),
+            quarantine_out.path,
+            mode="overwrite",
+            partition_by=["source_table"],
+            replace_where=f"source_table = '{spec.name}'",
+            txns=txns[quarantine_out.label],
+            arrow_max_rows=limit,
+        )
+        accounts.append(
+            TableAccount(
+                rows_in,
+                silver_df.count() if silver.skipped else silver.rows,
+                result.quarantine.count() if quarantine.skipped else quarantine.rows,
+            )
+        )
         result.tagged.unpersist()
         return {silver_out.label: silver, quarantine_out.label: quarantine}
 
@@ -139,13 +167,15 @@ def clean_table(spark: SparkSession, spec: SilverSpec, settings: Settings, run: 
     run.count("rows_in", account.rows_in)
     run.count("rows_out", account.silver)
     run.count("rows_quarantined", account.quarantine)
-    log.info("silver/%s: %d in = %d silver + %d quarantined", spec.name, account.rows_in, account.silver,
-             account.quarantine)
+    log.info(
+        "silver/%s: %d in = %d silver + %d quarantined", spec.name, account.rows_in, account.silver, account.quarantine
+    )
     return account
 
 
-def run(settings: Settings, options: CleanOptions = CleanOptions(),
-        spark: SparkSession | None = None) -> CleanJobResult:
+def run(
+    settings: Settings, options: CleanOptions = CleanOptions(), spark: SparkSession | None = None
+) -> CleanJobResult:
     """Clean the chosen silver tables (all by default) from the latest bronze."""
     spark = spark or get_spark(settings)
     accounts: dict[str, TableAccount] = {}
@@ -156,8 +186,10 @@ def run(settings: Settings, options: CleanOptions = CleanOptions(),
                 if account is not None:
                     accounts[spec.name] = account
                     job.extra.setdefault("tables", {})[spec.name] = {
-                        "rows_in": account.rows_in, "silver": account.silver,
-                        "quarantine": account.quarantine, "accounted": account.accounted,
+                        "rows_in": account.rows_in,
+                        "silver": account.silver,
+                        "quarantine": account.quarantine,
+                        "accounted": account.accounted,
                     }
     return job.result(CleanJobResult, tables=accounts)
 

@@ -73,7 +73,9 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("item_click_stats", ("clicks",), _item_stats, optional=("clicks_stream",)),
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
     GoldSpec(
-        "train_propensity", ("gold/click_sessions",), propensity_training_set,
+        "train_propensity",
+        ("gold/click_sessions",),
+        propensity_training_set,
         options=lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
     ),
 )
@@ -81,14 +83,24 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
 
 @dataclass(frozen=True)
 class FeaturesOptions:
-    tables: tuple[str, ...] = option((), help="a gold table to build, repeatable (default: all)",
-                                     choices=tuple(g.name for g in GOLD_TABLES), flag="--table", repeat=True)
+    tables: tuple[str, ...] = option(
+        (),
+        help="a gold table to build, repeatable (default: all)",
+        choices=tuple(g.name for g in GOLD_TABLES),
+        flag="--table",
+        repeat=True,
+    )
     force: bool = option(False, help="rebuild even if the inputs did not change (after a logic change)")
 
 
 def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
-    pinned = pin_inputs(spark, settings.lake, required=spec.input_tables, optional=spec.optional_tables,
-                        missing_hint="run `shopflow clean` (or the earlier gold table) first")
+    pinned = pin_inputs(
+        spark,
+        settings.lake,
+        required=spec.input_tables,
+        optional=spec.optional_tables,
+        missing_hint="run `shopflow clean` (or the earlier gold table) first",
+    )
     options = spec.options(settings)
     # The options are part of the app id, so changing one (e.g. the horizon) rebuilds.
     app_id = ":".join([f"{JOB}:{spec.name}", *(f"{k}={v}" for k, v in sorted(options.items()))])
@@ -96,8 +108,16 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
         frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + spec.optional_tables), **options)
-        return {out.label: write_table(frame, out.path, mode="overwrite", txns=txns[out.label], info={"job": JOB},
-                                       arrow_max_rows=settings.spark.arrow_write_max_rows)}
+        return {
+            out.label: write_table(
+                frame,
+                out.path,
+                mode="overwrite",
+                txns=txns[out.label],
+                info={"job": JOB},
+                arrow_max_rows=settings.spark.arrow_write_max_rows,
+            )
+        }
 
     results = run_incremental(run, pinned, [out], force=force, write=write)
     if results is not None:
@@ -106,8 +126,9 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         log.info("gold/%s v%d: %d rows", spec.name, result.version, result.rows)
 
 
-def run(settings: Settings, options: FeaturesOptions = FeaturesOptions(),
-        spark: SparkSession | None = None) -> JobResult:
+def run(
+    settings: Settings, options: FeaturesOptions = FeaturesOptions(), spark: SparkSession | None = None
+) -> JobResult:
     """Build the chosen gold tables (all by default) from the latest silver."""
     spark = spark or get_spark(settings)
     with JobRun(JOB, settings.metrics_dir) as job:

@@ -50,8 +50,13 @@ JOB = "batch.ingest"
 @dataclass(frozen=True)
 class IngestOptions:
     all: bool = option(False, help="ingest every known source")
-    sources: tuple[str, ...] = option((), help="a known source by name, repeatable", flag="--source", repeat=True,
-                                      choices=tuple(s.name for s in KNOWN_SOURCES))
+    sources: tuple[str, ...] = option(
+        (),
+        help="a known source by name, repeatable",
+        flag="--source",
+        repeat=True,
+        choices=tuple(s.name for s in KNOWN_SOURCES),
+    )
     path: Path | None = option(None, help="any CSV/JSON/Parquet file to ingest")
     table: str | None = option(None, help="the bronze table for --path")
     format: str = option("csv", help="the format of --path", choices=("csv", "json", "parquet"))
@@ -121,8 +126,11 @@ def read_source(spark: SparkSession, source: Source, path: Path) -> DataFrame:
 def to_bronze(df: DataFrame, source_name: str, batch_id: str, ingested_at: datetime) -> DataFrame:
     """Values as strings (nested ones as JSON) plus the bronze metadata columns."""
     as_strings = [
-        (F.to_json(F.col(f.name)) if isinstance(f.dataType, (T.StructType, T.ArrayType, T.MapType))
-         else F.col(f.name).cast("string")).alias(f.name)
+        (
+            F.to_json(F.col(f.name))
+            if isinstance(f.dataType, (T.StructType, T.ArrayType, T.MapType))
+            else F.col(f.name).cast("string")
+        ).alias(f.name)
         for f in df.schema.fields
     ]
     if CORRUPT not in df.columns:
@@ -147,8 +155,14 @@ def ingest_file(spark: SparkSession, settings: Settings, source: Source, path: P
     txn = AppTxn(f"batch.ingest:{batch_id}", 1)
     bronze = to_bronze(read_source(spark, source, path), source.name, batch_id, datetime.now(timezone.utc))
     try:
-        result = write_table(bronze, table, mode="append", txn=txn, info={"source": source.name},
-                             arrow_max_rows=settings.spark.arrow_write_max_rows)
+        result = write_table(
+            bronze,
+            table,
+            mode="append",
+            txn=txn,
+            info={"source": source.name},
+            arrow_max_rows=settings.spark.arrow_write_max_rows,
+        )
     except (PySparkException, Py4JJavaError) as exc:
         first_line = next((ln for ln in str(exc).strip().splitlines() if ln.strip()), "")[:300]
         raise SourceReadError(f"{path}: cannot be read as {source.format} ({first_line})") from exc

@@ -57,8 +57,9 @@ def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, in
         manifest = registry.verify(task, version)
     except CorruptCheckpointError as exc:
         return ModelRow(task, version, tags, None, "", None, f"corrupt: {exc}")
-    return ModelRow(task, version, tags, manifest.created_at or None, manifest.primary_metric,
-                    manifest.primary_value, "ok")
+    return ModelRow(
+        task, version, tags, manifest.created_at or None, manifest.primary_metric, manifest.primary_value, "ok"
+    )
 
 
 def list_models(registry: ModelRegistry, task: str | None = None) -> list[ModelRow]:
@@ -118,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in SUBCOMMANDS:
-        print(f"shopflow models: error: {'unknown subcommand ' + repr(command) if command else 'a subcommand is needed'}; choose one of "
-              f"{', '.join(SUBCOMMANDS)} (see `shopflow models --help`)", file=sys.stderr)
+        print(
+            f"shopflow models: error: {'unknown subcommand ' + repr(command) if command else 'a subcommand is needed'}; choose one of "
+            f"{', '.join(SUBCOMMANDS)} (see `shopflow models --help`)",
+            file=sys.stderr,
+        )
         return 2
     options_cls, action, help_ = SUBCOMMANDS[command]
     options = parse_options(options_cls, rest, prog=f"shopflow models {command}", description=help_)

@@ -26,8 +26,9 @@ class PipelineOptions:
     force: bool = option(False, help="rebuild silver and gold even if their inputs did not change")
 
 
-def run(settings: Settings, options: PipelineOptions = PipelineOptions(),
-        spark: SparkSession | None = None) -> list[JobResult]:
+def run(
+    settings: Settings, options: PipelineOptions = PipelineOptions(), spark: SparkSession | None = None
+) -> list[JobResult]:
     """Every known file into bronze, then silver, then gold; each step's result in order."""
     spark = spark or get_spark(settings)
     return [

@@ -141,12 +141,21 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
         frame = frame.where(frame["split"] == options.split)
     scored = score_frame(frame, str(registry.root), task.name, version, options.batch_size)
     result = write_table(
-        scored, target, mode=options.mode,  # type: ignore[arg-type]
+        scored,
+        target,
+        mode=options.mode,  # type: ignore[arg-type]
         info={"model": f"{task.model_name}:{version}", "source": f"{source}@{input_version}"},
         arrow_max_rows=settings.spark.arrow_write_max_rows,
     )
-    return ScoreResult(task=task.name, model_version=version, input=source, input_version=input_version,
-                       output=result.path, output_version=result.version, rows=result.rows)
+    return ScoreResult(
+        task=task.name,
+        model_version=version,
+        input=source,
+        input_version=input_version,
+        output=result.path,
+        output_version=result.version,
+        rows=result.rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

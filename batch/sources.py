@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shared.click_sources import (
-    DIGINETICA_CATEGORIES_FILE, DIGINETICA_PURCHASES_FILE, DIGINETICA_VIEWS_FILE, TAOBAO_FILE, TAOBAO_RAW,
+    DIGINETICA_CATEGORIES_FILE,
+    DIGINETICA_PURCHASES_FILE,
+    DIGINETICA_VIEWS_FILE,
+    TAOBAO_FILE,
+    TAOBAO_RAW,
 )
 
 FileFormat = Literal["csv", "json", "parquet"]

@@ -87,28 +87,57 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from batch.training.data import default_table_path, load_training_data
     from batch.training.loop import LoopConfig
-    from batch.training.stages import (FitSpec, check_fit_spec, default_lr, evaluate_model, fit_model,
-                                       promote_if_better, register_model)
+    from batch.training.stages import (
+        FitSpec,
+        check_fit_spec,
+        default_lr,
+        evaluate_model,
+        fit_model,
+        promote_if_better,
+        register_model,
+    )
     from shared.tasks import get_task
 
     task = get_task(options.task)
     work_dir = Path(options.output_dir) if options.output_dir else None
     loop = LoopConfig(
-        epochs=options.epochs or task.default_epochs, batch_size=options.batch_size or task.default_batch_size,
-        lr=options.lr or default_lr(task, options.lora), seed=options.seed, save_steps=options.save_steps,
-        stop_after_steps=options.stop_after_steps, output_dir=work_dir, progress=options.progress,
+        epochs=options.epochs or task.default_epochs,
+        batch_size=options.batch_size or task.default_batch_size,
+        lr=options.lr or default_lr(task, options.lora),
+        seed=options.seed,
+        save_steps=options.save_steps,
+        stop_after_steps=options.stop_after_steps,
+        output_dir=work_dir,
+        progress=options.progress,
         time_budget_seconds=options.time_budget_seconds,
     )
-    spec = FitSpec(loop=loop, base_model=options.base_model, init_from_champion=options.init_from_champion,
-                   resume_from=Path(options.resume_from) if options.resume_from else None, lora=options.lora,
-                   lora_rank=options.lora_rank, max_length=options.max_length, device=options.device)
+    spec = FitSpec(
+        loop=loop,
+        base_model=options.base_model,
+        init_from_champion=options.init_from_champion,
+        resume_from=Path(options.resume_from) if options.resume_from else None,
+        lora=options.lora,
+        lora_rank=options.lora_rank,
+        max_length=options.max_length,
+        device=options.device,
+    )
     check_fit_spec(task, spec)  # a user's mistake shows before minutes of loading
     data = load_training_data(
-        task, options.table_path or default_table_path(settings, task), delta_version=options.table_version,
-        seed=options.seed, max_train_samples=options.max_train_samples, max_eval_samples=options.max_eval_samples,
+        task,
+        options.table_path or default_table_path(settings, task),
+        delta_version=options.table_version,
+        seed=options.seed,
+        max_train_samples=options.max_train_samples,
+        max_eval_samples=options.max_eval_samples,
     )
-    log.info("%s: %d train / %d test rows from %s@v%d", task.name, len(data.train), len(data.test),
-             data.table_path, data.delta_version)
+    log.info(
+        "%s: %d train / %d test rows from %s@v%d",
+        task.name,
+        len(data.train),
+        len(data.test),
+        data.table_path,
+        data.delta_version,
+    )
 
     from transformers import set_seed
 
@@ -120,21 +149,40 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     fitted = fit_model(settings, task, data, spec)
     fit = fitted.result
     training = {
-        "steps": fit.steps, "examples": fit.examples, "seconds": round(fit.seconds, 3),
-        "examples_per_second": round(fit.examples_per_second, 3), "final_loss": fit.final_loss,
-        "completed": fit.completed, "device": str(fitted.device), "lr": loop.lr, "epochs": loop.epochs,
-        "batch_size": loop.batch_size, "last_checkpoint": str(fit.last_checkpoint) if fit.last_checkpoint else None,
+        "steps": fit.steps,
+        "examples": fit.examples,
+        "seconds": round(fit.seconds, 3),
+        "examples_per_second": round(fit.examples_per_second, 3),
+        "final_loss": fit.final_loss,
+        "completed": fit.completed,
+        "device": str(fitted.device),
+        "lr": loop.lr,
+        "epochs": loop.epochs,
+        "batch_size": loop.batch_size,
+        "last_checkpoint": str(fit.last_checkpoint) if fit.last_checkpoint else None,
     }
     doc: dict[str, Any] = {
-        "task": task.name, "model_name": task.model_name,
+        "task": task.name,
+        "model_name": task.model_name,
         "args": {k: v for k, v in dataclasses.asdict(options).items() if k != "extra_manifest"},
         "training": training,
-        "data": {"table": data.table_path, "delta_version": data.delta_version, "train_rows": len(data.train),
-                 "test_rows": len(data.test), "train_rows_available": data.train_rows_available,
-                 "test_rows_available": data.test_rows_available},
+        "data": {
+            "table": data.table_path,
+            "delta_version": data.delta_version,
+            "train_rows": len(data.train),
+            "test_rows": len(data.test),
+            "train_rows_available": data.train_rows_available,
+            "test_rows_available": data.test_rows_available,
+        },
     }
-    common = dict(task=task.name, table=data.table_path, table_version=data.delta_version,
-                  train_rows=len(data.train), test_rows=len(data.test), last_checkpoint=fit.last_checkpoint)
+    common = dict(
+        task=task.name,
+        table=data.table_path,
+        table_version=data.delta_version,
+        train_rows=len(data.train),
+        test_rows=len(data.test),
+        last_checkpoint=fit.last_checkpoint,
+    )
     if not fit.completed:
         # A stopped run leaves its checkpoint to resume from and registers nothing.
         log.info("stopped after %d steps; resume with --resume-from %s", fit.steps, fit.last_checkpoint)
@@ -143,10 +191,14 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
 
     report = evaluate_model(settings, fitted, data, seed=options.seed)
     doc.update(report.to_dict())
-    manifest_training = training | {"lora": options.lora, "seed": options.seed,
-                                    "max_train_samples": options.max_train_samples}
-    version, _ = register_model(settings, fitted, report, data, work_dir, training=manifest_training,
-                                extra=options.extra_manifest)
+    manifest_training = training | {
+        "lora": options.lora,
+        "seed": options.seed,
+        "max_train_samples": options.max_train_samples,
+    }
+    version, _ = register_model(
+        settings, fitted, report, data, work_dir, training=manifest_training, extra=options.extra_manifest
+    )
     doc["version"] = version
     promotion = promote_if_better(settings, task, version, report) if options.promote else None
     doc["promoted"] = promotion is not None
@@ -158,9 +210,16 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     if not options.output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
     return TrainResult(
-        **common, completed=True, metrics_file=path, document=doc, version=version, metrics=report.metrics,
-        baseline_metrics=report.baselines, champion_version=report.champion_version,
-        champion_metrics=report.champion_metrics, promoted=promotion is not None,
+        **common,
+        completed=True,
+        metrics_file=path,
+        document=doc,
+        version=version,
+        metrics=report.metrics,
+        baseline_metrics=report.baselines,
+        champion_version=report.champion_version,
+        champion_metrics=report.champion_metrics,
+        promoted=promotion is not None,
         announced=promotion.announced if promotion else None,
     )
 
@@ -175,8 +234,13 @@ def _write_metrics(folder: Path, name: str, doc: dict[str, Any]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     options, settings = start_job(TrainOptions, argv, prog="shopflow train", doc=__doc__)
     result = run(settings, options)
-    summary = {"task": result.task, "version": result.version, "promoted": result.promoted,
-               "metrics": result.metrics, "baseline_metrics": result.baseline_metrics}
+    summary = {
+        "task": result.task,
+        "version": result.version,
+        "promoted": result.promoted,
+        "metrics": result.metrics,
+        "baseline_metrics": result.baseline_metrics,
+    }
     print(json.dumps(summary, default=str))
     return 0
 

@@ -47,9 +47,17 @@ from shared.spark import get_spark  # noqa: E402
 
 def replicate_spark(bronze: DataFrame, scale: int) -> DataFrame:
     copies = bronze.sparkSession.range(scale).withColumnRenamed("id", "_copy")
-    return bronze.crossJoin(copies).withColumn(
-        "invoice_no", F.when(F.col("_copy") == 0, F.col("invoice_no")).otherwise(F.concat("invoice_no", F.lit("r"), F.col("_copy")))
-    ).withColumn("_row_number", F.col("_row_number") + F.col("_copy") * F.lit(1 << 40)).drop("_copy")
+    return (
+        bronze.crossJoin(copies)
+        .withColumn(
+            "invoice_no",
+            F.when(F.col("_copy") == 0, F.col("invoice_no")).otherwise(
+                F.concat("invoice_no", F.lit("r"), F.col("_copy"))
+            ),
+        )
+        .withColumn("_row_number", F.col("_row_number") + F.col("_copy") * F.lit(1 << 40))
+        .drop("_copy")
+    )
 
 
 def run_spark(bronze: DataFrame, scale: int, out: Path, key: bytes) -> dict[str, int]:
@@ -140,7 +148,9 @@ def run_duckdb(bronze: pa.Table, scale: int, out: Path, key: bytes) -> dict[str,
     keys = pa.table({"cust": ids, "customer_key": [pseudonymize(i, "customer", key=key) for i in ids]})
     con.register("keys", keys)
     silver = con.sql(DUCKDB_SILVER).to_arrow_table()
-    quarantine = con.sql("select 'orders' as source_table, final_reason as reason, _source, _batch_id, _rn as _row_number from tagged where final_reason is not null").to_arrow_table()
+    quarantine = con.sql(
+        "select 'orders' as source_table, final_reason as reason, _source, _batch_id, _rn as _row_number from tagged where final_reason is not null"
+    ).to_arrow_table()
     write_arrow(silver, out / "silver", mode="overwrite")
     write_arrow(quarantine, out / "quarantine", mode="overwrite")
     con.register("silver", silver)
@@ -148,7 +158,12 @@ def run_duckdb(bronze: pa.Table, scale: int, out: Path, key: bytes) -> dict[str,
     users = con.sql(DUCKDB_USERS).to_arrow_table()
     write_arrow(items, out / "items", mode="overwrite")
     write_arrow(users, out / "users", mode="overwrite")
-    return {"silver": silver.num_rows, "quarantine": quarantine.num_rows, "items": items.num_rows, "users": users.num_rows}
+    return {
+        "silver": silver.num_rows,
+        "quarantine": quarantine.num_rows,
+        "items": items.num_rows,
+        "users": users.num_rows,
+    }
 
 
 def timed(fn, *args) -> tuple[float, dict[str, int]]:
@@ -195,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "counts": counts,
     }
     if set(args.engines) == {"spark", "duckdb"}:
-        report["spark_over_duckdb_seconds"] = {k: round(seconds["spark"][k] / seconds["duckdb"][k], 2) for k in args.scales}
+        report["spark_over_duckdb_seconds"] = {
+            k: round(seconds["spark"][k] / seconds["duckdb"][k], 2) for k in args.scales
+        }
         report["engines_agree"] = all(counts["spark"][k] == counts["duckdb"][k] for k in args.scales)
     print(json.dumps(report))
     shutil.rmtree(_WORK, ignore_errors=True)

@@ -1,7 +1,7 @@
 """What the benches need to run against their own local services.
 
-    port = free_port()                       # for a broker or a metrics endpoint
-    settings = settings_with({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
+port = free_port()                       # for a broker or a metrics endpoint
+settings = settings_with({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
 """
 
 from __future__ import annotations

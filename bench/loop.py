@@ -44,12 +44,21 @@ def _user(n: int) -> str:
 
 def _event(i: int) -> dict[str, Any]:
     kind = "view" if i % 3 else "add_to_cart"
-    return {"event_id": hashlib.sha1(f"bench:{i}".encode()).hexdigest()[:24], "user_id": _user(i % 997),
-            "session_id": None, "item_id": f"i{i % 5000}", "event_type": kind,
-            "ts": T0 + timedelta(milliseconds=200 * i), "query": None, "category_id": "c",
-            "model_name": "propensity", "model_version": "1", "score": 0.1 if kind == "view" else None,
-            "received_at": T0 + timedelta(milliseconds=200 * i + 3),
-            "scored_at": T0 + timedelta(milliseconds=200 * i + 7)}
+    return {
+        "event_id": hashlib.sha1(f"bench:{i}".encode()).hexdigest()[:24],
+        "user_id": _user(i % 997),
+        "session_id": None,
+        "item_id": f"i{i % 5000}",
+        "event_type": kind,
+        "ts": T0 + timedelta(milliseconds=200 * i),
+        "query": None,
+        "category_id": "c",
+        "model_name": "propensity",
+        "model_version": "1",
+        "score": 0.1 if kind == "view" else None,
+        "received_at": T0 + timedelta(milliseconds=200 * i + 3),
+        "scored_at": T0 + timedelta(milliseconds=200 * i + 7),
+    }
 
 
 def _history(settings: Any, rows: int, file_rows: int) -> None:
@@ -58,15 +67,29 @@ def _history(settings: Any, rows: int, file_rows: int) -> None:
     from shared.delta import write_arrow
     from shared.schemas import CLICK_EVENT
 
-    batch_schema = pa.schema([*CLICK_EVENT.arrow_schema(), pa.field("source", pa.string()), pa.field("_batch_id", pa.string())])
+    batch_schema = pa.schema(
+        [*CLICK_EVENT.arrow_schema(), pa.field("source", pa.string()), pa.field("_batch_id", pa.string())]
+    )
     stream_path = settings.lake.table("silver", settings.fold.stream_table)
     for start in range(0, rows, file_rows):
         events = [_event(i) for i in range(start, min(rows, start + file_rows))]
-        folded = [{**e, "source": "stream", "_batch_id": "hist", "_topic": "old", "_partition": 0,
-                   "_offset": i, "_folded_at": T0} for i, e in enumerate(events, start)]
+        folded = [
+            {
+                **e,
+                "source": "stream",
+                "_batch_id": "hist",
+                "_topic": "old",
+                "_partition": 0,
+                "_offset": i,
+                "_folded_at": T0,
+            }
+            for i, e in enumerate(events, start)
+        ]
         write_arrow(pa.Table.from_pylist(folded, schema=STREAM_SCHEMA), stream_path, mode="append")
     batch = [{**_event(-1 - i), "source": "taobao", "_batch_id": "b"} for i in range(rows)]
-    write_arrow(pa.Table.from_pylist(batch, schema=batch_schema), settings.lake.table("silver", "clicks"), mode="overwrite")
+    write_arrow(
+        pa.Table.from_pylist(batch, schema=batch_schema), settings.lake.table("silver", "clicks"), mode="overwrite"
+    )
 
 
 def _produce(settings: Any, first: int, count: int) -> None:
@@ -84,19 +107,23 @@ def _produce(settings: Any, first: int, count: int) -> None:
     producer.close()
 
 
-def fold_scale(root: Path, bootstrap: str, scale: int, history: int, new_events: int,
-               fold_only: bool = False) -> dict[str, Any]:
+def fold_scale(
+    root: Path, bootstrap: str, scale: int, history: int, new_events: int, fold_only: bool = False
+) -> dict[str, Any]:
     from jobs.fold import FoldOptions, run
     from shared.settings import Settings
     from stream.broker import ensure_topics
     from stream.topics import TopicSpec
 
-    env = {"SHOPFLOW_LAKE__ROOT": str(root / f"lake-{scale}"),
-           "SHOPFLOW_MODELS__REGISTRY_ROOT": str(root / f"registry-{scale}"),
-           "SHOPFLOW_METRICS_DIR": str(root / "metrics"),
-           "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-           "SHOPFLOW_KAFKA__SCORED_TOPIC": f"bench-{scale}.scored", "SHOPFLOW_KAFKA__DLQ_TOPIC": f"bench-{scale}.dlq",
-           "SHOPFLOW_FOLD__GROUP_ID": f"bench-fold-{scale}"}
+    env = {
+        "SHOPFLOW_LAKE__ROOT": str(root / f"lake-{scale}"),
+        "SHOPFLOW_MODELS__REGISTRY_ROOT": str(root / f"registry-{scale}"),
+        "SHOPFLOW_METRICS_DIR": str(root / "metrics"),
+        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "SHOPFLOW_KAFKA__SCORED_TOPIC": f"bench-{scale}.scored",
+        "SHOPFLOW_KAFKA__DLQ_TOPIC": f"bench-{scale}.dlq",
+        "SHOPFLOW_FOLD__GROUP_ID": f"bench-fold-{scale}",
+    }
     os.environ.update(env)
     settings = Settings()
     ensure_topics(bootstrap, [TopicSpec(settings.kafka.scored_topic, 4), TopicSpec(settings.kafka.dlq_topic, 4)])
@@ -108,10 +135,17 @@ def fold_scale(root: Path, bootstrap: str, scale: int, history: int, new_events:
     started = time.monotonic()
     result = run(settings, FoldOptions())
     seconds = time.monotonic() - started
-    out = {"scale": scale, "history_rows": rows, "silver_clicks_rows": rows, "seconds": round(seconds, 2),
-           "rows_folded": result.rows_folded, "duplicates_dropped": result.duplicates_dropped,
-           "batches": result.batches, "files_scanned": result.files_scanned,
-           "files_skipped": result.files_skipped}
+    out = {
+        "scale": scale,
+        "history_rows": rows,
+        "silver_clicks_rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_folded": result.rows_folded,
+        "duplicates_dropped": result.duplicates_dropped,
+        "batches": result.batches,
+        "files_scanned": result.files_scanned,
+        "files_skipped": result.files_skipped,
+    }
     if not fold_only:
         out["stages_seconds"] = {"fold": round(seconds, 2), **_rest_of_iteration(settings)}
     return out
@@ -159,12 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     broker_settings = Settings()
     broker.start(broker_settings)
     try:
-        runs = [fold_scale(root, bootstrap, int(s), args.history, args.new_events, args.fold_only)
-                for s in args.scales.split(",")]
+        runs = [
+            fold_scale(root, bootstrap, int(s), args.history, args.new_events, args.fold_only)
+            for s in args.scales.split(",")
+        ]
     finally:
         broker.stop(broker_settings)
-    print(json.dumps({"bench": "loop.fold" if args.fold_only else "loop", "new_events": args.new_events,
-                      "runs": runs, "fold_ratio": round(runs[-1]["seconds"] / max(runs[0]["seconds"], 1e-9), 2)}))
+    print(
+        json.dumps(
+            {
+                "bench": "loop.fold" if args.fold_only else "loop",
+                "new_events": args.new_events,
+                "runs": runs,
+                "fold_ratio": round(runs[-1]["seconds"] / max(runs[0]["seconds"], 1e-9), 2),
+            }
+        )
+    )
     return 0
 
 

@@ -40,20 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", required=True)
     parser.add_argument("--expect", type=int, required=True, help="stop after this many outputs")
     parser.add_argument("--partitions", type=int, default=4, help="for topics Quix has to create")
-    parser.add_argument("--fetch-max-wait-ms", type=int, default=25,
-                        help="the same fetch wait the other consumers of the bench use")
-    parser.add_argument("--session-timeout-ms", type=int, default=6000,
-                        help="the other consumers' value (start-up only)")
+    parser.add_argument(
+        "--fetch-max-wait-ms", type=int, default=25, help="the same fetch wait the other consumers of the bench use"
+    )
+    parser.add_argument(
+        "--session-timeout-ms", type=int, default=6000, help="the other consumers' value (start-up only)"
+    )
     parser.add_argument("--heartbeat-interval-ms", type=int, default=2000)
-    parser.add_argument("--idle-seconds", type=float, default=30.0,
-                        help="stop when no record arrived for this long (a short backlog)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=30.0, help="stop when no record arrived for this long (a short backlog)"
+    )
     args = parser.parse_args(argv)
 
     from quixstreams import Application
     from quixstreams.models import TopicConfig
 
-    config = TopicConfig(num_partitions=args.partitions, replication_factor=1,
-                         extra_config={"retention.ms": RETENTION_MS})
+    config = TopicConfig(
+        num_partitions=args.partitions, replication_factor=1, extra_config={"retention.ms": RETENTION_MS}
+    )
     with tempfile.TemporaryDirectory(prefix="quix-peer-") as state_dir:
         app = Application(
             broker_address=args.bootstrap,
@@ -64,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             # Tansu holds a waiting fetch for its full max wait instead of answering when
             # records arrive (shopflow's stream.transport); librdkafka waits 500 ms by default.
             # Tansu joins a group after about half the session timeout (librdkafka: 45 s).
-            consumer_extra_config={"fetch.wait.max.ms": args.fetch_max_wait_ms,
-                                   "session.timeout.ms": args.session_timeout_ms,
-                                   "heartbeat.interval.ms": args.heartbeat_interval_ms},
+            consumer_extra_config={
+                "fetch.wait.max.ms": args.fetch_max_wait_ms,
+                "session.timeout.ms": args.session_timeout_ms,
+                "heartbeat.interval.ms": args.heartbeat_interval_ms,
+            },
         )
         source = app.topic(args.in_topic, key_deserializer="bytes", value_deserializer="bytes", config=config)
         sink = app.topic(args.out_topic, key_serializer="bytes", value_serializer="json", config=config)
@@ -96,14 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     n = processed[0]
     seconds = stopped - span.get("first", stopped)
     processing = span.get("last", 0.0) - span.get("first", 0.0)
-    print(json.dumps({
-        "events": n,
-        "seconds": round(seconds, 3),
-        "events_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        # n - 1 intervals between the first and the last record processed.
-        "to_last_processed_events_per_s": round((n - 1) / processing, 1) if processing > 0 else None,
-        "quixstreams": version("quixstreams"),
-    }))
+    print(
+        json.dumps(
+            {
+                "events": n,
+                "seconds": round(seconds, 3),
+                "events_per_s": round(n / seconds, 1) if seconds > 0 else None,
+                # n - 1 intervals between the first and the last record processed.
+                "to_last_processed_events_per_s": round((n - 1) / processing, 1) if processing > 0 else None,
+                "quixstreams": version("quixstreams"),
+            }
+        )
+    )
     return 0 if n >= args.expect else 1
 
 

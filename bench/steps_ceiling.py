@@ -55,17 +55,28 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     set_torch_threads(settings.stream.torch_threads)  # as the worker does
     resolve, load, fingerprint = champion_functions(settings)
     bootstrap = settings.kafka.bootstrap_servers
-    consumer = AIOKafkaConsumer(in_topic, bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=settings.stream.fetch_max_wait_ms)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1,
-                                max_batch_size=settings.stream.producer_max_batch_bytes)
+    consumer = AIOKafkaConsumer(
+        in_topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.stream.fetch_max_wait_ms,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=-1, max_batch_size=settings.stream.producer_max_batch_bytes
+    )
     pipeline = Pipeline(
-        settings, outbox=Outbox(lambda: producer), scored_topic=out_topic,
+        settings,
+        outbox=Outbox(lambda: producer),
+        scored_topic=out_topic,
         changelog_topic=f"{out_topic}-changelog",
         changelog_record=changelog_record,
-        dlq_topic=_DeadLetters(producer, f"{out_topic}-dlq"), sessions=_Table(),
-        holder=ModelHolder(resolve, load, fingerprint=fingerprint), metrics=WorkerMetrics())
+        dlq_topic=_DeadLetters(producer, f"{out_topic}-dlq"),
+        sessions=_Table(),
+        holder=ModelHolder(resolve, load, fingerprint=fingerprint),
+        metrics=WorkerMetrics(),
+    )
     pipeline.load()
     settle_garbage_collector()  # as the worker does after its start-up
     await consumer.start()
@@ -81,9 +92,10 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
                 continue
             if started is None:
                 started = time.perf_counter()
-            await pipeline.process_values([r.value for r in records],
-                                          [Origin(r.topic, r.partition, r.offset, r.timestamp / 1000.0)
-                                           for r in records])
+            await pipeline.process_values(
+                [r.value for r in records],
+                [Origin(r.topic, r.partition, r.offset, r.timestamp / 1000.0) for r in records],
+            )
             done += len(records)
             # As often as the worker commits; every batch read so far is acknowledged.
             if time.perf_counter() - committed_at >= settings.stream.commit_interval_seconds or done >= expect:
@@ -94,14 +106,24 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
         await consumer.stop()
         await producer.stop()
         pipeline.close()
-    return {"events": done, "scored": int(_total(pipeline, "shopflow_stream_scored_total")),
-            "seconds": round(seconds, 3), "events_per_s": round(done / max(seconds, 1e-9), 1),
-            "step_seconds": {step: round(_total(pipeline, "shopflow_stream_step_seconds_sum", step=step), 3)
-                             for step in ("enrich", "score", "produce")}}
+    return {
+        "events": done,
+        "scored": int(_total(pipeline, "shopflow_stream_scored_total")),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(done / max(seconds, 1e-9), 1),
+        "step_seconds": {
+            step: round(_total(pipeline, "shopflow_stream_step_seconds_sum", step=step), 3)
+            for step in ("enrich", "score", "produce")
+        },
+    }
 
 
 def _total(pipeline: Any, name: str, **labels: str) -> float:
     """A metric's value summed over the pipeline's registry (the bench reads its own)."""
     registry = pipeline.metrics.registry
-    return sum(sample.value for metric in registry.collect() for sample in metric.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

@@ -68,10 +68,13 @@ def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout:
             value = json.loads(record.value)
             if value["event_id"] in wanted:
                 scored.setdefault(value["event_id"], value)
-    clicks = {json.loads(r.value)["event_id"]: r.timestamp / 1000.0
-              for r in _read_all(settings, settings.kafka.clicks_topic, 0, 5)}
-    scored_at = {eid: datetime.fromisoformat(v["scored_at"].replace("Z", "+00:00")).timestamp()
-                 for eid, v in scored.items()}
+    clicks = {
+        json.loads(r.value)["event_id"]: r.timestamp / 1000.0
+        for r in _read_all(settings, settings.kafka.clicks_topic, 0, 5)
+    }
+    scored_at = {
+        eid: datetime.fromisoformat(v["scored_at"].replace("Z", "+00:00")).timestamp() for eid, v in scored.items()
+    }
     latency = np.array([scored_at[eid] - clicks[eid] for eid in scored_at if eid in clicks]) * 1000.0
     last = max(scored_at.values()) if scored_at else time.time()
     return {
@@ -85,9 +88,14 @@ def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout:
 
 def _worker_env(env: dict[str, str], tag: str, clicks: str) -> dict[str, str]:
     """The worker's settings on its own topics and group (`clicks` is its input)."""
-    return {**env, "SHOPFLOW_STREAM__APP_ID": f"bench-{tag}", "SHOPFLOW_KAFKA__CLICKS_TOPIC": clicks,
-            "SHOPFLOW_KAFKA__SCORED_TOPIC": f"{tag}.scored", "SHOPFLOW_KAFKA__DLQ_TOPIC": f"{tag}.dlq",
-            "SHOPFLOW_KAFKA__MODELS_TOPIC": f"{tag}.models"}
+    return {
+        **env,
+        "SHOPFLOW_STREAM__APP_ID": f"bench-{tag}",
+        "SHOPFLOW_KAFKA__CLICKS_TOPIC": clicks,
+        "SHOPFLOW_KAFKA__SCORED_TOPIC": f"{tag}.scored",
+        "SHOPFLOW_KAFKA__DLQ_TOPIC": f"{tag}.dlq",
+        "SHOPFLOW_KAFKA__MODELS_TOPIC": f"{tag}.models",
+    }
 
 
 def _worker_backlog(env: dict[str, str], expect: int, work: Path, tag: str) -> dict[str, Any]:
@@ -99,8 +107,7 @@ def _worker_backlog(env: dict[str, str], expect: int, work: Path, tag: str) -> d
 
     env = _worker_env(env, tag, BACKLOG)
     settings = settings_with(env)
-    ensure_topics(settings.kafka.bootstrap_servers,
-                  [t for t in required_topics(settings) if t.name != BACKLOG])
+    ensure_topics(settings.kafka.bootstrap_servers, [t for t in required_topics(settings) if t.name != BACKLOG])
     log_path = work / f"{tag}-backlog.log"
     worker = spawn(env, log_path)
     try:
@@ -113,8 +120,13 @@ def _worker_backlog(env: dict[str, str], expect: int, work: Path, tag: str) -> d
     stamps = sorted(r.timestamp / 1000.0 for r in out)
     skip = min(settings.stream.batch_max_events, len(stamps) - 2)
     seconds = stamps[-1] - stamps[skip]
-    return {"events": len(out), "seconds": round(seconds, 3), "events_per_s": round((len(out) - skip - 1) / seconds, 1),
-            "batch_max_events": settings.stream.batch_max_events, "score_part_events": settings.stream.score_part_events}
+    return {
+        "events": len(out),
+        "seconds": round(seconds, 3),
+        "events_per_s": round((len(out) - skip - 1) / seconds, 1),
+        "batch_max_events": settings.stream.batch_max_events,
+        "score_part_events": settings.stream.score_part_events,
+    }
 
 
 def _latency(env: dict[str, str], events: list[dict[str, Any]], args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -137,7 +149,7 @@ def _latency(env: dict[str, str], events: list[dict[str, Any]], args: argparse.N
         n_rate = int(REAL_RATE * args.rate_seconds)
         real = _phase(settings, events[:n_rate], REAL_RATE / file_rate, args.rate_seconds + 60)
         n_fast = int(20 * REAL_RATE * args.fast_seconds)
-        fast = _phase(settings, events[n_rate:n_rate + n_fast], 20 * REAL_RATE / file_rate, args.fast_seconds + 60)
+        fast = _phase(settings, events[n_rate : n_rate + n_fast], 20 * REAL_RATE / file_rate, args.fast_seconds + 60)
         alive = worker.poll() is None
     finally:
         terminate(worker)
@@ -151,12 +163,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One system's rounds summed up: its best events/s, the median and spread, every round."""
     rates = [r["events_per_s"] for r in rounds]
-    return {"events_per_s": max(rates), "median": round(statistics.median(rates), 1),
-            "min": min(rates), "rounds": rounds}
+    return {
+        "events_per_s": max(rates),
+        "median": round(statistics.median(rates), 1),
+        "min": min(rates),
+        "rounds": rounds,
+    }
 
 
-def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[bytes], work: Path,
-                   with_quix: bool) -> dict[str, Any]:
+def _backlog_round(
+    settings: Any, env: dict[str, str], i: int, keys: Counter[bytes], work: Path, with_quix: bool
+) -> dict[str, Any]:
     """Round `i`: every system consumes the whole backlog on its own group and output topics."""
     from bench.steps_ceiling import steps_loop
     from stream import broker
@@ -167,16 +184,18 @@ def _backlog_round(settings: Any, env: dict[str, str], i: int, keys: Counter[byt
     topics = [a_out, b_out, f"{b_out}-changelog", f"{b_out}-dlq", faust_out]
     broker.ensure_topics(bootstrap, [TopicSpec(t, partitions, peers.TOPIC_CONFIGS) for t in topics])
     result: dict[str, Any] = {}
-    result["ceiling_a"] = asyncio.run(peers.aiokafka_passthrough(bootstrap, BACKLOG, a_out, expect=n,
-                                                                 group=f"bench-a{i}"))
+    result["ceiling_a"] = asyncio.run(
+        peers.aiokafka_passthrough(bootstrap, BACKLOG, a_out, expect=n, group=f"bench-a{i}")
+    )
     result["ceiling_b"] = asyncio.run(steps_loop(settings, BACKLOG, b_out, expect=n, group=f"bench-b{i}"))
     peers.check_output(bootstrap, b_out, n, "ceiling B", keys=None)
     result["faust_passthrough"] = peers.faust_passthrough(
-        bootstrap, BACKLOG, faust_out, expect=n, group=f"bench-faust{i}", partitions=partitions, keys=keys,
-        log_dir=work)
+        bootstrap, BACKLOG, faust_out, expect=n, group=f"bench-faust{i}", partitions=partitions, keys=keys, log_dir=work
+    )
     if with_quix:
-        result["quix"] = peers.quix_peer(bootstrap, BACKLOG, expect=n, group=f"bench-quix{i}",
-                                         partitions=partitions, keys=keys)
+        result["quix"] = peers.quix_peer(
+            bootstrap, BACKLOG, expect=n, group=f"bench-quix{i}", partitions=partitions, keys=keys
+        )
     result["worker"] = _worker_backlog(env, n, work, f"worker{i}")
     return result
 
@@ -216,34 +235,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.ensure_topics(bootstrap, [TopicSpec(BACKLOG, partitions, peers.TOPIC_CONFIGS)])
         peers.produce_backlog(bootstrap, BACKLOG, records, partitions)
-        rounds = [_backlog_round(settings, env, i, keys, work, with_quix=not quix_skipped)
-                  for i in range(args.rounds)]
-        latency = _latency(env, events[args.events:], args, work)
+        rounds = [_backlog_round(settings, env, i, keys, work, with_quix=not quix_skipped) for i in range(args.rounds)]
+        latency = _latency(env, events[args.events :], args, work)
     finally:
         broker.stop(settings)
 
     systems = {name: _best_of([r[name] for r in rounds]) for name in rounds[0]}
-    ceiling_a, ceiling_b, faust, worker = (systems[k] for k in ("ceiling_a", "ceiling_b", "faust_passthrough", "worker"))
+    ceiling_a, ceiling_b, faust, worker = (
+        systems[k] for k in ("ceiling_a", "ceiling_b", "faust_passthrough", "worker")
+    )
     quix = systems.get("quix", {"skipped": quix_skipped})
-    rates = {"ceiling_a": ceiling_a["events_per_s"], "ceiling_b": ceiling_b["events_per_s"],
-             "faust_passthrough": faust["events_per_s"], "quix": quix.get("events_per_s")}
-    print(json.dumps({
-        "bench": "stream",
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-        "backlog_events": n,
-        "partitions": partitions,
-        "rounds": args.rounds,
-        "worker_events_per_s": worker["events_per_s"],
-        "ceiling_b_events_per_s": ceiling_b["events_per_s"],
-        "ratios": {f"worker/{name}": _ratio(worker["events_per_s"], rate) for name, rate in rates.items()}
-        | {"ceiling_b/ceiling_a": _ratio(ceiling_b["events_per_s"], ceiling_a["events_per_s"])},
-        "ceiling_a": ceiling_a,
-        "ceiling_b": ceiling_b,
-        "faust_passthrough": faust,
-        "quix": quix,
-        "worker": worker,
-        "latency_ms": latency,
-    }))
+    rates = {
+        "ceiling_a": ceiling_a["events_per_s"],
+        "ceiling_b": ceiling_b["events_per_s"],
+        "faust_passthrough": faust["events_per_s"],
+        "quix": quix.get("events_per_s"),
+    }
+    print(
+        json.dumps(
+            {
+                "bench": "stream",
+                "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+                "backlog_events": n,
+                "partitions": partitions,
+                "rounds": args.rounds,
+                "worker_events_per_s": worker["events_per_s"],
+                "ceiling_b_events_per_s": ceiling_b["events_per_s"],
+                "ratios": {f"worker/{name}": _ratio(worker["events_per_s"], rate) for name, rate in rates.items()}
+                | {"ceiling_b/ceiling_a": _ratio(ceiling_b["events_per_s"], ceiling_a["events_per_s"])},
+                "ceiling_a": ceiling_a,
+                "ceiling_b": ceiling_b,
+                "faust_passthrough": faust,
+                "quix": quix,
+                "worker": worker,
+                "latency_ms": latency,
+            }
+        )
+    )
     return 0
 
 

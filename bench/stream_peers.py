@@ -133,8 +133,16 @@ def produce_backlog(bootstrap: str, topic: str, records: list[tuple[bytes, bytes
     asyncio.run(_produce_backlog(bootstrap, topic, records, partitions))
 
 
-async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: int, group: str,
-                               max_batch_bytes: int = BATCH_BYTES, timeout_s: float = 300.0) -> dict[str, Any]:
+async def aiokafka_passthrough(
+    bootstrap: str,
+    in_topic: str,
+    out_topic: str,
+    *,
+    expect: int,
+    group: str,
+    max_batch_bytes: int = BATCH_BYTES,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
     """Ceiling A: consume `expect` records of `in_topic` in group `group` and produce each
     fetched batch unchanged to the same partition of `out_topic`, acks awaited before the
     offsets are committed. Returns {"events", "seconds", "events_per_s"}, timed from the
@@ -154,9 +162,15 @@ async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *,
             if tps and not assigned:  # fetching starts right after this returns
                 assigned.append(time.perf_counter())
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                                session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+    )
     consumer.subscribe([in_topic], listener=Listener())
     producer = _producer(bootstrap, max_batch_bytes)
     await producer.start()
@@ -176,8 +190,9 @@ async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *,
             first = first or time.perf_counter()
             futures = []
             for tp, records in fetched.items():
-                futures += await _send_partition(producer, out_topic, tp.partition,
-                                                 ((r.key, r.value, r.timestamp, list(r.headers)) for r in records))
+                futures += await _send_partition(
+                    producer, out_topic, tp.partition, ((r.key, r.value, r.timestamp, list(r.headers)) for r in records)
+                )
             await asyncio.gather(*futures)
             last = time.perf_counter()
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
@@ -186,8 +201,12 @@ async def aiokafka_passthrough(bootstrap: str, in_topic: str, out_topic: str, *,
         await consumer.stop()
         await producer.stop()
     seconds = last - assigned[0]
-    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1),
-            "from_first_record_events_per_s": round(n / (last - first), 1)}
+    return {
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1),
+        "from_first_record_events_per_s": round(n / (last - first), 1),
+    }
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Any]:
@@ -196,8 +215,13 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0)
     are no stop signal: Tansu's ListOffsets answers short of the end (stream.transport)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
@@ -214,8 +238,9 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0)
         consumer.close()
 
 
-def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, expect: int, *,
-                   alive: Callable[[], bool], timeout_s: float) -> bool:
+def wait_committed(
+    bootstrap: str, group: str, topic: str, partitions: int, expect: int, *, alive: Callable[[], bool], timeout_s: float
+) -> bool:
     """Poll until `group` committed offsets summing to `expect` on `topic`: True then,
     False as soon as `alive()` is false, PeerError after `timeout_s`. One admin client
     for the whole wait: a new one per poll costs CPU the peer under test is using."""
@@ -239,8 +264,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, expe
         admin.close()
 
 
-def check_output(bootstrap: str, topic: str, expect: int, who: str,
-                 keys: Counter[bytes] | None = None) -> list[Any]:
+def check_output(bootstrap: str, topic: str, expect: int, who: str, keys: Counter[bytes] | None = None) -> list[Any]:
     """The records of `topic`; PeerError unless there are exactly `expect`, and, given
     `keys` (key -> count of the input), unless each key came out as often as it went in."""
     records = read_topic(bootstrap, topic, expect)
@@ -251,9 +275,18 @@ def check_output(bootstrap: str, topic: str, expect: int, who: str,
     return records
 
 
-def create_faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, group: str, *, datadir: str,
-                             take: int, within: float, per_event_send: bool = False,
-                             max_batch_bytes: int = BATCH_BYTES) -> Any:
+def create_faust_passthrough(
+    bootstrap: str,
+    in_topic: str,
+    out_topic: str,
+    group: str,
+    *,
+    datadir: str,
+    take: int,
+    within: float,
+    per_event_send: bool = False,
+    max_batch_bytes: int = BATCH_BYTES,
+) -> Any:
     """A Faust app (id and consumer group `group`) whose one agent copies `in_topic` to the
     same partitions of `out_topic`: micro-batches of up to `take` events (or what arrived
     within `within` s), each sent with one `send_batch` per partition and its acks awaited
@@ -311,8 +344,12 @@ def create_faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, grou
         try:
             index = 0
             async for event in stream.events():
-                await sink.send(key=event.key, value=event.value, partition=event.message.partition,
-                                headers=[(BATCH_HEADER, str(index).encode())])
+                await sink.send(
+                    key=event.key,
+                    value=event.value,
+                    partition=event.message.partition,
+                    headers=[(BATCH_HEADER, str(index).encode())],
+                )
                 index += 1
         except asyncio.CancelledError:
             raise
@@ -329,9 +366,17 @@ def _run_faust(args: argparse.Namespace) -> int:
     import faust
 
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as datadir:
-        app = create_faust_passthrough(args.bootstrap, args.in_topic, args.out_topic, args.group,
-                                       datadir=datadir, take=args.take, within=args.within,
-                                       per_event_send=args.per_event_send, max_batch_bytes=args.max_batch_bytes)
+        app = create_faust_passthrough(
+            args.bootstrap,
+            args.in_topic,
+            args.out_topic,
+            args.group,
+            datadir=datadir,
+            take=args.take,
+            within=args.within,
+            per_event_send=args.per_event_send,
+            max_batch_bytes=args.max_batch_bytes,
+        )
         worker = faust.Worker(app, loglevel="warning", quiet=True)
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -342,11 +387,22 @@ def _run_faust(args: argparse.Namespace) -> int:
     return 0
 
 
-def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: int, group: str,
-                      partitions: int = 4, take: int = 1000, within: float = 0.05,
-                      per_event_send: bool = False, max_batch_bytes: int = BATCH_BYTES,
-                      keys: Counter[bytes] | None = None, timeout_s: float = 300.0,
-                      log_dir: Path | None = None) -> dict[str, Any]:
+def faust_passthrough(
+    bootstrap: str,
+    in_topic: str,
+    out_topic: str,
+    *,
+    expect: int,
+    group: str,
+    partitions: int = 4,
+    take: int = 1000,
+    within: float = 0.05,
+    per_event_send: bool = False,
+    max_batch_bytes: int = BATCH_BYTES,
+    keys: Counter[bytes] | None = None,
+    timeout_s: float = 300.0,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
     """Run `create_faust_passthrough` as a worker subprocess until its group committed
     `expect` records of `in_topic`, check `out_topic` holds them (`check_output`), stop it.
 
@@ -362,20 +418,43 @@ def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: 
     ensure_topics(bootstrap, [TopicSpec(f"{group}-__assignor-__leader", 1, TOPIC_CONFIGS)])
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-faust-"))
     log_path = log_dir / f"{group}.log"
-    command = [sys.executable, "-m", "bench.stream_peers", "faust-passthrough", "--bootstrap", bootstrap,
-               "--in", in_topic, "--out", out_topic, "--group", group, "--take", str(take), "--within", str(within),
-               "--max-batch-bytes", str(max_batch_bytes)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.stream_peers",
+        "faust-passthrough",
+        "--bootstrap",
+        bootstrap,
+        "--in",
+        in_topic,
+        "--out",
+        out_topic,
+        "--group",
+        group,
+        "--take",
+        str(take),
+        "--within",
+        str(within),
+        "--max-batch-bytes",
+        str(max_batch_bytes),
+    ]
     if per_event_send:
         command.append("--per-event-send")
     with open(log_path, "ab") as log_fh:
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                                stdout=log_fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # Committed offsets, not the output topic, tell when it is done: reading 50,000
         # records while it runs would take CPU from it (two cores), and Faust commits only
         # what its agent finished.
-        if not wait_committed(bootstrap, group, in_topic, partitions, expect,
-                              alive=lambda: proc.poll() is None, timeout_s=timeout_s):
+        if not wait_committed(
+            bootstrap, group, in_topic, partitions, expect, alive=lambda: proc.poll() is None, timeout_s=timeout_s
+        ):
             raise PeerError(f"the Faust pass-through exited with status {proc.returncode}; see {log_path}")
         records = check_output(bootstrap, out_topic, expect, "the Faust pass-through", keys)
     finally:
@@ -393,8 +472,12 @@ def faust_passthrough(bootstrap: str, in_topic: str, out_topic: str, *, expect: 
     counted = sum(1 for b in batch_of if b > 0)
     if seconds <= 0 or not counted:
         raise PeerError(f"the Faust pass-through sent everything in one micro-batch: no span to time ({log_path})")
-    return {"events": len(records), "seconds": round(seconds, 3), "events_per_s": round(counted / seconds, 1),
-            "micro_batches": max(batch_of) + 1}
+    return {
+        "events": len(records),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(counted / seconds, 1),
+        "micro_batches": max(batch_of) + 1,
+    }
 
 
 def quix_unavailable(venv: Path = QUIX_VENV) -> str | None:
@@ -404,9 +487,18 @@ def quix_unavailable(venv: Path = QUIX_VENV) -> str | None:
     return None
 
 
-def quix_peer(bootstrap: str, in_topic: str, *, expect: int, group: str = "peers-quix",
-              out_topic: str | None = None, partitions: int = 4, venv: Path = QUIX_VENV,
-              keys: Counter[bytes] | None = None, timeout_s: float = 300.0) -> dict[str, Any] | None:
+def quix_peer(
+    bootstrap: str,
+    in_topic: str,
+    *,
+    expect: int,
+    group: str = "peers-quix",
+    out_topic: str | None = None,
+    partitions: int = 4,
+    venv: Path = QUIX_VENV,
+    keys: Counter[bytes] | None = None,
+    timeout_s: float = 300.0,
+) -> dict[str, Any] | None:
     """Run bench/quix_peer.py with the Quix venv's python on the backlog; its JSON result
     once `out_topic` is checked to hold `expect` records (`check_output`), or None (reason logged) when the
     venv does not exist."""
@@ -419,10 +511,28 @@ def quix_peer(bootstrap: str, in_topic: str, *, expect: int, group: str = "peers
         return None
     out_topic = out_topic or f"{group}.out"
     ensure_topics(bootstrap, [TopicSpec(out_topic, partitions, TOPIC_CONFIGS)])
-    command = [str(venv / "bin" / "python"), str(QUIX_SCRIPT), "--bootstrap", bootstrap, "--in", in_topic,
-               "--out", out_topic, "--group", group, "--expect", str(expect), "--partitions", str(partitions),
-               "--fetch-max-wait-ms", str(FETCH_MAX_WAIT_MS),
-               "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)]
+    command = [
+        str(venv / "bin" / "python"),
+        str(QUIX_SCRIPT),
+        "--bootstrap",
+        bootstrap,
+        "--in",
+        in_topic,
+        "--out",
+        out_topic,
+        "--group",
+        group,
+        "--expect",
+        str(expect),
+        "--partitions",
+        str(partitions),
+        "--fetch-max-wait-ms",
+        str(FETCH_MAX_WAIT_MS),
+        "--session-timeout-ms",
+        str(SESSION_TIMEOUT_MS),
+        "--heartbeat-interval-ms",
+        str(HEARTBEAT_INTERVAL_MS),
+    ]
     # A clean environment apart from PATH: nothing of the project's venv may leak in.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -439,8 +549,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"events_per_s": round(statistics.median(rates), 1), "min": min(rates), "max": max(rates), "runs": runs}
 
 
-def run_all(events: int, repeat: int, *, take: int, within: float, per_event_send: bool,
-            max_batch_bytes: int = BATCH_BYTES) -> dict[str, Any]:
+def run_all(
+    events: int, repeat: int, *, take: int, within: float, per_event_send: bool, max_batch_bytes: int = BATCH_BYTES
+) -> dict[str, Any]:
     """Start a broker, produce `events` Taobao clicks once, run every peer `repeat` times
     on that backlog (interleaved, so drift on a shared machine hits all alike)."""
     from shared.schemas import to_wire
@@ -449,8 +560,13 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
     from stream.topics import TopicSpec
 
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    settings = settings_with({"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-                          "SHOPFLOW_STREAM__RUN_DIR": str(work / "run"), "SHOPFLOW_LOG_LEVEL": "WARNING"})
+    settings = settings_with(
+        {
+            "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "SHOPFLOW_STREAM__RUN_DIR": str(work / "run"),
+            "SHOPFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
     bootstrap, partitions = settings.kafka.bootstrap_servers, settings.kafka.partitions
     clicks = load_events("taobao", settings.data_root, limit=events)
     if len(clicks) < events:
@@ -470,18 +586,36 @@ def run_all(events: int, repeat: int, *, take: int, within: float, per_event_sen
         produce_rate = len(records) / (time.perf_counter() - started)
         for i in range(repeat):
             out = f"peers-aiokafka_passthrough-{i}.out"
-            result = asyncio.run(aiokafka_passthrough(bootstrap, backlog, out, expect=events,
-                                                      group=f"peers-aiokafka-{i}", max_batch_bytes=max_batch_bytes))
+            result = asyncio.run(
+                aiokafka_passthrough(
+                    bootstrap, backlog, out, expect=events, group=f"peers-aiokafka-{i}", max_batch_bytes=max_batch_bytes
+                )
+            )
             check_output(bootstrap, out, events, "the aiokafka pass-through", keys)
             runs["aiokafka_passthrough"].append(result)
             for name in systems[1:]:
-                runs[name].append(faust_passthrough(
-                    bootstrap, backlog, f"peers-{name}-{i}.out", expect=events, group=f"peers-{name}-{i}",
-                    partitions=partitions, take=take, within=within, per_event_send=name == "faust_per_event_send",
-                    max_batch_bytes=max_batch_bytes, keys=keys, log_dir=work))
+                runs[name].append(
+                    faust_passthrough(
+                        bootstrap,
+                        backlog,
+                        f"peers-{name}-{i}.out",
+                        expect=events,
+                        group=f"peers-{name}-{i}",
+                        partitions=partitions,
+                        take=take,
+                        within=within,
+                        per_event_send=name == "faust_per_event_send",
+                        max_batch_bytes=max_batch_bytes,
+                        keys=keys,
+                        log_dir=work,
+                    )
+                )
             if not quix_skipped:
-                runs["quix"].append(quix_peer(bootstrap, backlog, expect=events, group=f"peers-quix-{i}",
-                                              partitions=partitions, keys=keys))
+                runs["quix"].append(
+                    quix_peer(
+                        bootstrap, backlog, expect=events, group=f"peers-quix-{i}", partitions=partitions, keys=keys
+                    )
+                )
     finally:
         broker.stop(settings)
     report: dict[str, Any] = {
@@ -515,8 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (every, faust_cmd):
         sub.add_argument("--take", type=int, default=1000, help="events per Faust micro-batch at most")
         sub.add_argument("--within", type=float, default=0.05, help="seconds a Faust micro-batch waits to fill")
-        sub.add_argument("--max-batch-bytes", type=int, default=BATCH_BYTES,
-                         help="size limit of a produced record batch (aiokafka and Faust peers)")
+        sub.add_argument(
+            "--max-batch-bytes",
+            type=int,
+            default=BATCH_BYTES,
+            help="size limit of a produced record batch (aiokafka and Faust peers)",
+        )
     args = parser.parse_args(argv)
 
     if args.command == "faust-passthrough":
@@ -524,8 +662,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # per-connection chatter
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    print(json.dumps(run_all(args.events, args.repeat, take=args.take, within=args.within,
-                             per_event_send=args.per_event_send, max_batch_bytes=args.max_batch_bytes)))
+    print(
+        json.dumps(
+            run_all(
+                args.events,
+                args.repeat,
+                take=args.take,
+                within=args.within,
+                per_event_send=args.per_event_send,
+                max_batch_bytes=args.max_batch_bytes,
+            )
+        )
+    )
     return 0
 
 

@@ -80,8 +80,9 @@ def bench_training(
     plain.train()
 
     def plain_step(batch: Sequence[dict]) -> None:
-        enc = tokenizer([r["text"] for r in batch], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt").to(device)
+        enc = tokenizer(
+            [r["text"] for r in batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
         y = torch.tensor([int(r[task.label_column]) for r in batch], device=device)
         out = plain(**enc, labels=y)
         out.loss.backward()
@@ -97,8 +98,12 @@ def bench_training(
             plain_step([records[i] for i in indices])
         theirs.append(len(records) / (time.perf_counter() - started))
     return {
-        "examples": len(records), "max_length": max_length, "batch_size": batch_size, "rounds": rounds,
-        "shopflow_examples_per_s": round(max(ours), 2), "plain_hf_examples_per_s": round(max(theirs), 2),
+        "examples": len(records),
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "shopflow_examples_per_s": round(max(ours), 2),
+        "plain_hf_examples_per_s": round(max(theirs), 2),
         "ratio": round(max(ours) / max(theirs), 3),
         "all_rounds": {"shopflow": [round(v, 2) for v in ours], "plain_hf": [round(v, 2) for v in theirs]},
     }
@@ -143,8 +148,11 @@ def bench_inference(task_name: str, table: str | None, args: argparse.Namespace)
     task = get_task(task_name)
     test = _rows(task, table, "test", args.eval_examples, args.seed)
     predictor, trained = _predictor(task_name, test)
-    result: dict[str, Any] = {"model_version": predictor.version, "trained": trained,
-                              "fp32": throughput(predictor, test, args.seconds_per_point)}
+    result: dict[str, Any] = {
+        "model_version": predictor.version,
+        "trained": trained,
+        "fp32": throughput(predictor, test, args.seconds_per_point),
+    }
     int8 = quantize_int8(predictor) if predictor.device.type == "cpu" else None
     if int8 is not None:
         result["int8"] = throughput(int8, test, args.seconds_per_point)
@@ -154,7 +162,8 @@ def bench_inference(task_name: str, table: str | None, args: argparse.Namespace)
             int8_m = task.metrics(y, int8.predict_proba(test))
             keys = [k for k in ("accuracy", "macro_f1", "roc_auc", "pr_auc") if k in fp32_m]
             result["quality_on_test_rows"] = {
-                "n": len(test), "fp32": {k: round(fp32_m[k], 4) for k in keys},
+                "n": len(test),
+                "fp32": {k: round(fp32_m[k], 4) for k in keys},
                 "int8": {k: round(int8_m[k], 4) for k in keys},
             }
     return result

@@ -42,7 +42,9 @@ TAOBAO_DIR = "taobao_user_behavior"
 
 @dataclass(frozen=True)
 class DemoOptions:
-    workdir: Path = option(REPO_ROOT / "var" / "demo", help="the demo's lake, registry, broker and report (wiped first)")
+    workdir: Path = option(
+        REPO_ROOT / "var" / "demo", help="the demo's lake, registry, broker and report (wiped first)"
+    )
     cutoff: str = option("2017-11-26T01:50:00Z", help="Taobao events before this are history, later ones the stream")
     swap_minutes: float = option(15.0, help="the stream's last minutes, replayed after the loop iteration")
     sentiment_seconds: float = option(90.0, help="time budget for fine-tuning sentiment (0 skips it)")
@@ -75,8 +77,11 @@ class Progress:
         stage.seconds = round(time.monotonic() - began, 2)
         self.stages.append(stage)
         shown = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in stage.counts.items())
-        print(f"[{number}/{self.total}] {name}: {shown} ({stage.seconds:.1f} s; "
-              f"{time.monotonic() - self.started:.0f} s in)", flush=True)
+        print(
+            f"[{number}/{self.total}] {name}: {shown} ({stage.seconds:.1f} s; "
+            f"{time.monotonic() - self.started:.0f} s in)",
+            flush=True,
+        )
         return stage.counts
 
 
@@ -142,11 +147,26 @@ def history_data(source_root: Path, target: Path, cutoff: datetime) -> dict[str,
 _BAD = (
     ("not JSON", 'view,4625350,"not json"'),
     ("timestamp -1", '{"event_id":"bad-ts-%d","user_id":"u1","item_id":"1","event_type":"view","ts":-1}'),
-    ("year 2150", '{"event_id":"bad-yr-%d","user_id":"u1","item_id":"1","event_type":"view","ts":"2150-01-01T00:00:00Z"}'),
-    ("blank user", '{"event_id":"bad-user-%d","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
-    ("number for a string", '{"event_id":"bad-type-%d","user_id":"u1","item_id":4625350,"event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
-    ("unknown event type", '{"event_id":"bad-kind-%d","user_id":"u1","item_id":"1","event_type":"wishlist","ts":"2017-11-26T02:00:00Z"}'),
-    ("lone surrogate", '{"event_id":"bad-sur-%d","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
+    (
+        "year 2150",
+        '{"event_id":"bad-yr-%d","user_id":"u1","item_id":"1","event_type":"view","ts":"2150-01-01T00:00:00Z"}',
+    ),
+    (
+        "blank user",
+        '{"event_id":"bad-user-%d","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}',
+    ),
+    (
+        "number for a string",
+        '{"event_id":"bad-type-%d","user_id":"u1","item_id":4625350,"event_type":"view","ts":"2017-11-26T02:00:00Z"}',
+    ),
+    (
+        "unknown event type",
+        '{"event_id":"bad-kind-%d","user_id":"u1","item_id":"1","event_type":"wishlist","ts":"2017-11-26T02:00:00Z"}',
+    ),
+    (
+        "lone surrogate",
+        '{"event_id":"bad-sur-%d","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T02:00:00Z"}',
+    ),
     ("missing item", '{"event_id":"bad-miss-%d","user_id":"u1","event_type":"view","ts":"2017-11-26T02:00:00Z"}'),
 )
 

@@ -46,8 +46,7 @@ class Stage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stage:
-        return cls(str(d["name"]), to_utc(d["started_at"]), float(d["seconds"]),
-                   dict(d.get("counts") or {}))
+        return cls(str(d["name"]), to_utc(d["started_at"]), float(d["seconds"]), dict(d.get("counts") or {}))
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,7 @@ class ModelScore:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelScore:
-        return cls(str(d["version"]), float(d["value"]), _opt_float(d.get("ci_low")),
-                   _opt_float(d.get("ci_high")))
+        return cls(str(d["version"]), float(d["value"]), _opt_float(d.get("ci_low")), _opt_float(d.get("ci_high")))
 
 
 @dataclass(frozen=True)
@@ -97,10 +95,16 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Evaluation:
-        return cls(str(d["metric"]), ModelScore.from_dict(d["champion"]),
-                   ModelScore.from_dict(d["challenger"]), Estimate.from_dict(d["difference"]),
-                   float(d["margin"]), str(d["decision"]), str(d.get("reason", "")),
-                   dict(d.get("slice") or {}))
+        return cls(
+            str(d["metric"]),
+            ModelScore.from_dict(d["champion"]),
+            ModelScore.from_dict(d["challenger"]),
+            Estimate.from_dict(d["difference"]),
+            float(d["margin"]),
+            str(d["decision"]),
+            str(d.get("reason", "")),
+            dict(d.get("slice") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,7 @@ class Accounting:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Accounting:
-        return cls(int(d["rows_in"]), int(d["folded"]), int(d["dead_lettered"]),
-                   int(d.get("duplicates_dropped", 0)))
+        return cls(int(d["rows_in"]), int(d["folded"]), int(d["dead_lettered"]), int(d.get("duplicates_dropped", 0)))
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,12 @@ class LineageStep:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LineageStep:
-        return cls(str(d["step"]), [TableVersion.from_dict(t) for t in d.get("reads", [])],
-                   [TableVersion.from_dict(t) for t in d.get("writes", [])],
-                   {str(k): (int(v[0]), int(v[1])) for k, v in (d.get("offsets") or {}).items()})
+        return cls(
+            str(d["step"]),
+            [TableVersion.from_dict(t) for t in d.get("reads", [])],
+            [TableVersion.from_dict(t) for t in d.get("writes", [])],
+            {str(k): (int(v[0]), int(v[1])) for k, v in (d.get("offsets") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -174,8 +180,11 @@ class Swap:
         for s in samples:
             if not s.up or s.serving_version is None:
                 continue
-            if previous is not None and s.serving_version != previous and (
-                    to_version is None or s.serving_version == str(to_version)):
+            if (
+                previous is not None
+                and s.serving_version != previous
+                and (to_version is None or s.serving_version == str(to_version))
+            ):
                 return cls(to_utc(s.at), previous, s.serving_version)
             previous = s.serving_version
         return None
@@ -204,14 +213,12 @@ class DemoRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DemoRecord:
-        ev, acc, swap, created = (d.get("evaluation"), d.get("accounting"), d.get("swap"),
-                                  d.get("created_at"))
+        ev, acc, swap, created = (d.get("evaluation"), d.get("accounting"), d.get("swap"), d.get("created_at"))
         return cls(
             title=str(d.get("title", "shopflow demo")),
             created_at=None if created is None else to_utc(created),
             stages=[Stage.from_dict(s) for s in d.get("stages", [])],
-            samples=[s if isinstance(s, Sample) else Sample.from_dict(s)
-                     for s in d.get("samples", [])],
+            samples=[s if isinstance(s, Sample) else Sample.from_dict(s) for s in d.get("samples", [])],
             dlq_by_reason={str(k): int(v) for k, v in (d.get("dlq_by_reason") or {}).items()},
             evaluation=None if ev is None else Evaluation.from_dict(ev),
             accounting=None if acc is None else Accounting.from_dict(acc),

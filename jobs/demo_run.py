@@ -1,6 +1,6 @@
 """The demo's stages, in order (see jobs/demo.py for the story and the command line).
 
-    report_path = run_demo(settings, options, env, source_root)
+report_path = run_demo(settings, options, env, source_root)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from jobs.demo_stream import StreamStack
 from shared.settings import Settings
 
 log = logging.getLogger("jobs.demo")
-
 
 
 def split_stream(events: list[dict[str, Any]], cutoff: datetime, swap_minutes: float) -> tuple[list, list]:
@@ -39,8 +38,10 @@ def _lineage(step: str, result: Any) -> dict[str, Any]:
     """A job result's tables read/written (and offsets) as a report lineage row."""
     doc = result.to_dict() if hasattr(result, "to_dict") else dict(result or {})
     reads = [{"table": t, "version": v} for t, v in (doc.get("tables_read") or {}).items()]
-    writes = [{"table": t, "version": w.get("version") if isinstance(w, dict) else w}
-              for t, w in (doc.get("tables_written") or {}).items()]
+    writes = [
+        {"table": t, "version": w.get("version") if isinstance(w, dict) else w}
+        for t, w in (doc.get("tables_written") or {}).items()
+    ]
     offsets = {k: list(v) for k, v in (doc.get("offsets") or {}).items()}
     return {"step": step, "reads": reads, "writes": writes, "offsets": offsets}
 
@@ -64,8 +65,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         events, malformed = read_source("taobao", source_root)
         phase_a, phase_b = split_stream(events, cutoff, options.swap_minutes)
         data.phases = (phase_a, phase_b)  # type: ignore[attr-defined]
-        return {**counts, "stream_events": len(phase_a) + len(phase_b),
-                "after_swap": len(phase_b)}
+        return {**counts, "stream_events": len(phase_a) + len(phase_b), "after_swap": len(phase_b)}
 
     progress.run("history and stream from the real data", data)
     phase_a, phase_b = data.phases  # type: ignore[attr-defined]
@@ -79,8 +79,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         for name, res in results.items():
             lineage.append(_lineage(f"batch {name}", res))
         counts = results["clean"].counts
-        return {"rows_in": counts.get("rows_in", 0), "silver": counts.get("rows_out", 0),
-                "quarantined": counts.get("rows_quarantined", 0)}
+        return {
+            "rows_in": counts.get("rows_in", 0),
+            "silver": counts.get("rows_out", 0),
+            "quarantined": counts.get("rows_quarantined", 0),
+        }
 
     progress.run("batch: files -> bronze -> silver -> gold", batch)
 
@@ -89,7 +92,9 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
         from batch import train
 
         res = train.run(settings, train.TrainOptions(task="propensity", promote=True, progress=False))
-        baselines = ", ".join(f"{name} {m.get('roc_auc', float('nan')):.3f}" for name, m in res.baseline_metrics.items())
+        baselines = ", ".join(
+            f"{name} {m.get('roc_auc', float('nan')):.3f}" for name, m in res.baseline_metrics.items()
+        )
         summary["propensity champion"] = f"v{res.version}: ROC-AUC {res.metrics.get('roc_auc', float('nan')):.3f}"
         summary["its baselines (ROC-AUC)"] = baselines
         return {"version": res.version, "roc_auc": round(res.metrics.get("roc_auc", float("nan")), 4)}
@@ -100,20 +105,39 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
     def sentiment() -> dict[str, Any]:
         from batch import score, train
 
-        res = train.run(settings, train.TrainOptions(
-            task="sentiment", promote=True, progress=options.progress, max_length=64,
-            time_budget_seconds=options.sentiment_seconds, max_eval_samples=400))
+        res = train.run(
+            settings,
+            train.TrainOptions(
+                task="sentiment",
+                promote=True,
+                progress=options.progress,
+                max_length=64,
+                time_budget_seconds=options.sentiment_seconds,
+                max_eval_samples=400,
+            ),
+        )
         seen = res.document["training"]["examples"]
         scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test"))
         tfidf = res.baseline_metrics.get("tfidf_logreg", {}).get("macro_f1", float("nan"))
-        summary["sentiment"] = (f"v{res.version}: {seen:,} of {res.train_rows:,} examples in "
-                                f"{options.sentiment_seconds:.0f} s, macro-F1 {res.metrics.get('macro_f1', 0):.3f} "
-                                f"(TF-IDF {tfidf:.3f})")
+        summary["sentiment"] = (
+            f"v{res.version}: {seen:,} of {res.train_rows:,} examples in "
+            f"{options.sentiment_seconds:.0f} s, macro-F1 {res.metrics.get('macro_f1', 0):.3f} "
+            f"(TF-IDF {tfidf:.3f})"
+        )
         summary["reviews scored in Spark"] = scored.rows
-        lineage.append({"step": "score sentiment (Spark)", "reads": [{"table": scored.input, "version": scored.input_version}],
-                        "writes": [{"table": scored.output, "version": scored.output_version}], "offsets": {}})
-        return {"examples_seen": seen, "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
-                "reviews_scored": scored.rows}
+        lineage.append(
+            {
+                "step": "score sentiment (Spark)",
+                "reads": [{"table": scored.input, "version": scored.input_version}],
+                "writes": [{"table": scored.output, "version": scored.output_version}],
+                "offsets": {},
+            }
+        )
+        return {
+            "examples_seen": seen,
+            "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
+            "reviews_scored": scored.rows,
+        }
 
     if options.sentiment_seconds > 0:
         progress.run("fine-tune sentiment (time-boxed) and bulk-score reviews", sentiment)
@@ -124,14 +148,17 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
     # The sampler starts first: its early gaps are the worker starting, not missing data.
     sampler = MetricsSampler(settings.stream.metrics_host, settings.stream.metrics_port, interval=1.0).start()
     with StreamStack(settings, env, work / "logs") as stack:
-
         # 5. replay the stream after the cutoff at full speed
         def replay_a() -> dict[str, Any]:
             sent = stack.replay(phase_a, progress=options.progress, malformed=bad)
             stack.wait_consumed(sent, timeout=900)
             sample = stack.metrics()
-            return {"replayed": sent, "of them deliberately bad": len(bad), "dead-lettered": int(sample.dlq),
-                    "serving_version": sample.serving_version}
+            return {
+                "replayed": sent,
+                "of them deliberately bad": len(bad),
+                "dead-lettered": int(sample.dlq),
+                "serving_version": sample.serving_version,
+            }
 
         progress.run("stream: replay after the cutoff through the worker", replay_a)
 
@@ -147,8 +174,11 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             loop_detail.update(iteration.to_dict())
             decision = (retrain.detail or {}).get("decision", {}) if retrain else {}
             folds.append(iteration.step("fold").detail if iteration.step("fold") else {})
-            return {"ok": iteration.ok, "promoted": bool(decision.get("promote")),
-                    "challenger": (retrain.detail or {}).get("challenger_version") if retrain else None}
+            return {
+                "ok": iteration.ok,
+                "promoted": bool(decision.get("promote")),
+                "challenger": (retrain.detail or {}).get("challenger_version") if retrain else None,
+            }
 
         loop_counts = progress.run("loop: fold -> features -> retrain -> evaluate -> promote", loop_once)
 
@@ -157,8 +187,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
             # A promoted model is loaded and verified off the hot path, then swapped in at
             # the worker's next micro-batch: once it is loaded, these events are scored by it.
             if loop_counts.get("promoted"):
-                stack.wait(lambda s: s.models_loaded > loaded_before[0], 60,
-                           "the worker to load the promoted model")
+                stack.wait(lambda s: s.models_loaded > loaded_before[0], 60, "the worker to load the promoted model")
             sent = stack.replay(phase_b, progress=options.progress)
             stack.wait_consumed(len(phase_a) + len(bad) + sent, timeout=600)
             if loop_counts.get("promoted"):
@@ -184,19 +213,22 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
     # 9. everything stopped (the with-block above); 10. the report
     def report() -> dict[str, Any]:
-        record = DemoRecord.from_dict({
-            "title": "shopflow demo: the closed loop on the Taobao click log",
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "stages": [s.__dict__ for s in progress.stages],
-            "samples": samples,
-            "dlq_by_reason": _dlq_by_reason(settings),
-            "evaluation": _evaluation(loop_detail),
-            "accounting": _accounting(folds, len(phase_a) + len(phase_b) + len(bad)),
-            "lineage": lineage,
-            "swap": None if swap is None else {"at": swap.at, "from_version": swap.from_version,
-                                               "to_version": swap.to_version},
-            "summary": summary,
-        })
+        record = DemoRecord.from_dict(
+            {
+                "title": "shopflow demo: the closed loop on the Taobao click log",
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "stages": [s.__dict__ for s in progress.stages],
+                "samples": samples,
+                "dlq_by_reason": _dlq_by_reason(settings),
+                "evaluation": _evaluation(loop_detail),
+                "accounting": _accounting(folds, len(phase_a) + len(phase_b) + len(bad)),
+                "lineage": lineage,
+                "swap": None
+                if swap is None
+                else {"at": swap.at, "from_version": swap.from_version, "to_version": swap.to_version},
+                "summary": summary,
+            }
+        )
         (work / "report").mkdir(parents=True, exist_ok=True)
         (work / "report" / "demo.json").write_text(record.to_json())
         report.path = write_report(record, work / "report" / "demo.html")  # type: ignore[attr-defined]

@@ -66,8 +66,9 @@ class StreamStack:
     def metrics(self) -> Sample:
         """One scrape of the worker's metrics (`up` False while it does not answer)."""
         if self.worker is not None and self.worker.poll() is not None:
-            raise WorkerError(f"the worker exited with status {self.worker.returncode}; "
-                              f"see {self.log_dir / 'worker.log'}")
+            raise WorkerError(
+                f"the worker exited with status {self.worker.returncode}; see {self.log_dir / 'worker.log'}"
+            )
         return scrape_once(self.settings.stream.metrics_host, self.port)
 
     def wait(self, check: Callable[[Sample], bool], timeout: float, what: str) -> Sample:
@@ -77,8 +78,7 @@ class StreamStack:
             if sample.up and check(sample):
                 return sample
             time.sleep(0.5)
-        raise WorkerError(f"timed out after {timeout:.0f} s waiting for {what}; "
-                          f"see {self.log_dir / 'worker.log'}")
+        raise WorkerError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.log_dir / 'worker.log'}")
 
     def serving_version(self) -> str | None:
         return self.metrics().serving_version

@@ -54,11 +54,24 @@ from typing import Any
 
 from jobs.fold_hooks import FileWatch, crash_point
 from jobs.fold_rows import (
-    QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, first_of_each, scored_row, to_arrow,
+    QUARANTINE_SCHEMA,
+    STREAM_SCHEMA,
+    Position,
+    dlq_row,
+    first_of_each,
+    scored_row,
+    to_arrow,
     unreadable_scored_row,
 )
 from shared.delta import (
-    AppTxn, MergeResult, ensure_table, insert_new_rows, keys_present, open_table, table_exists, table_version,
+    AppTxn,
+    MergeResult,
+    ensure_table,
+    insert_new_rows,
+    keys_present,
+    open_table,
+    table_exists,
+    table_version,
 )
 from shared.errors import BrokerError, ConcurrentCommitError, ShopflowError, TableError
 from shared.options import option, start_job
@@ -108,7 +121,7 @@ def app_id(topic: str, partition: int) -> str:
 
 
 def committed_offsets(settings: Settings) -> dict[str, int]:
-    """"topic[p]" -> the next offset folded into Delta, for every partition folded so far.
+    """ "topic[p]" -> the next offset folded into Delta, for every partition folded so far.
 
     Read from the tables' app transactions (what a restarted fold resumes from). Delta
     cannot list app ids, so partitions 0 .. max(settings.kafka.partitions, 64) are asked.
@@ -170,10 +183,15 @@ class _Fold:
         k, f = self.settings.kafka, self.settings.fold
         try:
             consumer = KafkaConsumer(
-                bootstrap_servers=k.bootstrap_servers, group_id=f.group_id, client_id="shopflow-fold",
-                enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-                fetch_max_wait_ms=f.fetch_max_wait_ms, max_poll_records=self.batch_records,
+                bootstrap_servers=k.bootstrap_servers,
+                group_id=f.group_id,
+                client_id="shopflow-fold",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=k.session_timeout_ms,
+                heartbeat_interval_ms=k.heartbeat_interval_ms,
+                fetch_max_wait_ms=f.fetch_max_wait_ms,
+                max_poll_records=self.batch_records,
             )
             consumer.subscribe([k.scored_topic, k.dlq_topic], listener=Listener())
         except Exception as exc:  # kafka-python raises several unrelated types here
@@ -184,14 +202,20 @@ class _Fold:
         """Resume each partition from its app-transaction version in Delta, not the group's offset."""
         for tp in assigned:
             path = self.tables[tp.topic]
-            stored = open_table(path).transaction_version(app_id(tp.topic, tp.partition)) if table_exists(path) else None
+            stored = (
+                open_table(path).transaction_version(app_id(tp.topic, tp.partition)) if table_exists(path) else None
+            )
             self.expected[tp] = stored
             if stored is None:
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, stored)
-            log.info("assigned %s[%d]: resuming at %s (Delta app transaction)", tp.topic, tp.partition,
-                     "the beginning" if stored is None else stored)
+            log.info(
+                "assigned %s[%d]: resuming at %s (Delta app transaction)",
+                tp.topic,
+                tp.partition,
+                "the beginning" if stored is None else stored,
+            )
 
     def _caught_up(self) -> bool:
         assignment = self.consumer.assignment()
@@ -215,8 +239,13 @@ class _Fold:
                 # Read to the end but not all of it is in Delta: records polled before a
                 # rebalance were dropped uncommitted and the partition stayed here. Drain is
                 # judged by Delta's offsets, so read them again from there.
-                log.info("%s[%d]: read to %d but Delta holds %s; re-reading from there",
-                         tp.topic, tp.partition, position, stored)
+                log.info(
+                    "%s[%d]: read to %d but Delta holds %s; re-reading from there",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    stored,
+                )
                 self.expected[tp] = stored
                 if stored is None:
                     self.consumer.seek_to_beginning(tp)
@@ -225,8 +254,14 @@ class _Fold:
                 return False
             if position > ends[tp]:
                 # Past the log's end: the topic was recreated (see _reconcile); read it from the start.
-                log.warning("%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
-                            "reading it from the beginning", tp.topic, tp.partition, ends[tp], position)
+                log.warning(
+                    "%s[%d] ends at %d, below the %d already folded: the topic was recreated; "
+                    "reading it from the beginning",
+                    tp.topic,
+                    tp.partition,
+                    ends[tp],
+                    position,
+                )
                 self.consumer.seek_to_beginning(tp)
                 self.recreated.add(tp)
                 return False
@@ -238,8 +273,12 @@ class _Fold:
         from kafka import KafkaConsumer
 
         if self.probe is None:
-            self.probe = KafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=None,
-                                       enable_auto_commit=False, fetch_max_wait_ms=self.settings.fold.fetch_max_wait_ms)
+            self.probe = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=self.settings.fold.fetch_max_wait_ms,
+            )
         listed = self.probe.end_offsets(tps)
         self.probe.assign(tps)
         for tp in tps:
@@ -255,8 +294,7 @@ class _Fold:
         started = time.monotonic()
         waiting_since = time.monotonic()
         while not self.stopping:
-            polled = self.consumer.poll(timeout_ms=self.settings.fold.poll_timeout_ms,
-                                        max_records=self.batch_records)
+            polled = self.consumer.poll(timeout_ms=self.settings.fold.poll_timeout_ms, max_records=self.batch_records)
             for tp, records in polled.items():
                 self.pending.setdefault(tp, []).extend(records)
             held = sum(len(r) for r in self.pending.values())
@@ -273,8 +311,10 @@ class _Fold:
                 if not self.options.follow and self._caught_up():
                     break
             elif time.monotonic() - waiting_since > self.settings.fold.assignment_timeout_seconds:
-                log.warning("no partition assigned within %.0f s (more folds than partitions?); exiting",
-                            self.settings.fold.assignment_timeout_seconds)
+                log.warning(
+                    "no partition assigned within %.0f s (more folds than partitions?); exiting",
+                    self.settings.fold.assignment_timeout_seconds,
+                )
                 break
         if self.pending:
             self._commit(self.pending)
@@ -322,7 +362,9 @@ class _Fold:
         except Exception as exc:  # a rebalance in progress, say: harmless here
             log.debug("group offset commit skipped: %s", exc)
 
-    def _reconcile(self, table: Any, tps: list[Any], pending: dict[Any, list[Any]]) -> tuple[dict[Any, list[Any]], list[AppTxn]]:
+    def _reconcile(
+        self, table: Any, tps: list[Any], pending: dict[Any, list[Any]]
+    ) -> tuple[dict[Any, list[Any]], list[AppTxn]]:
         """The records still to fold per partition (by the snapshot's versions) and their txns.
 
         A partition whose Delta version is not where this fold's records continue from
@@ -334,21 +376,35 @@ class _Fold:
         for tp in tps:
             stored = table.transaction_version(app_id(tp.topic, tp.partition))
             records = pending[tp]
-            if (stored is not None and tp not in self.recreated and records[0].offset < stored
-                    and stored == self.expected.get(tp) and self._confirmed_ends([tp])[tp] < stored):
+            if (
+                stored is not None
+                and tp not in self.recreated
+                and records[0].offset < stored
+                and stored == self.expected.get(tp)
+                and self._confirmed_ends([tp])[tp] < stored
+            ):
                 # Sought to `stored`, reset below it by the broker: the log ends short of it.
                 self.recreated.add(tp)
             if tp in self.recreated:
                 # The log restarted below `stored` (seen in _caught_up): fold it again from its
                 # start; event ids already folded are dropped by the MERGE.
-                log.warning("%s[%d]: folding the recreated topic from offset %d (Delta held %s)",
-                            tp.topic, tp.partition, records[0].offset, stored)
+                log.warning(
+                    "%s[%d]: folding the recreated topic from offset %d (Delta held %s)",
+                    tp.topic,
+                    tp.partition,
+                    records[0].offset,
+                    stored,
+                )
             elif stored is not None:
                 records = [r for r in records if r.offset >= stored]
                 # Our own position may run past gaps in the log; anyone else's may not.
                 if not records or (records[0].offset != stored and stored != self.expected.get(tp)):
-                    log.info("%s[%d]: Delta holds offset %d, not where this fold's records continue; "
-                             "re-reading from there", tp.topic, tp.partition, stored)
+                    log.info(
+                        "%s[%d]: Delta holds offset %d, not where this fold's records continue; re-reading from there",
+                        tp.topic,
+                        tp.partition,
+                        stored,
+                    )
                     if tp in self.consumer.assignment():
                         self.consumer.seek(tp, stored)
                     self.expected[tp] = stored
@@ -363,7 +419,9 @@ class _Fold:
         stream_path, quarantine_path = self.tables[k.scored_topic], self.tables[k.dlq_topic]
         stream = open_table(stream_path)
         quarantine = open_table(quarantine_path)
-        scored, scored_txns = self._reconcile(stream, [tp for tp in list(pending) if tp.topic == k.scored_topic], pending)
+        scored, scored_txns = self._reconcile(
+            stream, [tp for tp in list(pending) if tp.topic == k.scored_topic], pending
+        )
         dead, dead_txns = self._reconcile(quarantine, [tp for tp in list(pending) if tp.topic == k.dlq_topic], pending)
 
         rows, bad = [], []
@@ -375,24 +433,39 @@ class _Fold:
                 except ValueError as exc:
                     log.warning("unreadable scored record at %s: %s (quarantined)", pos, exc)
                     bad.append(unreadable_scored_row(r.value, pos, str(exc), batch_id=batch_id, folded_at=folded_at))
-        quarantined = bad + [dlq_row(r.value, Position(tp.topic, tp.partition, r.offset), batch_id=batch_id,
-                                     folded_at=folded_at) for tp, records in dead.items() for r in records]
+        quarantined = bad + [
+            dlq_row(r.value, Position(tp.topic, tp.partition, r.offset), batch_id=batch_id, folded_at=folded_at)
+            for tp, records in dead.items()
+            for r in records
+        ]
         quarantined, _ = first_of_each(quarantined, "dedupe_key")
         rows, in_batch = first_of_each(rows, "event_id")
         in_batch_silver = self._in_silver_clicks(rows)
         new_rows = [r for r in rows if r["event_id"] not in in_batch_silver]
 
         self._crash_point("before_commit")
-        q = insert_new_rows(quarantine, to_arrow(quarantined, QUARANTINE_SCHEMA), key="dedupe_key",
-                            range_column="key_offset", txns=dead_txns, info={"job": "jobs.fold"})
+        q = insert_new_rows(
+            quarantine,
+            to_arrow(quarantined, QUARANTINE_SCHEMA),
+            key="dedupe_key",
+            range_column="key_offset",
+            txns=dead_txns,
+            info={"job": "jobs.fold"},
+        )
         self.result.dlq_rows += q.inserted
         self.result.unreadable += len(bad)
         self._record_version(str(quarantine_path), q)
         self._note_committed(dead)
         self._crash_point("between_tables")
         with self._crash_on_new_file(stream_path):
-            s = insert_new_rows(stream, to_arrow(new_rows, STREAM_SCHEMA), key="event_id", range_column="ts",
-                                txns=scored_txns, info={"job": "jobs.fold"})
+            s = insert_new_rows(
+                stream,
+                to_arrow(new_rows, STREAM_SCHEMA),
+                key="event_id",
+                range_column="ts",
+                txns=scored_txns,
+                info={"job": "jobs.fold"},
+            )
         self.result.records_read += sum(len(r) for r in scored.values())
         self.result.rows_folded += s.inserted
         self.result.duplicates_dropped += in_batch + len(in_batch_silver) + (len(new_rows) - s.inserted)
@@ -400,9 +473,16 @@ class _Fold:
         self.result.files_skipped += s.files_skipped
         self._record_version(str(stream_path), s)
         self._note_committed(scored)
-        log.info("batch %s: %d scored records -> %d rows (%d duplicates), %d dead letters; files scanned %d, skipped %d",
-                 batch_id, sum(len(r) for r in scored.values()), s.inserted, len(rows) + in_batch - s.inserted,
-                 q.inserted, s.files_scanned, s.files_skipped)
+        log.info(
+            "batch %s: %d scored records -> %d rows (%d duplicates), %d dead letters; files scanned %d, skipped %d",
+            batch_id,
+            sum(len(r) for r in scored.values()),
+            s.inserted,
+            len(rows) + in_batch - s.inserted,
+            q.inserted,
+            s.files_scanned,
+            s.files_skipped,
+        )
 
     def _in_silver_clicks(self, rows: list[dict[str, Any]]) -> set[str]:
         """Event ids of `rows` the batch already cleaned into silver/clicks (their ts range only)."""
@@ -412,8 +492,9 @@ class _Fold:
             self.result.tables_read["silver/clicks"] = table_version(self.silver_clicks)
         version = self.result.tables_read["silver/clicks"]
         times = [r["ts"] for r in rows]
-        return keys_present(self.silver_clicks, "event_id", [r["event_id"] for r in rows], "ts",
-                            min(times), max(times), version=version)
+        return keys_present(
+            self.silver_clicks, "event_id", [r["event_id"] for r in rows], "ts", min(times), max(times), version=version
+        )
 
     def _record_version(self, path: str, merge: MergeResult) -> None:
         if merge.version is not None:
@@ -464,8 +545,17 @@ def run(settings: Settings, options: FoldOptions) -> FoldResult:
         for table, version in result.tables_read.items():
             metrics.read(table, version)
         for table, versions in result.versions_written.items():
-            metrics.wrote(table, max(versions), result.rows_folded if table.endswith(f.stream_table) else result.dlq_rows)
-        for name in ("records_read", "rows_folded", "duplicates_dropped", "dlq_rows", "unreadable", "conflicts_retried"):
+            metrics.wrote(
+                table, max(versions), result.rows_folded if table.endswith(f.stream_table) else result.dlq_rows
+            )
+        for name in (
+            "records_read",
+            "rows_folded",
+            "duplicates_dropped",
+            "dlq_rows",
+            "unreadable",
+            "conflicts_retried",
+        ):
             metrics.count(name, getattr(result, name))
         metrics.extra["partitions"] = result.partitions
         metrics.extra["topics"] = {"scored": k.scored_topic, "dlq": k.dlq_topic}

@@ -86,8 +86,13 @@ class Position:
 
 
 def _where(pos: Position, batch_id: str, folded_at: datetime) -> dict[str, Any]:
-    return {"_topic": pos.topic, "_partition": pos.partition, "_offset": pos.offset,
-            "_batch_id": batch_id, "_folded_at": folded_at}
+    return {
+        "_topic": pos.topic,
+        "_partition": pos.partition,
+        "_offset": pos.offset,
+        "_batch_id": batch_id,
+        "_folded_at": folded_at,
+    }
 
 
 def _ts(value: Any) -> datetime | None:
@@ -115,23 +120,38 @@ def scored_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: 
         raise ValueError(f"bad value: {exc}") from exc
     row = {name: event.get(name) for name in CLICK_EVENT.names}
     row.update(times)
-    row.update(source=STREAM_SOURCE, model_name=event.get("model_name"),
-               model_version=None if event.get("model_version") is None else str(event["model_version"]),
-               score=score, **_where(pos, batch_id, folded_at))
+    row.update(
+        source=STREAM_SOURCE,
+        model_name=event.get("model_name"),
+        model_version=None if event.get("model_version") is None else str(event["model_version"]),
+        score=score,
+        **_where(pos, batch_id, folded_at),
+    )
     for name in ("event_id", "user_id", "session_id", "item_id", "event_type", "query", "category_id"):
         if row[name] is not None:
             row[name] = str(row[name])
     return row
 
 
-def unreadable_scored_row(value: bytes | None, pos: Position, problem: str, *, batch_id: str,
-                          folded_at: datetime) -> dict[str, Any]:
+def unreadable_scored_row(
+    value: bytes | None, pos: Position, problem: str, *, batch_id: str, folded_at: datetime
+) -> dict[str, Any]:
     """A scored value the fold cannot read, kept in quarantine with why and where."""
     raw = b"" if value is None else value
     return _quarantine(
-        reason=UNREADABLE_SCORED, detail=problem, record=raw[:64 * 1024].decode("latin-1"), step="fold",
-        reason_code=UNREADABLE_SCORED, raw_size=len(raw), raw_sha256=None, raw_truncated=len(raw) > 64 * 1024,
-        source=pos, failed_at=folded_at, pos=pos, batch_id=batch_id, folded_at=folded_at,
+        reason=UNREADABLE_SCORED,
+        detail=problem,
+        record=raw[: 64 * 1024].decode("latin-1"),
+        step="fold",
+        reason_code=UNREADABLE_SCORED,
+        raw_size=len(raw),
+        raw_sha256=None,
+        raw_truncated=len(raw) > 64 * 1024,
+        source=pos,
+        failed_at=folded_at,
+        pos=pos,
+        batch_id=batch_id,
+        folded_at=folded_at,
     )
 
 
@@ -144,10 +164,19 @@ def dlq_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: dat
     except (UnicodeDecodeError, ValueError) as exc:
         raw = value or b""
         return _quarantine(
-            reason=UNREADABLE_DLQ, detail=f"the dead-letter entry itself is unreadable: {exc}",
-            record=raw[:64 * 1024].decode("latin-1"), step="fold", reason_code=UNREADABLE_DLQ,
-            raw_size=len(raw), raw_sha256=None, raw_truncated=len(raw) > 64 * 1024, source=pos,
-            failed_at=folded_at, pos=pos, batch_id=batch_id, folded_at=folded_at,
+            reason=UNREADABLE_DLQ,
+            detail=f"the dead-letter entry itself is unreadable: {exc}",
+            record=raw[: 64 * 1024].decode("latin-1"),
+            step="fold",
+            reason_code=UNREADABLE_DLQ,
+            raw_size=len(raw),
+            raw_sha256=None,
+            raw_truncated=len(raw) > 64 * 1024,
+            source=pos,
+            failed_at=folded_at,
+            pos=pos,
+            batch_id=batch_id,
+            folded_at=folded_at,
         )
     source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
     try:
@@ -164,30 +193,59 @@ def dlq_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: dat
         failed_at = None
     raw_size = entry.get("raw_size")
     return _quarantine(
-        reason=code or step or "unknown", detail="; ".join(reasons), record=entry.get("raw"), step=step,
-        reason_code=code, raw_size=raw_size if isinstance(raw_size, int) and not isinstance(raw_size, bool) else None,
-        raw_sha256=entry.get("raw_sha256"), raw_truncated=entry.get("raw_truncated") if isinstance(entry.get("raw_truncated"), bool) else None,
-        source=source_pos, failed_at=failed_at, pos=pos, batch_id=batch_id, folded_at=folded_at,
+        reason=code or step or "unknown",
+        detail="; ".join(reasons),
+        record=entry.get("raw"),
+        step=step,
+        reason_code=code,
+        raw_size=raw_size if isinstance(raw_size, int) and not isinstance(raw_size, bool) else None,
+        raw_sha256=entry.get("raw_sha256"),
+        raw_truncated=entry.get("raw_truncated") if isinstance(entry.get("raw_truncated"), bool) else None,
+        source=source_pos,
+        failed_at=failed_at,
+        pos=pos,
+        batch_id=batch_id,
+        folded_at=folded_at,
     )
 
 
-def _quarantine(*, reason: str, detail: str, record: Any, step: str | None, reason_code: str | None,
-                raw_size: int | None, raw_sha256: Any, raw_truncated: bool | None, source: Position | None,
-                failed_at: datetime | None, pos: Position, batch_id: str, folded_at: datetime) -> dict[str, Any]:
+def _quarantine(
+    *,
+    reason: str,
+    detail: str,
+    record: Any,
+    step: str | None,
+    reason_code: str | None,
+    raw_size: int | None,
+    raw_sha256: Any,
+    raw_truncated: bool | None,
+    source: Position | None,
+    failed_at: datetime | None,
+    pos: Position,
+    batch_id: str,
+    folded_at: datetime,
+) -> dict[str, Any]:
     # The worker may dead-letter one input record twice (at-least-once): the input's
     # position names it once. Without a position, the dead-letter record's own does.
     key_pos = source or pos
     return {
-        "source_table": STREAM_SOURCE, "reason": reason, "detail": detail,
+        "source_table": STREAM_SOURCE,
+        "reason": reason,
+        "detail": detail,
         "record": None if record is None else str(record),
-        "_source": str(key_pos), "_row_number": key_pos.offset,
-        "step": step, "reason_code": reason_code, "raw_size": raw_size,
-        "raw_sha256": None if raw_sha256 is None else str(raw_sha256), "raw_truncated": raw_truncated,
+        "_source": str(key_pos),
+        "_row_number": key_pos.offset,
+        "step": step,
+        "reason_code": reason_code,
+        "raw_size": raw_size,
+        "raw_sha256": None if raw_sha256 is None else str(raw_sha256),
+        "raw_truncated": raw_truncated,
         "source_topic": source.topic if source else None,
         "source_partition": source.partition if source else None,
         "source_offset": source.offset if source else None,
         "failed_at": failed_at,
-        "dedupe_key": f"{'input' if source else 'read'}:{key_pos}", "key_offset": key_pos.offset,
+        "dedupe_key": f"{'input' if source else 'read'}:{key_pos}",
+        "key_offset": key_pos.offset,
         **_where(pos, batch_id, folded_at),
     }
 

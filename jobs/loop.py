@@ -160,10 +160,12 @@ def run_iteration(settings: Settings, steps: list[Step]) -> IterationResult:
                 step = StepResult(name, "succeeded", round(time.perf_counter() - started, 3), _as_dict(result))
             except ShopflowError as exc:
                 log.error("loop step %s failed: %s", name, exc)
-                step = StepResult(name, "failed", round(time.perf_counter() - started, 3),
-                                  {"error": f"{type(exc).__name__}: {exc}"})
-            step.metrics_file = str(write_metrics(settings.metrics_dir, f"jobs.loop.{name}",
-                                                 {"step": name, **step.__dict__}))
+                step = StepResult(
+                    name, "failed", round(time.perf_counter() - started, 3), {"error": f"{type(exc).__name__}: {exc}"}
+                )
+            step.metrics_file = str(
+                write_metrics(settings.metrics_dir, f"jobs.loop.{name}", {"step": name, **step.__dict__})
+            )
             iteration.steps.append(step)
             log.info("loop step %s %s in %.1fs", name, step.status, step.seconds)
             if step.status == "failed":

@@ -67,16 +67,14 @@ class Sample:
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         # JSON has no infinity: the +Inf bound is written as the string "+Inf".
-        out["latency_buckets"] = [["+Inf" if math.isinf(le) else le, n]
-                                  for le, n in self.latency_buckets]
+        out["latency_buckets"] = [["+Inf" if math.isinf(le) else le, n] for le, n in self.latency_buckets]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}  # a newer field is ignored
-        data["latency_buckets"] = tuple((float(le), float(n))
-                                        for le, n in data.get("latency_buckets", ()))
+        data["latency_buckets"] = tuple((float(le), float(n)) for le, n in data.get("latency_buckets", ()))
         data["dlq_by_step"] = {str(k): float(v) for k, v in data.get("dlq_by_step", {}).items()}
         return cls(**data)
 
@@ -113,10 +111,20 @@ def parse_metrics(text: str, at: float) -> Sample:
                 latency_sum = s.value
             elif s.name == RELOADS and s.labels.get("outcome") == "loaded":
                 loaded = s.value
-    return Sample(at=at, events_in=events_in, scored=scored, dlq_by_step=dlq, lag=lag,
-                  model_name=model_name, serving_version=version,
-                  latency_buckets=tuple(sorted(buckets)), latency_count=latency_count,
-                  latency_sum=latency_sum, started_at=started_at, models_loaded=loaded)
+    return Sample(
+        at=at,
+        events_in=events_in,
+        scored=scored,
+        dlq_by_step=dlq,
+        lag=lag,
+        model_name=model_name,
+        serving_version=version,
+        latency_buckets=tuple(sorted(buckets)),
+        latency_count=latency_count,
+        latency_sum=latency_sum,
+        started_at=started_at,
+        models_loaded=loaded,
+    )
 
 
 # ---------------------------------------------------------------------------- intervals
@@ -171,23 +179,25 @@ def intervals(samples: list[Sample]) -> list[Interval]:
     for prev, cur in zip(samples, samples[1:]):
         if not (prev.up and cur.up) or cur.at <= prev.at:
             continue
-        reset = (prev.started_at is not None and cur.started_at is not None
-                 and cur.started_at != prev.started_at)
+        reset = prev.started_at is not None and cur.started_at is not None and cur.started_at != prev.started_at
         seconds = cur.at - prev.at
-        dlq = sum(_increase(prev.dlq_by_step.get(step, 0.0), n, reset)
-                  for step, n in cur.dlq_by_step.items())
+        dlq = sum(_increase(prev.dlq_by_step.get(step, 0.0), n, reset) for step, n in cur.dlq_by_step.items())
         latency_reset = reset or cur.latency_count < prev.latency_count
         before = dict(prev.latency_buckets)
-        delta = [(le, n if latency_reset else max(0.0, n - before.get(le, 0.0)))
-                 for le, n in cur.latency_buckets]
-        out.append(Interval(
-            start=prev.at, end=cur.at,
-            events_in_per_s=_increase(prev.events_in, cur.events_in, reset) / seconds,
-            scored_per_s=_increase(prev.scored, cur.scored, reset) / seconds,
-            dlq_per_s=dlq / seconds,
-            lag=cur.lag, serving_version=cur.serving_version,
-            p50=histogram_quantile(0.5, delta), p99=histogram_quantile(0.99, delta),
-        ))
+        delta = [(le, n if latency_reset else max(0.0, n - before.get(le, 0.0))) for le, n in cur.latency_buckets]
+        out.append(
+            Interval(
+                start=prev.at,
+                end=cur.at,
+                events_in_per_s=_increase(prev.events_in, cur.events_in, reset) / seconds,
+                scored_per_s=_increase(prev.scored, cur.scored, reset) / seconds,
+                dlq_per_s=dlq / seconds,
+                lag=cur.lag,
+                serving_version=cur.serving_version,
+                p50=histogram_quantile(0.5, delta),
+                p99=histogram_quantile(0.99, delta),
+            )
+        )
     return out
 
 
@@ -199,12 +209,10 @@ def totals(samples: list[Sample]) -> dict[str, float]:
         return {"events_in": 0.0, "scored": 0.0, "dlq": 0.0}
     out = {"events_in": up[0].events_in, "scored": up[0].scored, "dlq": up[0].dlq}
     for prev, cur in zip(up, up[1:]):
-        reset = (prev.started_at is not None and cur.started_at is not None
-                 and cur.started_at != prev.started_at)
+        reset = prev.started_at is not None and cur.started_at is not None and cur.started_at != prev.started_at
         out["events_in"] += _increase(prev.events_in, cur.events_in, reset)
         out["scored"] += _increase(prev.scored, cur.scored, reset)
-        out["dlq"] += sum(_increase(prev.dlq_by_step.get(step, 0.0), n, reset)
-                          for step, n in cur.dlq_by_step.items())
+        out["dlq"] += sum(_increase(prev.dlq_by_step.get(step, 0.0), n, reset) for step, n in cur.dlq_by_step.items())
     return out
 
 
@@ -219,8 +227,7 @@ def scrape_once(host: str, port: int, timeout: float = 2.0) -> Sample:
 class MetricsSampler:
     """Scrapes http://host:port/metrics every `interval` seconds in a daemon thread."""
 
-    def __init__(self, host: str, port: int, *, interval: float = 1.0,
-                 timeout: float = 2.0) -> None:
+    def __init__(self, host: str, port: int, *, interval: float = 1.0, timeout: float = 2.0) -> None:
         self.url = f"http://{host}:{port}/metrics"
         self.interval = interval
         self.timeout = timeout
@@ -240,8 +247,7 @@ class MetricsSampler:
         # A worker going down mid-response can fail at any layer: all of it is a gap.
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             if self._was_up is not False:
-                log.info("metrics at %s not reachable (%s): recording a gap until it answers",
-                         self.url, exc)
+                log.info("metrics at %s not reachable (%s): recording a gap until it answers", self.url, exc)
             self._was_up = False
             return Sample(at=at, up=False)
         if self._was_up is False:

@@ -18,8 +18,16 @@ from plotly.offline import get_plotlyjs
 
 from jobs.demo_record import DemoRecord
 from jobs.observe import totals
-from jobs.report_charts import (accounting_chart, dlq_chart, evaluation_chart, lag_chart,
-                                model_version_chart, naive_utc, stages_chart, throughput_chart)
+from jobs.report_charts import (
+    accounting_chart,
+    dlq_chart,
+    evaluation_chart,
+    lag_chart,
+    model_version_chart,
+    naive_utc,
+    stages_chart,
+    throughput_chart,
+)
 
 _CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -43,11 +51,13 @@ def accounting_line(record: DemoRecord) -> str:
         return ""
     mark = "=" if acc.balanced else "≠"
     cls = "promoted" if acc.balanced else "refused"
-    return (f'<div id="accounting-equation" class="decision {cls}"><b>{acc.rows_in:,}</b> rows in '
-            f'{mark} <b>{acc.folded:,}</b> folded + <b>{acc.dead_lettered:,}</b> dead-lettered'
-            + ("" if acc.balanced else f" ({acc.unaccounted:+,} unaccounted)")
-            + f'<br><span class="muted">{acc.duplicates_dropped:,} duplicate records '
-            f'(event ids already folded) were dropped, not counted as rows in</span></div>')
+    return (
+        f'<div id="accounting-equation" class="decision {cls}"><b>{acc.rows_in:,}</b> rows in '
+        f"{mark} <b>{acc.folded:,}</b> folded + <b>{acc.dead_lettered:,}</b> dead-lettered"
+        + ("" if acc.balanced else f" ({acc.unaccounted:+,} unaccounted)")
+        + f'<br><span class="muted">{acc.duplicates_dropped:,} duplicate records '
+        f"(event ids already folded) were dropped, not counted as rows in</span></div>"
+    )
 
 
 def _table(head: list[str], rows: list[list[str]], table_id: str) -> str:
@@ -62,23 +72,40 @@ def lineage_table(record: DemoRecord) -> str:
         return '<p class="missing" id="table-lineage">no lineage was recorded</p>'
 
     def tables(items) -> str:
-        return "<br>".join(f"{html.escape(t.table)} @ v{'—' if t.version is None else t.version}"
-                           for t in items) or "—"
+        return "<br>".join(f"{html.escape(t.table)} @ v{'—' if t.version is None else t.version}" for t in items) or "—"
 
-    rows = [[html.escape(step.step), tables(step.reads), tables(step.writes),
-             "<br>".join(f"{html.escape(k)}: {a:,} → {b:,} ({b - a:,})"
-                         for k, (a, b) in sorted(step.offsets.items())) or "—"]
-            for step in record.lineage]
-    return _table(["step", "read (Delta table @ version)", "wrote (Delta table @ version)",
-                   "Kafka offsets read: from → to (records)"], rows, "table-lineage")
+    rows = [
+        [
+            html.escape(step.step),
+            tables(step.reads),
+            tables(step.writes),
+            "<br>".join(f"{html.escape(k)}: {a:,} → {b:,} ({b - a:,})" for k, (a, b) in sorted(step.offsets.items()))
+            or "—",
+        ]
+        for step in record.lineage
+    ]
+    return _table(
+        [
+            "step",
+            "read (Delta table @ version)",
+            "wrote (Delta table @ version)",
+            "Kafka offsets read: from → to (records)",
+        ],
+        rows,
+        "table-lineage",
+    )
 
 
 def stages_table(record: DemoRecord) -> str:
-    rows = [[html.escape(s.name), naive_utc(s.started_at).strftime("%H:%M:%S"),
-             f"{s.seconds:,.1f}",
-             ", ".join(f"{html.escape(str(k))}: {html.escape(_fmt(v))}"
-                       for k, v in s.counts.items()) or "—"]
-            for s in record.stages]
+    rows = [
+        [
+            html.escape(s.name),
+            naive_utc(s.started_at).strftime("%H:%M:%S"),
+            f"{s.seconds:,.1f}",
+            ", ".join(f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in s.counts.items()) or "—",
+        ]
+        for s in record.stages
+    ]
     return _table(["stage", "started (UTC)", "seconds", "counts"], rows, "table-stages")
 
 
@@ -89,12 +116,14 @@ def decision_block(record: DemoRecord) -> str:
     cls = "promoted" if ev.decision == "promoted" else "refused"
     d = ev.difference
     ci = "" if d.ci_low is None else f" (95% CI {d.ci_low:+.4f} … {d.ci_high:+.4f})"
-    slice_ = ", ".join(f"{html.escape(str(k))}: {html.escape(_fmt(v))}"
-                       for k, v in ev.slice.items())
-    return (f'<div id="decision" class="decision {cls}"><b>Decision: '
-            f'{html.escape(ev.decision)}</b> — {html.escape(ev.reason)}<br>'
-            f'Δ {html.escape(ev.metric)} = {d.value:+.4f}{ci}, margin {ev.margin:+.4f}'
-            + (f'<br><span class="muted">slice: {slice_}</span>' if slice_ else "") + "</div>")
+    slice_ = ", ".join(f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in ev.slice.items())
+    return (
+        f'<div id="decision" class="decision {cls}"><b>Decision: '
+        f"{html.escape(ev.decision)}</b> — {html.escape(ev.reason)}<br>"
+        f"Δ {html.escape(ev.metric)} = {d.value:+.4f}{ci}, margin {ev.margin:+.4f}"
+        + (f'<br><span class="muted">slice: {slice_}</span>' if slice_ else "")
+        + "</div>"
+    )
 
 
 def _cards(record: DemoRecord) -> str:
@@ -107,40 +136,63 @@ def _cards(record: DemoRecord) -> str:
         figures["dead-lettered"] = sum(record.dlq_by_reason.values())
     if record.evaluation is not None:
         figures["decision"] = record.evaluation.decision
-    figures["swap"] = (f"v{record.swap.from_version or '?'} → v{record.swap.to_version}"
-                       if record.swap else "none")
+    figures["swap"] = f"v{record.swap.from_version or '?'} → v{record.swap.to_version}" if record.swap else "none"
     if record.accounting is not None:
         figures["rows balance"] = "balances" if record.accounting.balanced else "does NOT balance"
     figures.update(record.summary)
-    return "".join(f'<div class="card"><div class="v">{html.escape(_fmt(v))}</div>'
-                   f'<div class="k">{html.escape(str(k))}</div></div>'
-                   for k, v in figures.items())
+    return "".join(
+        f'<div class="card"><div class="v">{html.escape(_fmt(v))}</div><div class="k">{html.escape(str(k))}</div></div>'
+        for k, v in figures.items()
+    )
 
 
 # ---------------------------------------------------------------------------- page
 
 # (anchor, title, chart builder, caption)
 _SECTIONS = (
-    ("throughput", "Throughput and latency", throughput_chart,
-     "Events read, scored and dead-lettered per second (top) and the median and 99th "
-     "percentile time from a click's Kafka timestamp to its score being produced (bottom), "
-     "per sampling interval; gaps are missed scrapes."),
-    ("lag", "Consumer lag", lag_chart,
-     "How many click records the worker had not yet processed, summed over partitions."),
-    ("model-version", "Serving model", model_version_chart,
-     "The model version the worker scored with at each scrape; the dashed line marks the "
-     "moment it swapped to the promoted model without a restart."),
-    ("evaluation", "Champion vs challenger", evaluation_chart,
-     "Both models on the same most recent slice neither trained on, with 95% bootstrap "
-     "intervals (left), and the paired difference whose lower bound must clear the margin "
-     "for a promotion (right)."),
-    ("dlq", "Dead-letter queue", dlq_chart,
-     "Events the worker or the fold set aside, by the reason recorded with each."),
-    ("accounting", "Fold accounting", accounting_chart,
-     "Every replayed event must end up exactly once in Delta, either folded or "
-     "dead-lettered; duplicates the fold dropped are shown apart."),
-    ("stages", "Stage timings", stages_chart,
-     "Wall-clock seconds each stage of the demo took."),
+    (
+        "throughput",
+        "Throughput and latency",
+        throughput_chart,
+        "Events read, scored and dead-lettered per second (top) and the median and 99th "
+        "percentile time from a click's Kafka timestamp to its score being produced (bottom), "
+        "per sampling interval; gaps are missed scrapes.",
+    ),
+    (
+        "lag",
+        "Consumer lag",
+        lag_chart,
+        "How many click records the worker had not yet processed, summed over partitions.",
+    ),
+    (
+        "model-version",
+        "Serving model",
+        model_version_chart,
+        "The model version the worker scored with at each scrape; the dashed line marks the "
+        "moment it swapped to the promoted model without a restart.",
+    ),
+    (
+        "evaluation",
+        "Champion vs challenger",
+        evaluation_chart,
+        "Both models on the same most recent slice neither trained on, with 95% bootstrap "
+        "intervals (left), and the paired difference whose lower bound must clear the margin "
+        "for a promotion (right).",
+    ),
+    (
+        "dlq",
+        "Dead-letter queue",
+        dlq_chart,
+        "Events the worker or the fold set aside, by the reason recorded with each.",
+    ),
+    (
+        "accounting",
+        "Fold accounting",
+        accounting_chart,
+        "Every replayed event must end up exactly once in Delta, either folded or "
+        "dead-lettered; duplicates the fold dropped are shown apart.",
+    ),
+    ("stages", "Stage timings", stages_chart, "Wall-clock seconds each stage of the demo took."),
 )
 
 _CSS = """
@@ -177,8 +229,7 @@ def render_report(record: DemoRecord | dict) -> str:
     """The whole report page as one HTML string (plotly.js inlined in the head)."""
     if not isinstance(record, DemoRecord):
         record = DemoRecord.from_dict(record)
-    created = (f'written {naive_utc(record.created_at):%Y-%m-%d %H:%M:%S} UTC'
-               if record.created_at else "")
+    created = f"written {naive_utc(record.created_at):%Y-%m-%d %H:%M:%S} UTC" if record.created_at else ""
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _, _ in _SECTIONS)
     nav += '<a href="#lineage">Lineage</a>'
     parts = []
@@ -190,19 +241,23 @@ def render_report(record: DemoRecord | dict) -> str:
             body = accounting_line(record) + body
         if anchor == "stages":
             body += stages_table(record)
-        parts.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
-                     f'<p class="caption">{html.escape(caption)}</p>{body}</section>')
-    parts.append('<section id="lineage"><h2>Lineage: Delta versions and Kafka offsets</h2>'
-                 '<p class="caption">The Delta table versions each step read and wrote, and '
-                 'the Kafka offset range it consumed per partition (from inclusive, to '
-                 'exclusive).</p>' + lineage_table(record) + "</section>")
+        parts.append(
+            f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
+            f'<p class="caption">{html.escape(caption)}</p>{body}</section>'
+        )
+    parts.append(
+        '<section id="lineage"><h2>Lineage: Delta versions and Kafka offsets</h2>'
+        '<p class="caption">The Delta table versions each step read and wrote, and '
+        "the Kafka offset range it consumed per partition (from inclusive, to "
+        "exclusive).</p>" + lineage_table(record) + "</section>"
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(record.title)}</title><style>{_CSS}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
         f'<header><h1>{html.escape(record.title)}</h1><div class="muted">{created}</div>'
         f'<div class="cards">{_cards(record)}</div></header><nav>{nav}</nav>'
-        f'<main>{"".join(parts)}</main></body></html>'
+        f"<main>{''.join(parts)}</main></body></html>"
     )
 
 

@@ -113,25 +113,36 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     registry = ModelRegistry(settings.models.registry_root)
     champion = registry.resolve(task.name)
     if champion is None:
-        raise ModelNotFoundError(f"task {task.name!r} has no champion to retrain from: "
-                                 f"run `shopflow train --task {task.name} --promote` first")
+        raise ModelNotFoundError(
+            f"task {task.name!r} has no champion to retrain from: "
+            f"run `shopflow train --task {task.name} --promote` first"
+        )
 
-    data = load_training_data(task, default_table_path(settings, task), seed=seed,
-                              max_train_samples=options.max_train_samples)
+    data = load_training_data(
+        task, default_table_path(settings, task), seed=seed, max_train_samples=options.max_train_samples
+    )
     if not data.test:
         raise TableError(f"gold/{task.training_set.table}@v{data.delta_version} has no test rows to evaluate on")
     evaluated = slice_of(data.test, [None] * len(data.test))
     champion_until = registry.manifest(task.name, champion).extra.get("trained_until")
     if champion_until and evaluated["from"] and evaluated["from"] <= champion_until:
-        raise TableError(f"the test slice starts at {evaluated['from']}, before champion v{champion} "
-                         f"stopped training ({champion_until}): no unseen slice to compare on yet")
+        raise TableError(
+            f"the test slice starts at {evaluated['from']}, before champion v{champion} "
+            f"stopped training ({champion_until}): no unseen slice to compare on yet"
+        )
 
     seconds: dict[str, float] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
     try:
         spec = FitSpec(
-            loop=LoopConfig(epochs=options.epochs or loop.epochs, batch_size=task.default_batch_size,
-                            lr=options.lr or default_lr(task, False), seed=seed, output_dir=work_dir, progress=False),
+            loop=LoopConfig(
+                epochs=options.epochs or loop.epochs,
+                batch_size=task.default_batch_size,
+                lr=options.lr or default_lr(task, False),
+                seed=seed,
+                output_dir=work_dir,
+                progress=False,
+            ),
             init_from_champion=True,
         )
         clock = time.perf_counter()
@@ -143,9 +154,14 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         if examples.champion is None:
             raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
         comparison = paired_bootstrap(
-            examples.labels, examples.champion[:, task.score_index], examples.candidate[:, task.score_index],
-            examples.groups, metric=task.primary_metric,
-            resamples=options.resamples or loop.bootstrap_resamples, confidence=loop.confidence, seed=seed,
+            examples.labels,
+            examples.champion[:, task.score_index],
+            examples.candidate[:, task.score_index],
+            examples.groups,
+            metric=task.primary_metric,
+            resamples=options.resamples or loop.bootstrap_resamples,
+            confidence=loop.confidence,
+            seed=seed,
         )
         decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
         seconds["compare"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -159,10 +175,16 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
             "fold_offsets": offsets,
             "evaluated_at": datetime.now(timezone.utc).isoformat(),
         }
-        training = {"steps": fitted.result.steps, "examples": fitted.result.examples,
-                    "seconds": round(fitted.result.seconds, 3), "lr": fitted.lr, "seed": seed}
-        version, _ = register_model(settings, fitted, report, data, work_dir, training=training,
-                                    extra={"evaluation": evaluation})
+        training = {
+            "steps": fitted.result.steps,
+            "examples": fitted.result.examples,
+            "seconds": round(fitted.result.seconds, 3),
+            "lr": fitted.lr,
+            "seed": seed,
+        }
+        version, _ = register_model(
+            settings, fitted, report, data, work_dir, training=training, extra={"evaluation": evaluation}
+        )
         seconds["register"] = time.perf_counter() - clock
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -176,11 +198,22 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
         result = promote(settings, task.name, version, reason=decision.reason)
         promoted, announced = True, result.announced
     outcome = RetrainResult(
-        task=task.name, champion_version=champion, challenger_version=version,
-        comparison=comparison, decision=decision, margin=margin, promoted=promoted, slice=evaluated,
-        data={"table": f"gold/{task.training_set.table}", "path": str(data.table_path),
-              "delta_version": data.delta_version},
-        fold_offsets=offsets, announced=announced, seconds={k: round(v, 3) for k, v in seconds.items()},
+        task=task.name,
+        champion_version=champion,
+        challenger_version=version,
+        comparison=comparison,
+        decision=decision,
+        margin=margin,
+        promoted=promoted,
+        slice=evaluated,
+        data={
+            "table": f"gold/{task.training_set.table}",
+            "path": str(data.table_path),
+            "delta_version": data.delta_version,
+        },
+        fold_offsets=offsets,
+        announced=announced,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
     )
     outcome.metrics_file = str(write_metrics(settings.metrics_dir, "jobs.retrain", outcome.to_dict()))
     return outcome
@@ -190,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     options, settings = start_job(RetrainOptions, argv, prog="shopflow retrain", doc=__doc__)
     result = run(settings, options)
     verdict = "promoted" if result.promoted else "not promoted"
-    print(f"{result.task} v{result.challenger_version} vs v{result.champion_version}: {verdict}: "
-          f"{result.decision.reason}")
+    print(
+        f"{result.task} v{result.challenger_version} vs v{result.champion_version}: {verdict}: {result.decision.reason}"
+    )
     return 0
 
 

@@ -47,8 +47,15 @@ from shared.errors import ValidationError
 from shared.schemas import CLICK_EVENT, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec
 
 REASON_CODES: tuple[str, ...] = (
-    "not_utf8", "not_json", "missing_field", "blank_id", "bad_type", "too_long",
-    "unknown_event_type", "bad_timestamp", "unknown_field",
+    "not_utf8",
+    "not_json",
+    "missing_field",
+    "blank_id",
+    "bad_type",
+    "too_long",
+    "unknown_event_type",
+    "bad_timestamp",
+    "unknown_field",
 )
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
@@ -107,8 +114,9 @@ def epoch_to_datetime(value: int | float) -> datetime:
 def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Problem | None]:
     name = "ts"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None, Problem("bad_type", f"{name}: expected an ISO-8601 string or an epoch number, "
-                                         f"got {type(value).__name__}")
+        return None, Problem(
+            "bad_type", f"{name}: expected an ISO-8601 string or an epoch number, got {type(value).__name__}"
+        )
     try:
         if isinstance(value, str):
             parsed = _ISO_TIMES.get(value)
@@ -117,8 +125,11 @@ def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Proble
                     return None, Problem("not_utf8", f"{name}: not valid Unicode (lone surrogate)")
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 if parsed.tzinfo is None:
-                    return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} "
-                                                          "(timestamp has no time zone; send UTC with 'Z' or an offset)")
+                    return None, Problem(
+                        "bad_timestamp",
+                        f"{name}: bad timestamp {excerpt(value)} "
+                        "(timestamp has no time zone; send UTC with 'Z' or an offset)",
+                    )
                 parsed = parsed.astimezone(timezone.utc)
                 if len(_ISO_TIMES) >= ISO_TIMES_KEPT:
                     _ISO_TIMES.clear()
@@ -131,8 +142,10 @@ def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Proble
         return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({excerpt(str(exc), 120)})")
     latest = now + MAX_FUTURE
     if not EARLIEST <= parsed < latest:
-        return None, Problem("bad_timestamp", f"{name}: {parsed.isoformat()} is outside "
-                                              f"{EARLIEST.date()} .. {latest.isoformat(timespec='seconds')}")
+        return None, Problem(
+            "bad_timestamp",
+            f"{name}: {parsed.isoformat()} is outside {EARLIEST.date()} .. {latest.isoformat(timespec='seconds')}",
+        )
     return parsed, None
 
 
@@ -148,8 +161,13 @@ class _StringRule:
 
     @classmethod
     def of(cls, spec: FieldSpec) -> "_StringRule":
-        return cls(spec.name, spec.name in ID_FIELDS, spec.name in TRIMMED_FIELDS,
-                   MAX_QUERY_LENGTH if spec.name == "query" else MAX_ID_LENGTH, spec.allowed)
+        return cls(
+            spec.name,
+            spec.name in ID_FIELDS,
+            spec.name in TRIMMED_FIELDS,
+            MAX_QUERY_LENGTH if spec.name == "query" else MAX_ID_LENGTH,
+            spec.allowed,
+        )
 
 
 def _check_string(rule: _StringRule, value: Any) -> tuple[str | None, Problem | None]:
@@ -165,15 +183,17 @@ def _check_string(rule: _StringRule, value: Any) -> tuple[str | None, Problem | 
     if len(value) > rule.limit:
         return None, Problem("too_long", f"{name}: longer than {rule.limit} characters ({len(value)})")
     if rule.allowed is not None and value not in rule.allowed:
-        return None, Problem("unknown_event_type",
-                             f"{name}: {excerpt(value, 60)} is not one of {', '.join(rule.allowed)}")
+        return None, Problem(
+            "unknown_event_type", f"{name}: {excerpt(value, 60)} is not one of {', '.join(rule.allowed)}"
+        )
     return value, None
 
 
 # CLICK_EVENT's fields in order: (name, required, its string rule, or None for the time).
 _FIELD_RULES: tuple[tuple[str, bool, _StringRule | None], ...] = tuple(
     (spec.name, spec.required, None if spec.type == "timestamp" else _StringRule.of(spec))
-    for spec in CLICK_EVENT.fields)
+    for spec in CLICK_EVENT.fields
+)
 
 
 def check_click(obj: Any, *, now: datetime | None = None) -> dict[str, Any]:
@@ -196,8 +216,11 @@ def check_click(obj: Any, *, now: datetime | None = None) -> dict[str, Any]:
             problems.append(problem)
     if not _KNOWN_FIELDS.issuperset(obj):
         unknown = [k for k in obj if k not in _KNOWN_FIELDS]
-        problems.append(Problem("unknown_field", "unknown fields: " + ", ".join(excerpt(k, 40).strip("'")
-                                                                                 for k in sorted(unknown)[:10])))
+        problems.append(
+            Problem(
+                "unknown_field", "unknown fields: " + ", ".join(excerpt(k, 40).strip("'") for k in sorted(unknown)[:10])
+            )
+        )
     if problems:
         raise ClickRejected(problems)
     return record
@@ -243,8 +266,15 @@ def check_click_bytes(raw: bytes | bytearray | str, *, now: datetime | None = No
 #: string fields as text, the time as an epoch number (`ts_epoch`) or, when the source
 #: time is not a number, its text (`ts_text`).
 CANDIDATE_COLUMNS: tuple[str, ...] = (
-    "event_id", "user_id", "session_id", "item_id", "event_type", "category_id", "query",
-    "ts_epoch", "ts_text",
+    "event_id",
+    "user_id",
+    "session_id",
+    "item_id",
+    "event_type",
+    "category_id",
+    "query",
+    "ts_epoch",
+    "ts_text",
 )
 
 

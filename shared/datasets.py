@@ -29,8 +29,17 @@ TEST_USER_BUCKETS = 5  # users whose hash bucket is 0 are held out of train enti
 # Columns of train_propensity a model must never take as input: the event's own type is
 # constant (view), the user counts exist offline only, and ids/timestamps/split do not generalize.
 PROPENSITY_NON_INPUTS = (
-    "event_id", "user_id", "session_id", "event_type", "ts", "query", "session_key",
-    "user_prior_views", "user_prior_positives", "label", "split",
+    "event_id",
+    "user_id",
+    "session_id",
+    "event_type",
+    "ts",
+    "query",
+    "session_key",
+    "user_prior_views",
+    "user_prior_positives",
+    "label",
+    "split",
 )
 
 

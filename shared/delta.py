@@ -231,7 +231,12 @@ def write_table(
         rows = df.count()
         if rows <= arrow_max_rows or replace_where:
             return write_arrow(
-                _spark_to_arrow(df), path, mode=mode, partition_by=partition_by, txns=together, info=info,
+                _spark_to_arrow(df),
+                path,
+                mode=mode,
+                partition_by=partition_by,
+                txns=together,
+                info=info,
                 replace_where=replace_where,
             )
         return _write_via_executors(df, Path(path), rows, mode, partition_by or [], together, info)
@@ -378,8 +383,9 @@ def insert_new_rows(
     from shared.errors import ConcurrentCommitError
 
     path = table.table_uri
-    props = CommitProperties(custom_metadata=info or None,
-                             app_transactions=[Transaction(t.app_id, t.version) for t in txns] or None)
+    props = CommitProperties(
+        custom_metadata=info or None, app_transactions=[Transaction(t.app_id, t.version) for t in txns] or None
+    )
     try:
         inserted, scanned, skipped = 0, 0, 0
         if data.num_rows:
@@ -388,11 +394,17 @@ def insert_new_rows(
                 column = data.column(range_column)
                 lo, hi = pc.min(column).as_py(), pc.max(column).as_py()
                 if lo is not None:
-                    predicate += (f" AND t.{range_column} >= {_range_literal(lo)}"
-                                  f" AND t.{range_column} <= {_range_literal(hi)}")
+                    predicate += (
+                        f" AND t.{range_column} >= {_range_literal(lo)} AND t.{range_column} <= {_range_literal(hi)}"
+                    )
             metrics = (
-                table.merge(data.cast(pa.schema(table.schema().to_arrow())), predicate,
-                            source_alias="s", target_alias="t", commit_properties=props)
+                table.merge(
+                    data.cast(pa.schema(table.schema().to_arrow())),
+                    predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=props,
+                )
                 .when_not_matched_insert_all()
                 .execute()
             )
@@ -403,8 +415,7 @@ def insert_new_rows(
             if not txns:
                 return MergeResult(str(path), None, 0, scanned, skipped)
             # delta-rs commits nothing for a merge that changes nothing: store the offsets alone.
-            table.create_write_transaction([], "append", pa.schema(table.schema().to_arrow()),
-                                           commit_properties=props)
+            table.create_write_transaction([], "append", pa.schema(table.schema().to_arrow()), commit_properties=props)
             table.update_incremental()  # the snapshot object does not advance by itself here
         return MergeResult(str(path), table.version(), inserted, scanned, skipped)
     except CommitFailedError as exc:
@@ -413,8 +424,9 @@ def insert_new_rows(
         raise TableError(f"merge into {path} failed: {exc}") from exc
 
 
-def keys_present(path: str | Path, key: str, values: list[str], range_column: str,
-                 lo: object, hi: object, version: int | None = None) -> set[str]:
+def keys_present(
+    path: str | Path, key: str, values: list[str], range_column: str, lo: object, hi: object, version: int | None = None
+) -> set[str]:
     """Which of `values` a table holds in `key`, looking only where `range_column` is in [lo, hi].
 
     Files whose stats (or parquet row-group statistics) lie outside the range are skipped.
@@ -425,8 +437,10 @@ def keys_present(path: str | Path, key: str, values: list[str], range_column: st
     if not values or not table_exists(path):
         return set()
     dataset = open_table(path, version).to_pyarrow_dataset()
-    condition = (ds.field(range_column) >= pa.scalar(lo, dataset.schema.field(range_column).type)) & (
-        ds.field(range_column) <= pa.scalar(hi, dataset.schema.field(range_column).type)
-    ) & ds.field(key).isin(pa.array(values, dataset.schema.field(key).type))
+    condition = (
+        (ds.field(range_column) >= pa.scalar(lo, dataset.schema.field(range_column).type))
+        & (ds.field(range_column) <= pa.scalar(hi, dataset.schema.field(range_column).type))
+        & ds.field(key).isin(pa.array(values, dataset.schema.field(key).type))
+    )
     found = dataset.to_table(columns=[key], filter=condition).column(key)
     return set(pc.unique(found).to_pylist())

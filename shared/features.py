@@ -79,9 +79,16 @@ class SessionState(TypedDict):
 
 
 def new_session_state(session_start_ms: int = -1, source_session_id: str | None = None) -> SessionState:
-    return {"session_start_ms": session_start_ms, "last_ts_ms": -1, "source_session_id": source_session_id,
-            "type_counts": {}, "item_counts": {}, "category_counts": {}, "history": [],
-            "events_in_session": 0}
+    return {
+        "session_start_ms": session_start_ms,
+        "last_ts_ms": -1,
+        "source_session_id": source_session_id,
+        "type_counts": {},
+        "item_counts": {},
+        "category_counts": {},
+        "history": [],
+        "events_in_session": 0,
+    }
 
 
 def _millis(ts: datetime | int | float) -> int:
@@ -121,8 +128,12 @@ def session_step(
     if state is None or _starts_new_session(state, ts_ms, source_session):
         state = new_session_state(ts_ms, source_session)
 
-    counts, items, categories, history = (state["type_counts"], state["item_counts"],
-                                          state["category_counts"], state["history"])
+    counts, items, categories, history = (
+        state["type_counts"],
+        state["item_counts"],
+        state["category_counts"],
+        state["history"],
+    )
     in_session = state["events_in_session"]
     if features is None:
         features = {}

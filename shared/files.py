@@ -1,7 +1,7 @@
 """File helpers shared by every layer: the one sha256 of a file's bytes.
 
-    from shared.files import sha256_file
-    sha256_file(Path("data/orders.csv.gz"))   # -> '3f1c...' (64 hex characters)
+from shared.files import sha256_file
+sha256_file(Path("data/orders.csv.gz"))   # -> '3f1c...' (64 hex characters)
 """
 
 from __future__ import annotations

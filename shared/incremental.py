@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def table_path(lake: LakeSettings, label: str) -> Path:
-    """"silver/orders" -> <lake>/silver/orders."""
+    """ "silver/orders" -> <lake>/silver/orders."""
     layer, _, name = label.partition("/")
     if not name:
         raise ValueError(f"a table is named <layer>/<table>, not {label!r}")

@@ -77,21 +77,38 @@ def build_parser(options_cls: type, *, prog: str, description: str = "") -> argp
         if has_default and field.default not in (None, (), False):
             help_ = f"{help_} (default: {field.default})"
         if meta.get("positional"):
-            parser.add_argument(field.name, type=kind, choices=meta.get("choices"), help=help_,
-                                **({"nargs": "?", "default": field.default} if has_default else {}))
+            parser.add_argument(
+                field.name,
+                type=kind,
+                choices=meta.get("choices"),
+                help=help_,
+                **({"nargs": "?", "default": field.default} if has_default else {}),
+            )
             continue
         flag = meta.get("flag") or "--" + field.name.replace("_", "-")
         if kind is bool:
             # BooleanOptionalAction's default is None unless given: absent must mean the field's.
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction
-                                if field.default is True else "store_true", default=field.default, help=help_)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction if field.default is True else "store_true",
+                default=field.default,
+                help=help_,
+            )
         elif meta.get("repeat"):
-            parser.add_argument(flag, dest=field.name, type=kind, action="append",
-                                choices=meta.get("choices"), help=help_)
+            parser.add_argument(
+                flag, dest=field.name, type=kind, action="append", choices=meta.get("choices"), help=help_
+            )
         else:
-            parser.add_argument(flag, dest=field.name, type=kind, choices=meta.get("choices"),
-                                required=not has_default, help=help_,
-                                default=field.default if has_default else None)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=kind,
+                choices=meta.get("choices"),
+                required=not has_default,
+                help=help_,
+                default=field.default if has_default else None,
+            )
     return parser
 
 
@@ -108,7 +125,6 @@ def parse_options(options_cls: type[T], argv: Sequence[str] | None, *, prog: str
             value = tuple(value) if value else field.default
         values[field.name] = value
     return options_cls(**values)
-
 
 
 def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None) -> tuple[T, "Settings"]:

@@ -116,6 +116,10 @@ def quantize_int8(predictor: Predictor) -> Predictor:
         warnings.simplefilter("ignore")
         quantized = quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
     return Predictor(
-        predictor.task_def, quantized, predictor.encoder, version=f"{predictor.version}-int8",
-        device=torch.device("cpu"), batch_size=predictor.batch_size,
+        predictor.task_def,
+        quantized,
+        predictor.encoder,
+        version=f"{predictor.version}-int8",
+        device=torch.device("cpu"),
+        batch_size=predictor.batch_size,
     )

@@ -48,7 +48,12 @@ class PromotionResult:
 
 
 def promote(
-    settings: Settings, task: str, version: int, *, reason: str, alias: str = "champion",
+    settings: Settings,
+    task: str,
+    version: int,
+    *,
+    reason: str,
+    alias: str = "champion",
     announce_timeout_s: float = 10.0,
 ) -> PromotionResult:
     """Verify `version`, point `alias` at it, announce it; raises CorruptCheckpointError
@@ -63,12 +68,26 @@ def promote(
     except BrokerError as exc:
         error = str(exc)
         log.info("not announced: %s", exc)  # the caller reports it (PromotionResult)
-    return PromotionResult(task=task, alias=alias, version=int(version), previous=previous, reason=reason,
-                           topic=settings.kafka.models_topic, announced=error is None, announce_error=error, manifest=manifest)
+    return PromotionResult(
+        task=task,
+        alias=alias,
+        version=int(version),
+        previous=previous,
+        reason=reason,
+        topic=settings.kafka.models_topic,
+        announced=error is None,
+        announce_error=error,
+        manifest=manifest,
+    )
 
 
 def announce(
-    settings: Settings, *, task: str, version: int, alias: str = "champion", reason: str = "",
+    settings: Settings,
+    *,
+    task: str,
+    version: int,
+    alias: str = "champion",
+    reason: str = "",
     timeout_s: float = 10.0,
 ) -> None:
     """Tell running workers that `alias` of `task` now points at `version` (raises BrokerError)."""
@@ -77,13 +96,19 @@ def announce(
 
     servers = settings.kafka.bootstrap_servers
     _probe(servers)
-    payload = {"task": task, "version": int(version), "alias": alias, "reason": reason,
-               "announced_at": format_timestamp(datetime.now(timezone.utc))}
+    payload = {
+        "task": task,
+        "version": int(version),
+        "alias": alias,
+        "reason": reason,
+        "announced_at": format_timestamp(datetime.now(timezone.utc)),
+    }
     try:
         producer = KafkaProducer(bootstrap_servers=servers, acks="all")
         try:
-            producer.send(settings.kafka.models_topic, key=task.encode(),
-                          value=json.dumps(payload).encode()).get(timeout=timeout_s)
+            producer.send(settings.kafka.models_topic, key=task.encode(), value=json.dumps(payload).encode()).get(
+                timeout=timeout_s
+            )
         finally:
             producer.close(timeout=5)
     except KafkaError as exc:

@@ -73,6 +73,4 @@ def pseudonymize_column(column: "Column", namespace: str, *, key: bytes) -> "Col
     message = F.concat(F.lit(f"{namespace}:"), column.cast("string")).cast("binary")
     inner_hash = F.unhex(F.sha2(F.concat(F.lit(inner_pad), message), 256))
     outer_hash = F.sha2(F.concat(F.lit(outer_pad), inner_hash), 256)
-    return F.when(column.isNull(), F.lit(None)).otherwise(
-        F.substring(outer_hash, 1, PSEUDONYM_HEX_CHARS)
-    )
+    return F.when(column.isNull(), F.lit(None)).otherwise(F.substring(outer_hash, 1, PSEUDONYM_HEX_CHARS))

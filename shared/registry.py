@@ -145,7 +145,9 @@ class ModelRegistry:
             for _ in range(100):
                 version = (max(self.versions(task)) + 1) if self.versions(task) else 1
                 full = manifest.with_fields(
-                    task=task, version=version, files=checksums,
+                    task=task,
+                    version=version,
+                    files=checksums,
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 )
                 _write_text_durably(staging / MANIFEST, full.to_json())

@@ -1,10 +1,10 @@
 """The metrics JSON every job writes, and the typed result a job's `run()` returns.
 
-    with JobRun("clean", settings.metrics_dir) as run:
-        run.read("silver/orders", 3)
-        run.count("rows_in", 1000)
-    result = run.result()   # JobResult: tables read/written, counts, the metrics file
-    # -> <metrics_dir>/batch.clean-<UTC timestamp>.json, and run.path points at it
+with JobRun("clean", settings.metrics_dir) as run:
+    run.read("silver/orders", 3)
+    run.count("rows_in", 1000)
+result = run.result()   # JobResult: tables read/written, counts, the metrics file
+# -> <metrics_dir>/batch.clean-<UTC timestamp>.json, and run.path points at it
 """
 
 from __future__ import annotations
@@ -95,8 +95,14 @@ class JobRun:
     def result(self, cls: type[R] = JobResult, **more: Any) -> R:  # type: ignore[assignment]
         """The run as a JobResult (or a job's subclass of it, with its `more` fields)."""
         return cls(
-            job=self.job, status=self.status, seconds=self.seconds, tables_read=dict(self.tables_read),
-            tables_written=dict(self.tables_written), counts=dict(self.counts), metrics_file=self.path, **more,
+            job=self.job,
+            status=self.status,
+            seconds=self.seconds,
+            tables_read=dict(self.tables_read),
+            tables_written=dict(self.tables_written),
+            counts=dict(self.counts),
+            metrics_file=self.path,
+            **more,
         )
 
     def __enter__(self) -> "JobRun":

@@ -60,9 +60,7 @@ class RecordSchema:
         return [f.name for f in self.fields]
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema(
-            [pa.field(f.name, _ARROW_TYPES[f.type], nullable=not f.required) for f in self.fields]
-        )
+        return pa.schema([pa.field(f.name, _ARROW_TYPES[f.type], nullable=not f.required) for f in self.fields])
 
     def spark_schema(self) -> "StructType":
         from pyspark.sql import types as T
@@ -76,9 +74,7 @@ class RecordSchema:
             "timestamp": T.TimestampType(),
             "string_list": T.ArrayType(T.StringType()),
         }
-        return T.StructType(
-            [T.StructField(f.name, spark_types[f.type], nullable=not f.required) for f in self.fields]
-        )
+        return T.StructType([T.StructField(f.name, spark_types[f.type], nullable=not f.required) for f in self.fields])
 
     def extend(self, name: str, extra: tuple[FieldSpec, ...]) -> "RecordSchema":
         return RecordSchema(name, self.fields + extra)
@@ -103,8 +99,12 @@ SCORED_EVENT = CLICK_EVENT.extend(
     (
         FieldSpec("model_name", "string"),
         FieldSpec("model_version", "string"),
-        FieldSpec("score", "float64", required=False,
-                  doc="P(add_to_cart or purchase of item_id) for a view; null for other events"),
+        FieldSpec(
+            "score",
+            "float64",
+            required=False,
+            doc="P(add_to_cart or purchase of item_id) for a view; null for other events",
+        ),
         FieldSpec("received_at", "timestamp", doc="When the worker read the event"),
         FieldSpec("scored_at", "timestamp", doc="When the score was produced"),
     ),

@@ -52,9 +52,7 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
     )
     if not _launched_by_spark_submit():
-        builder = builder.master(settings.spark.master).config(
-            "spark.driver.memory", settings.spark.driver_memory
-        )
+        builder = builder.master(settings.spark.master).config("spark.driver.memory", settings.spark.driver_memory)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(level)
     return spark

@@ -30,8 +30,10 @@ def parse_announcement(value: bytes | None) -> tuple[str | None, int | None]:
     if not isinstance(payload, dict):
         return None, None
     task, version = payload.get("task"), payload.get("version")
-    return (task if isinstance(task, str) else None,
-            version if isinstance(version, int) and not isinstance(version, bool) else None)
+    return (
+        task if isinstance(task, str) else None,
+        version if isinstance(version, int) and not isinstance(version, bool) else None,
+    )
 
 
 async def listen_for_announcements(

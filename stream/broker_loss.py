@@ -76,13 +76,17 @@ class BrokerLossReport:
     def report(self, where: str, lost: Mapping[Any, tuple[int, int | None]], generation: int) -> None:
         described = ", ".join(
             f"{tp.topic}[{tp.partition}] {known}>{'none' if end is None else end}"
-            for tp, (known, end) in sorted(lost.items(), key=lambda item: (item[0].topic, item[0].partition)))
+            for tp, (known, end) in sorted(lost.items(), key=lambda item: (item[0].topic, item[0].partition))
+        )
         if self._logged_generation != generation:
             self._logged_generation = generation
             log.warning(
                 "the Kafka broker lost its data (a restarted in-memory broker?): %s positions past "
                 "the end of the log or committed offsets gone (%s); reading from the new logs' "
-                "beginning, session table kept in memory", where, described)
+                "beginning, session table kept in memory",
+                where,
+                described,
+            )
         else:
             log.info("broker data lost, %s too: %s", where, described)
         tps = list(lost)
@@ -110,17 +114,22 @@ class ShopflowRecovery(Recovery):
                 delay = min(2 * delay, 4.0)
 
     async def _build_offsets(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
-        await self._retrying(f"reading {title} start offsets",
-                             lambda: super(ShopflowRecovery, self)._build_offsets(consumer, tps, destination, title))
+        await self._retrying(
+            f"reading {title} start offsets",
+            lambda: super(ShopflowRecovery, self)._build_offsets(consumer, tps, destination, title),
+        )
 
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
-        await self._retrying(f"seeking {title} changelogs",
-                             lambda: super(ShopflowRecovery, self)._seek_offsets(consumer, tps, offsets, title))
+        await self._retrying(
+            f"seeking {title} changelogs",
+            lambda: super(ShopflowRecovery, self)._seek_offsets(consumer, tps, offsets, title),
+        )
 
     async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
         await self._retrying(
             f"reading {title} end offsets",
-            lambda: super(ShopflowRecovery, self)._build_highwaters(consumer, tps, destination, title))
+            lambda: super(ShopflowRecovery, self)._build_highwaters(consumer, tps, destination, title),
+        )
         if destination is not self.active_highwaters:
             return  # standbys are not used (table_standby_replicas=0)
         # Both are "last offset" numbers here (Faust subtracts 1 from the end offset).
@@ -149,8 +158,9 @@ class ShopflowTableManager(TableManager):
         return self._recovery
 
 
-def known_next_offsets(*sources: Mapping[Any, int | None], plus_one: Iterable[Mapping[Any, int | None]] = ()
-                       ) -> dict[Any, int]:
+def known_next_offsets(
+    *sources: Mapping[Any, int | None], plus_one: Iterable[Mapping[Any, int | None]] = ()
+) -> dict[Any, int]:
     """The highest "next offset" per partition over `sources` (next offsets) and
     `plus_one` (last offsets read); None and 0 entries carry no knowledge."""
     known: dict[Any, int] = {}

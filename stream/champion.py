@@ -33,8 +33,12 @@ def champion_functions(settings: Settings) -> ChampionFunctions:
         # checkpoint raises CorruptCheckpointError (a ModelError) before any weight is read.
         # One forward pass per scored part of a batch (see stream.pipeline), and a part
         # is the whole batch when the model is fast.
-        return load_predictor(task, version=version, registry=registry,
-                              batch_size=max(settings.stream.score_part_events, settings.stream.batch_max_events))
+        return load_predictor(
+            task,
+            version=version,
+            registry=registry,
+            batch_size=max(settings.stream.score_part_events, settings.stream.batch_max_events),
+        )
 
     def fingerprint(version: int) -> str:
         """Size and mtime of every file of the version and of the champion alias file

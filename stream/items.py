@@ -47,8 +47,11 @@ class ItemSnapshot:
     def load(cls, settings: Settings) -> "ItemSnapshot":
         path = snapshot_path(settings)
         if not table_exists(path):
-            log.warning("no item snapshot at %s: every item gets the prior rates until "
-                        "`shopflow features` writes it and the worker restarts", path)
+            log.warning(
+                "no item snapshot at %s: every item gets the prior rates until "
+                "`shopflow features` writes it and the worker restarts",
+                path,
+            )
             return cls({}, None)
         version = table_version(path)
         table = read_arrow(path, version, columns=["item_id", *ITEM_FEATURES.names])

@@ -169,38 +169,67 @@ class Pipeline:
 
     # ------------------------------------------------------------------ dead letters
 
-    async def _deliver_dlq(self, raw: bytes | None, reasons: list[str], code: str, step: str,
-                           topic: str, partition: int, offset: int, failed_at: datetime) -> None:
+    async def _deliver_dlq(
+        self,
+        raw: bytes | None,
+        reasons: list[str],
+        code: str,
+        step: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        failed_at: datetime,
+    ) -> None:
         """Send the bounded entry; if the producer refuses it, the minimal one.
 
         Only a failure to send the minimal entry (a few hundred bytes) propagates: that is
         the broker, not the record, and ends the process (status 70) when awaited.
         """
-        where = {"step": step, "topic": topic, "partition": partition, "offset": offset,
-                 "failed_at": failed_at}
+        where = {"step": step, "topic": topic, "partition": partition, "offset": offset, "failed_at": failed_at}
         stream = self._settings.stream
         try:
-            entry = steps.dlq_entry(raw, reasons, reason_code=code, max_raw_bytes=stream.dlq_max_raw_bytes,
-                                    max_reason_chars=stream.dlq_max_reason_chars, **where)
+            entry = steps.dlq_entry(
+                raw,
+                reasons,
+                reason_code=code,
+                max_raw_bytes=stream.dlq_max_raw_bytes,
+                max_reason_chars=stream.dlq_max_reason_chars,
+                **where,
+            )
             await (await self._dlq.send(value=entry, partition=partition))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any refusal of this entry: fall back
-            log.warning("dead-letter entry for %s[%d]@%d refused (%s); sending the minimal entry",
-                        topic, partition, offset, excerpt(f"{type(exc).__name__}: {exc}"))
+            log.warning(
+                "dead-letter entry for %s[%d]@%d refused (%s); sending the minimal entry",
+                topic,
+                partition,
+                offset,
+                excerpt(f"{type(exc).__name__}: {exc}"),
+            )
             minimal = steps.minimal_dlq_entry(raw, reason_code=code, **where)
             await (await self._dlq.send(value=minimal, partition=partition))
 
-    def _dead_letter(self, raw: bytes | None, step: str, exc: BaseException, origin: Origin,
-                     failed_at: datetime) -> Awaitable[Any]:
+    def _dead_letter(
+        self, raw: bytes | None, step: str, exc: BaseException, origin: Origin, failed_at: datetime
+    ) -> Awaitable[Any]:
         """Count and log the failure; returns the entry's delivery (awaited with the batch)."""
         code, reasons = steps.failure_reason(step, exc)
         self._metrics.dlq.labels(step=step).inc()
         self._metrics.dlq_reasons.labels(reason_code=code).inc()
-        log.info("dead-lettered %s[%d]@%d at %s (%s, %d bytes): %s", origin.topic, origin.partition,
-                 origin.offset, step, code, -1 if raw is None else len(raw), excerpt("; ".join(reasons)))
-        return asyncio.ensure_future(self._deliver_dlq(
-            raw, reasons, code, step, origin.topic, origin.partition, origin.offset, failed_at))
+        log.info(
+            "dead-lettered %s[%d]@%d at %s (%s, %d bytes): %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            step,
+            code,
+            -1 if raw is None else len(raw),
+            excerpt("; ".join(reasons)),
+        )
+        return asyncio.ensure_future(
+            self._deliver_dlq(raw, reasons, code, step, origin.topic, origin.partition, origin.offset, failed_at)
+        )
 
     # ------------------------------------------------------------------ per batch
 
@@ -210,8 +239,10 @@ class Pipeline:
         waited = 0.0
         while scorer is None:
             if waited % 30 == 0:
-                log.warning("no champion for task %r yet: holding the batch until one is promoted",
-                            self._settings.stream.model_task)
+                log.warning(
+                    "no champion for task %r yet: holding the batch until one is promoted",
+                    self._settings.stream.model_task,
+                )
             await asyncio.sleep(1.0)
             waited += 1.0
             await self._holder.refresh()
@@ -229,14 +260,19 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the first batch finds out what is wrong
-            log.warning("timing model %s v%s on probe records failed: %s", scorer.model_name, scorer.version,
-                        excerpt(f"{type(exc).__name__}: {exc}"))
+            log.warning(
+                "timing model %s v%s on probe records failed: %s",
+                scorer.model_name,
+                scorer.version,
+                excerpt(f"{type(exc).__name__}: {exc}"),
+            )
 
     async def process(self, events: Sequence[Any]) -> None:
         """One micro-batch of Faust events; returns once the broker has all its outputs."""
-        await self.process_values([e.value for e in events],
-                                  [Origin(e.message.topic, e.message.partition, e.message.offset,
-                                          e.message.timestamp) for e in events])
+        await self.process_values(
+            [e.value for e in events],
+            [Origin(e.message.topic, e.message.partition, e.message.offset, e.message.timestamp) for e in events],
+        )
 
     async def process_values(self, values: list[bytes | None], origins: list[Origin]) -> None:
         """`process` for Kafka values and where each came from (any consumer loop)."""
@@ -247,16 +283,19 @@ class Pipeline:
         except Exception as exc:
             die("score_batch", exc)
 
-    async def _score(self, scorer: Any, records: list[dict[str, Any]],
-                      first_try: "asyncio.Future[Any] | None" = None) -> list[Any]:
+    async def _score(
+        self, scorer: Any, records: list[dict[str, Any]], first_try: "asyncio.Future[Any] | None" = None
+    ) -> list[Any]:
         """A score per record; if the batch fails, record by record, a failing record's
         score being its exception. `first_try`: the batch's scoring, already submitted."""
         loop = asyncio.get_running_loop()
         try:
             scores = await (first_try or loop.run_in_executor(self._score_pool, scorer.score, records))
             if len(scores) != len(records):
-                raise ModelError(f"model {scorer.model_name} v{scorer.version} returned "
-                                 f"{len(scores)} scores for {len(records)} records")
+                raise ModelError(
+                    f"model {scorer.model_name} v{scorer.version} returned "
+                    f"{len(scores)} scores for {len(records)} records"
+                )
             # Python floats: each is checked and written out one by one, and numpy's
             # scalars are slower at both.
             return scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
@@ -271,10 +310,15 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as probe_error:
-            raise ModelError(f"model {scorer.model_name} v{scorer.version} cannot score a known-good "
-                             f"record: {excerpt(f'{type(probe_error).__name__}: {probe_error}')}") from batch_error
-        log.warning("scoring a batch of %d failed (%s); scoring its records one by one", len(records),
-                    excerpt(f"{type(batch_error).__name__}: {batch_error}"))
+            raise ModelError(
+                f"model {scorer.model_name} v{scorer.version} cannot score a known-good "
+                f"record: {excerpt(f'{type(probe_error).__name__}: {probe_error}')}"
+            ) from batch_error
+        log.warning(
+            "scoring a batch of %d failed (%s); scoring its records one by one",
+            len(records),
+            excerpt(f"{type(batch_error).__name__}: {batch_error}"),
+        )
         out: list[Any] = []
         for record in records:
             try:
@@ -312,9 +356,14 @@ class Pipeline:
             part_size = max(part_size, len(values))
         for start in range(0, len(values), part_size):
             started = time.perf_counter()
-            prepared = steps.prepare_batch(values[start:start + part_size], entry_of=self._sessions.get,
-                                           pseudonym=self._pseudonym, items=self._items, now=received_at,
-                                           entries=entries)
+            prepared = steps.prepare_batch(
+                values[start : start + part_size],
+                entry_of=self._sessions.get,
+                pseudonym=self._pseudonym,
+                items=self._items,
+                now=received_at,
+                entries=entries,
+            )
             self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
             self._metrics.replayed.inc(prepared.replayed)
             changed.update((user, start + i) for user, i in prepared.changed.items())
@@ -322,8 +371,9 @@ class Pipeline:
             parts.append(part)
             for i, record in enumerate(prepared.records):
                 if isinstance(record, steps.Failed):
-                    receipts.append(self._dead_letter(values[start + i], record.step, record.error,
-                                                      origins[start + i], received_at))
+                    receipts.append(
+                        self._dead_letter(values[start + i], record.step, record.error, origins[start + i], received_at)
+                    )
                 else:
                     part.good.append(i)
             if start + part_size >= len(values):
@@ -357,8 +407,9 @@ class Pipeline:
             if origin.offset > self.last_offsets.get(origin.partition, -1):
                 self.last_offsets[origin.partition] = origin.offset
 
-    async def _send_changelog(self, changed: dict[str, int], entries: dict[str, Any],
-                              origins: list[Origin]) -> list[Awaitable[Any]]:
+    async def _send_changelog(
+        self, changed: dict[str, int], entries: dict[str, Any], origins: list[Origin]
+    ) -> list[Awaitable[Any]]:
         """Each changed entry once: into the table, and to its changelog on the partition
         of the user's input (the table is co-partitioned with clicks). Returns the acks.
 
@@ -413,8 +464,16 @@ class Pipeline:
                 scores[k] = score
         return scores
 
-    async def _finish(self, part: "_Part", scorer: Any, values: list[bytes | None], origins: list[Origin],
-                      received_at: datetime, receipts: list[Awaitable[Any]], outputs: list[Origin]) -> None:
+    async def _finish(
+        self,
+        part: "_Part",
+        scorer: Any,
+        values: list[bytes | None],
+        origins: list[Origin],
+        received_at: datetime,
+        receipts: list[Awaitable[Any]],
+        outputs: list[Origin],
+    ) -> None:
         """Serialize a scored part and hand its records to the producer (acks awaited later)."""
         if not part.good:
             return
@@ -424,23 +483,30 @@ class Pipeline:
         for k, score in enumerate(scores):
             position = part.start + part.good[k]
             if isinstance(score, BaseException):
-                receipts.append(self._dead_letter(values[position], steps.STEP_SCORE, score,
-                                                  origins[position], scored_at))
+                receipts.append(
+                    self._dead_letter(values[position], steps.STEP_SCORE, score, origins[position], scored_at)
+                )
             else:
                 kept.append(k)
         # Sent in slices: the broker stores one while the next is serialized.
         for first in range(0, len(kept), SEND_SLICE_EVENTS):
-            sliced = kept[first:first + SEND_SLICE_EVENTS]
+            sliced = kept[first : first + SEND_SLICE_EVENTS]
             records = [part.records[part.good[k]] for k in sliced]
-            wire = steps.scored_values(records, [scores[k] for k in sliced], model_name=scorer.model_name,
-                                       model_version=scorer.version, received_at=received_at,
-                                       scored_at=scored_at)
+            wire = steps.scored_values(
+                records,
+                [scores[k] for k in sliced],
+                model_name=scorer.model_name,
+                model_version=scorer.version,
+                received_at=received_at,
+                scored_at=scored_at,
+            )
             batch = []
             for k, record, value in zip(sliced, records, wire):
                 position = part.start + part.good[k]
                 if isinstance(value, steps.Failed):
-                    receipts.append(self._dead_letter(values[position], value.step, value.error,
-                                                      origins[position], scored_at))
+                    receipts.append(
+                        self._dead_letter(values[position], value.step, value.error, origins[position], scored_at)
+                    )
                 else:
                     batch.append((None, record["user_id"].encode("utf-8"), value))
                     outputs.append(origins[position])

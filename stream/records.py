@@ -48,9 +48,7 @@ def record_class(schema: RecordSchema, class_name: str) -> type[faust.Record]:
         ns["__module__"] = __name__
         ns["__doc__"] = f"Faust record of `{schema.name}` (derived from shared.schemas)."
 
-    return types.new_class(
-        class_name, (faust.Record,), {"serializer": "json", "isodates": True}, body
-    )
+    return types.new_class(class_name, (faust.Record,), {"serializer": "json", "isodates": True}, body)
 
 
 @lru_cache(maxsize=None)

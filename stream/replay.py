@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from shared.click_sources import (
-    ANONYMOUS_USER_PREFIX, DIGINETICA_ANONYMOUS_USER, DIGINETICA_CATEGORIES_FILE, DIGINETICA_VIEWS_FILE,
-    DIGINETICA_VIEWS_RAW, DIGINETICA_VIEWS_SOURCE, TAOBAO_BEHAVIOR, TAOBAO_FILE, TAOBAO_SOURCE,
+    ANONYMOUS_USER_PREFIX,
+    DIGINETICA_ANONYMOUS_USER,
+    DIGINETICA_CATEGORIES_FILE,
+    DIGINETICA_VIEWS_FILE,
+    DIGINETICA_VIEWS_RAW,
+    DIGINETICA_VIEWS_SOURCE,
+    TAOBAO_BEHAVIOR,
+    TAOBAO_FILE,
+    TAOBAO_SOURCE,
 )
 from shared.errors import BrokerError, SourceReadError
 from shared.schemas import click_event_id, to_wire
@@ -85,12 +92,15 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | 
                 continue
             fields = raw.split(";")
             if len(fields) != 5 or not all(fields[i] for i in (0, 2)):
-                yield MalformedRow(raw, f"{path.name}:{number}", "expected 5 ';'-separated fields with session and item ids")
+                yield MalformedRow(
+                    raw, f"{path.name}:{number}", "expected 5 ';'-separated fields with session and item ids"
+                )
                 continue
             session, user, item, timeframe, eventdate = fields
             try:
-                ts = datetime.combine(date.fromisoformat(eventdate), datetime.min.time(),
-                                      tzinfo=timezone.utc) + timedelta(milliseconds=int(timeframe))
+                ts = datetime.combine(
+                    date.fromisoformat(eventdate), datetime.min.time(), tzinfo=timezone.utc
+                ) + timedelta(milliseconds=int(timeframe))
             except ValueError:
                 yield MalformedRow(raw, f"{path.name}:{number}", "bad eventdate/timeframe")
                 continue
@@ -149,11 +159,11 @@ def replay(
     from tqdm import tqdm
 
     try:
-        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                 acks="all", linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}; "
-                          "start it with `shopflow broker start`") from exc
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}; start it with `shopflow broker start`"
+        ) from exc
     topic = settings.kafka.clicks_topic
     sent = 0
     started = time.monotonic()
@@ -181,8 +191,9 @@ def replay(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shopflow replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=["taobao", "diginetica"], default="taobao")
-    parser.add_argument("--speed", default="1",
-                        help="'max' (as fast as possible) or a multiple of real time, e.g. 1, 20")
+    parser.add_argument(
+        "--speed", default="1", help="'max' (as fast as possible) or a multiple of real time, e.g. 1, 20"
+    )
     parser.add_argument("--limit", type=int, default=None, help="send at most this many events")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -202,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceReadError, BrokerError) as exc:
         print(f"shopflow replay: {exc}", file=sys.stderr)
         return 1
-    print(f"sent {sent} {args.source} records to {settings.kafka.clicks_topic} "
-          f"({len(malformed)} malformed lines among them, for the dead-letter topic)")
+    print(
+        f"sent {sent} {args.source} records to {settings.kafka.clicks_topic} "
+        f"({len(malformed)} malformed lines among them, for the dead-letter topic)"
+    )
     return 0
 
 

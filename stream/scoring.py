@@ -52,9 +52,14 @@ OnEvent = Callable[[str, str], None]  # (what happened, version)
 class ModelHolder:
     """The serving scorer, a pending replacement, and the versions refused so far."""
 
-    def __init__(self, resolve: Resolve, load: Load, on_event: OnEvent | None = None,
-                 fingerprint: Fingerprint | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        resolve: Resolve,
+        load: Load,
+        on_event: OnEvent | None = None,
+        fingerprint: Fingerprint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._resolve = resolve
         self._load = load
         self._fingerprint = fingerprint or (lambda version: "")
@@ -100,8 +105,7 @@ class ModelHolder:
             if retry is not None and str(retry) == wanted:
                 log.info("model version %s was refused before; announced again: retrying it", wanted)
             elif self._fingerprint(version) != self.refused[wanted]:
-                log.info("model version %s was refused before; its files or its promotion "
-                         "changed: retrying it", wanted)
+                log.info("model version %s was refused before; its files or its promotion changed: retrying it", wanted)
             else:
                 return None
             del self.refused[wanted]
@@ -140,8 +144,12 @@ class ModelHolder:
                 scorer = await loop.run_in_executor(self._executor, self._load, int(wanted))
             except Exception as exc:  # noqa: BLE001 - any failure to load means: do not serve it
                 self._refuse(wanted, stamp)
-                log.error("refused model version %s, keeping %s: %s", wanted,
-                          self.current.version if self.current else "none", exc)
+                log.error(
+                    "refused model version %s, keeping %s: %s",
+                    wanted,
+                    self.current.version if self.current else "none",
+                    exc,
+                )
                 return False
             finally:
                 self._loading = None
@@ -150,8 +158,7 @@ class ModelHolder:
                 raise ModelError(f"loader returned {type(scorer).__name__}, not a Scorer")
             self.pending = scorer
             self._on_event("loaded", wanted)
-            log.info("model %s version %s loaded; it serves from the next batch",
-                     scorer.model_name, scorer.version)
+            log.info("model %s version %s loaded; it serves from the next batch", scorer.model_name, scorer.version)
             return True
 
     def load_now(self) -> bool:
@@ -183,8 +190,7 @@ class ModelHolder:
             self.current, self.pending = self.pending, None
             self._update_mismatch()
             self._on_event("serving", self.current.version)
-            log.info("now serving %s version %s (was %s)", self.current.model_name,
-                     self.current.version, previous)
+            log.info("now serving %s version %s (was %s)", self.current.model_name, self.current.version, previous)
         return self.current
 
     def close(self) -> None:

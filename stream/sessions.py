@@ -35,8 +35,7 @@ RECENT_EVENTS_KEPT = 32
 # of the oldest remembered event can be rebuilt.
 TRAIL_KEPT = RECENT_EVENTS_KEPT + HISTORY_LENGTH
 # The session features that are numbers, in schema order: one remembered row.
-SCALAR_FEATURES: tuple[str, ...] = tuple(f.name for f in SESSION_FEATURES.fields
-                                         if f.type in ("int64", "float64"))
+SCALAR_FEATURES: tuple[str, ...] = tuple(f.name for f in SESSION_FEATURES.fields if f.type in ("int64", "float64"))
 _SCALAR_VALUES = operator.itemgetter(*SCALAR_FEATURES)
 _HISTORY_LISTS = ("history_event_types", "history_item_ids", "history_category_ids")
 _INDEX = 2 + SCALAR_FEATURES.index("session_event_index")
@@ -68,14 +67,15 @@ def _features(entry: Mapping[str, Any], position: int, user_id: str) -> dict[str
     features: dict[str, Any] = {"session_key": f"{user_id}:{row[1]}"}
     features.update(zip(SCALAR_FEATURES, row[2:]))
     at = len(trail) - len(recent) + position  # this event's own place in the trail
-    history = trail[max(0, at - min(HISTORY_LENGTH, row[_INDEX])):at]
+    history = trail[max(0, at - min(HISTORY_LENGTH, row[_INDEX])) : at]
     for k, name in enumerate(_HISTORY_LISTS):
         features[name] = [h[k] for h in history]
     return features
 
 
-def fold(entry: Mapping[str, Any] | None, record: Mapping[str, Any],
-         features: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def fold(
+    entry: Mapping[str, Any] | None, record: Mapping[str, Any], features: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Fold one validated, pseudonymized event into the user's entry.
 
     Returns (entry, the event's session features, replayed): `replayed` says the event id
@@ -115,7 +115,6 @@ def remembered_features(entry: Mapping[str, Any], user_id: str) -> dict[str, dic
     """{event_id: features} of every event the entry remembers (tests and tools)."""
     current, legacy = _upgraded(entry)
     return {**legacy, **{row[0]: _features(current, i, user_id) for i, row in enumerate(current["recent"])}}
-
 
 
 def changelog_record(user_id: str, entry: Mapping[str, Any]) -> tuple[bytes, bytes]:

@@ -125,9 +125,16 @@ def probe_record(items: ItemLookup) -> dict[str, Any]:
     When a batch fails, scoring this tells a broken model (infrastructure: exit 70) from
     records the model cannot score (dead-lettered one by one).
     """
-    event = {"event_id": "probe", "user_id": "probe", "session_id": None, "item_id": "probe",
-             "event_type": "view", "ts": datetime(2017, 11, 26, 1, tzinfo=timezone.utc), "query": None,
-             "category_id": None}
+    event = {
+        "event_id": "probe",
+        "user_id": "probe",
+        "session_id": None,
+        "item_id": "probe",
+        "event_type": "view",
+        "ts": datetime(2017, 11, 26, 1, tzinfo=timezone.utc),
+        "query": None,
+        "category_id": None,
+    }
     return enrich(event, None, items)[1]
 
 
@@ -224,8 +231,12 @@ class _ScoredBatch:
     """What every SCORED_EVENT of one micro-batch shares, with its times formatted once."""
 
     def __init__(self, model_name: str, model_version: str, received_at: datetime, scored_at: datetime) -> None:
-        self._shared = {"model_name": model_name, "model_version": model_version,
-                        "received_at": format_timestamp(received_at), "scored_at": format_timestamp(scored_at)}
+        self._shared = {
+            "model_name": model_name,
+            "model_version": model_version,
+            "received_at": format_timestamp(received_at),
+            "scored_at": format_timestamp(scored_at),
+        }
         self._formatted: dict[datetime, str] = {}  # a batch's events share many event times
 
     def value(self, record: Mapping[str, Any], score: float | None) -> bytes:
@@ -281,8 +292,9 @@ def _bounded_reasons(reasons: list[str], max_chars: int) -> list[str]:
     return kept
 
 
-def _origin(raw: bytes | None, step: str, reason_code: str, topic: str, partition: int,
-            offset: int, failed_at: datetime) -> dict[str, Any]:
+def _origin(
+    raw: bytes | None, step: str, reason_code: str, topic: str, partition: int, offset: int, failed_at: datetime
+) -> dict[str, Any]:
     return {
         "step": step,
         "reason_code": reason_code,
@@ -335,6 +347,11 @@ def minimal_dlq_entry(
     failed_at: datetime,
 ) -> bytes:
     """The entry sent when the full one could not be: where, size, hash, code; no raw bytes."""
-    entry = {"raw": None, "raw_encoding": "latin-1", "raw_truncated": raw is not None, "reasons": [],
-             **_origin(raw, step, reason_code, topic, partition, offset, failed_at)}
+    entry = {
+        "raw": None,
+        "raw_encoding": "latin-1",
+        "raw_truncated": raw is not None,
+        "reasons": [],
+        **_origin(raw, step, reason_code, topic, partition, offset, failed_at),
+    }
     return json.dumps(entry, separators=(",", ":")).encode("utf-8")

@@ -44,8 +44,9 @@ from stream.broker_loss import BrokerLossReport, ShopflowTableManager, known_nex
 log = logging.getLogger(__name__)
 
 
-async def confirmed_end_offsets(probe: aiokafka.AIOKafkaConsumer, listed: Mapping[Any, int],
-                                timeout_s: float) -> dict[Any, int]:
+async def confirmed_end_offsets(
+    probe: aiokafka.AIOKafkaConsumer, listed: Mapping[Any, int], timeout_s: float
+) -> dict[Any, int]:
     """`listed` end offsets raised to the high watermark a fetch from each one reports.
 
     `probe` is a new, unstarted consumer without a group; it is started and stopped here.
@@ -141,10 +142,14 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
             tps = [tp for tp in self.assignment() if tp.topic not in changelogs]
             # A group whose committed offsets vanished lost its data (Kafka keeps them while
             # the group lives); so did a log whose end lies before a position we know.
-            lost = {tp: (confirmed[_key(tp)], None) for tp in tps
-                    if confirmed.get(_key(tp)) and not answer.get(_key(tp))}
-            known = {tp: max(read_before.get(_key(tp), 0), confirmed.get(_key(tp), 0), answer.get(_key(tp), 0))
-                     for tp in tps if tp not in lost}
+            lost = {
+                tp: (confirmed[_key(tp)], None) for tp in tps if confirmed.get(_key(tp)) and not answer.get(_key(tp))
+            }
+            known = {
+                tp: max(read_before.get(_key(tp), 0), confirmed.get(_key(tp), 0), answer.get(_key(tp), 0))
+                for tp in tps
+                if tp not in lost
+            }
             check = [tp for tp in known if known[tp]]
             if check:
                 try:
@@ -173,8 +178,7 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
             if self.app.conf.consumer_auto_offset_reset != "earliest":
                 return  # "latest" skips unread records by definition
             changelogs = self.app.tables.changelog_topics
-            rewind = [tp for tp in self.assignment()
-                      if tp.topic not in changelogs and not self._read_offset.get(tp)]
+            rewind = [tp for tp in self.assignment() if tp.topic not in changelogs and not self._read_offset.get(tp)]
             if rewind:
                 await self._thread.seek_to_beginning(*(faust_aiokafka.ensure_aiokafka_TP(tp) for tp in rewind))
                 for tp in rewind:

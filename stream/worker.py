@@ -41,8 +41,9 @@ def spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     on top of this process's environment, stdout and stderr appended to `log_path`."""
     full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_fh:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT, env=full,
-                                stdout=log_fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.worker"], cwd=REPO_ROOT, env=full, stdout=log_fh, stderr=subprocess.STDOUT
+        )
 
 
 def terminate(proc: subprocess.Popen, timeout: float = 20.0) -> int:

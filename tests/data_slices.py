@@ -21,7 +21,16 @@ CANARY_DIGINETICA_USER = "424242"
 
 PLANTED_ORDERS = [
     # invoice, stock, description, qty, date, price, customer, country
-    ["581001", "85123A", "CANARY HEART HOLDER", "6", "2011-12-09 10:00:00", "2.55", f"{CANARY_CUSTOMER}.0", "United Kingdom"],
+    [
+        "581001",
+        "85123A",
+        "CANARY HEART HOLDER",
+        "6",
+        "2011-12-09 10:00:00",
+        "2.55",
+        f"{CANARY_CUSTOMER}.0",
+        "United Kingdom",
+    ],
     ["581002", "85123A", "BAD QUANTITY", "abc", "2011-12-09 10:00:00", "2.55", "17850.0", "United Kingdom"],
     ["581003", "85123A", "BAD DATE", "6", "9th of December", "2.55", "17850.0", "United Kingdom"],
     ["C581004", "85123A", "CANCELLED", "-6", "2011-12-09 10:00:00", "2.55", "17850.0", "United Kingdom"],
@@ -64,7 +73,19 @@ def _reviews(source: Path, target: Path, n: int) -> None:
         dup,
         ["900002", "767", "33", "Nice", "", "5", "1", "0", "General", "Tops", "Knits"],
         ["900003", "767", "33", "Odd", "Rated seven stars", "7", "1", "0", "General", "Tops", "Knits"],
-        ["900004", "767", "33", "Lovely", "my fianc\u00e3\u00a9 loved the ombr\u00e3\u00a9 color", "5", "1", "0", "General", "Tops", "Knits"],
+        [
+            "900004",
+            "767",
+            "33",
+            "Lovely",
+            "my fianc\u00e3\u00a9 loved the ombr\u00e3\u00a9 color",
+            "5",
+            "1",
+            "0",
+            "General",
+            "Tops",
+            "Knits",
+        ],
         ["900005", "767", "x", "Bad age", "Text", "4", "1", "0", "General", "Tops", "Knits"],
     ]
     buffer = io.StringIO()
@@ -95,8 +116,7 @@ def build_slices(data_root: Path, target: Path, rows: int = 2000) -> Path:
     # Every 20th user with all of their events: the slice spans the whole two hours,
     # so sessions, the label horizon and the time split all have room.
     taobao = [
-        line for line in _head_lines(data_root / paths["clicks_taobao"], 10**6)
-        if int(line.split(",", 1)[0]) % 20 == 0
+        line for line in _head_lines(data_root / paths["clicks_taobao"], 10**6) if int(line.split(",", 1)[0]) % 20 == 0
     ]
     (target / paths["clicks_taobao"]).write_text("\n".join(taobao + PLANTED_TAOBAO) + "\n")
 

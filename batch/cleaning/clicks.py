@@ -24,11 +24,27 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.cleaning.common import DETAIL, REASON, CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
+from batch.cleaning.common import (
+    DETAIL,
+    REASON,
+    CleanResult,
+    Rule,
+    blank,
+    split_rejected,
+    tag_duplicates,
+    tag_first_reason,
+)
 from shared.click_rules import CANDIDATE_COLUMNS, check_click_columns
 from shared.click_sources import (
-    ANONYMOUS_USER_PREFIX, DIGINETICA_ANONYMOUS_USER, DIGINETICA_PURCHASES_RAW, DIGINETICA_PURCHASES_SOURCE,
-    DIGINETICA_VIEWS_RAW, DIGINETICA_VIEWS_SOURCE, TAOBAO_BEHAVIOR, TAOBAO_RAW, TAOBAO_SOURCE,
+    ANONYMOUS_USER_PREFIX,
+    DIGINETICA_ANONYMOUS_USER,
+    DIGINETICA_PURCHASES_RAW,
+    DIGINETICA_PURCHASES_SOURCE,
+    DIGINETICA_VIEWS_RAW,
+    DIGINETICA_VIEWS_SOURCE,
+    TAOBAO_BEHAVIOR,
+    TAOBAO_RAW,
+    TAOBAO_SOURCE,
 )
 from shared.pseudonymize import pseudonymize_column
 from shared.schemas import CLICK_EVENT
@@ -54,11 +70,13 @@ def click_verdict(candidates: Column, now: datetime) -> Column:
             epoch = row.get("ts_epoch")
             row["ts_epoch"] = None if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) else int(epoch)
             out.append(check_click_columns(row, now=now))
-        return pd.DataFrame({
-            "reason": [v.reason for v in out],
-            "detail": [v.detail for v in out],
-            "ts_micros": pd.array([v.ts_micros for v in out], dtype="Int64"),
-        })
+        return pd.DataFrame(
+            {
+                "reason": [v.reason for v in out],
+                "detail": [v.detail for v in out],
+                "ts_micros": pd.array([v.ts_micros for v in out], dtype="Int64"),
+            }
+        )
 
     return verdicts(candidates)
 
@@ -66,18 +84,26 @@ def click_verdict(candidates: Column, now: datetime) -> Column:
 def candidate_struct(columns: dict[str, Column]) -> Column:
     """The candidate event of a row as the struct `click_verdict` reads (missing -> null)."""
     types = {"ts_epoch": "long"}
-    return F.struct(*[columns.get(name, F.lit(None)).cast(types.get(name, "string")).alias(name)
-                      for name in CANDIDATE_COLUMNS])
+    return F.struct(
+        *[columns.get(name, F.lit(None)).cast(types.get(name, "string")).alias(name) for name in CANDIDATE_COLUMNS]
+    )
 
 
 def apply_click_rules(df: DataFrame, now: datetime) -> DataFrame:
     """Tag rows the shared click rules reject (rows already tagged keep their reason);
     `_ts` becomes the accepted event's time."""
-    candidates = candidate_struct({
-        "event_id": F.col("_event_id"), "user_id": F.col("_user"), "session_id": F.col("_session"),
-        "item_id": F.col("_item"), "event_type": F.col("_event_type"), "category_id": F.col("_category"),
-        "ts_epoch": F.col("_ts_epoch"), "ts_text": F.col("_ts_text"),
-    })
+    candidates = candidate_struct(
+        {
+            "event_id": F.col("_event_id"),
+            "user_id": F.col("_user"),
+            "session_id": F.col("_session"),
+            "item_id": F.col("_item"),
+            "event_type": F.col("_event_type"),
+            "category_id": F.col("_category"),
+            "ts_epoch": F.col("_ts_epoch"),
+            "ts_text": F.col("_ts_text"),
+        }
+    )
     with_verdict = df.withColumn("_verdict", click_verdict(candidates, now))
     earlier = F.col(REASON).isNotNull()
     others = [c for c in with_verdict.columns if c not in (REASON, DETAIL, "_verdict")]
@@ -112,8 +138,12 @@ def taobao_events(bronze: DataFrame) -> DataFrame:
         F.lit(None).cast("string").alias("_session"),
         F.col("item_id").alias("_item"),
         # An unknown behavior stays visible to the rules (unknown_event_type), never as null.
-        F.when(mapped.isNull() & F.col("behavior_type").isNotNull(),
-               F.concat(F.lit("behavior_type="), F.col("behavior_type"))).otherwise(mapped).alias("_event_type"),
+        F.when(
+            mapped.isNull() & F.col("behavior_type").isNotNull(),
+            F.concat(F.lit("behavior_type="), F.col("behavior_type")),
+        )
+        .otherwise(mapped)
+        .alias("_event_type"),
         epoch.alias("_ts_epoch"),
         _ts_text(epoch, "timestamp").alias("_ts_text"),
         F.col("category_id").alias("_category"),
@@ -121,14 +151,18 @@ def taobao_events(bronze: DataFrame) -> DataFrame:
     )
 
 
-def _diginetica_events(bronze: DataFrame, categories: DataFrame, source: str, raw: tuple[str, ...], event_type: str) -> DataFrame:
+def _diginetica_events(
+    bronze: DataFrame, categories: DataFrame, source: str, raw: tuple[str, ...], event_type: str
+) -> DataFrame:
     day_start_ms = F.unix_millis(F.try_to_timestamp(F.col("eventdate"), F.lit("yyyy-MM-dd")))
     anonymous = blank("user_id") | (F.trim("user_id") == DIGINETICA_ANONYMOUS_USER)
     epoch_ms = day_start_ms + F.col("timeframe").try_cast("long")
     return bronze.join(categories, on="item_id", how="left").select(
         *bronze.columns,
         event_id_column(source, raw).alias("_event_id"),
-        F.when(anonymous, F.concat(F.lit(ANONYMOUS_USER_PREFIX), F.col("session_id"))).otherwise(F.col("user_id")).alias("_user"),
+        F.when(anonymous, F.concat(F.lit(ANONYMOUS_USER_PREFIX), F.col("session_id")))
+        .otherwise(F.col("user_id"))
+        .alias("_user"),
         F.col("session_id").alias("_session"),
         F.col("item_id").alias("_item"),
         F.lit(event_type).alias("_event_type"),
@@ -167,7 +201,10 @@ def clean_clicks(
     parts = []
     if taobao is not None:
         parts.append(taobao_events(taobao))
-    for df, source, raw, kind in ((views, DIGINETICA_VIEWS_SOURCE, VIEWS_RAW, "view"), (purchases, DIGINETICA_PURCHASES_SOURCE, PURCHASES_RAW, "purchase")):
+    for df, source, raw, kind in (
+        (views, DIGINETICA_VIEWS_SOURCE, VIEWS_RAW, "view"),
+        (purchases, DIGINETICA_PURCHASES_SOURCE, PURCHASES_RAW, "purchase"),
+    ):
         if df is not None:
             if cats is None:
                 cats = df.sparkSession.createDataFrame([], "item_id string, _category_id string")
@@ -177,7 +214,8 @@ def clean_clicks(
     events = reduce(lambda a, b: a.unionByName(b), [_with_all_raw_columns(p) for p in parts])
 
     tagged = tag_first_reason(
-        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record"))])
+        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record"))]
+    )
     tagged = apply_click_rules(tagged, now)
     tagged = tag_duplicates(tagged, ["_event_id"], ["_source", "_row_number"])
     event_columns = {

@@ -23,8 +23,14 @@ from batch.sources import UCI_OVERLAP_SOURCE, UCI_OVERLAP_START
 from shared.pseudonymize import pseudonymize_column
 
 RAW_COLUMNS = (
-    "invoice_no", "stock_code", "description", "quantity", "invoice_date",
-    "unit_price", "customer_id", "country",
+    "invoice_no",
+    "stock_code",
+    "description",
+    "quantity",
+    "invoice_date",
+    "unit_price",
+    "customer_id",
+    "country",
 )
 PRODUCT_CODE = r"^[0-9]{5}[A-Za-z]{0,2}$"
 UCI_TIME_ZONE = "Europe/London"  # InvoiceDate is UK local time
@@ -47,9 +53,21 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
         typed,
         [
             Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record")),
-            Rule("malformed_row", F.col("_quantity").isNull() & ~blank("quantity"), F.concat(F.lit("quantity="), F.col("quantity"))),
-            Rule("malformed_row", F.col("_price").isNull() & ~blank("unit_price"), F.concat(F.lit("unit_price="), F.col("unit_price"))),
-            Rule("malformed_row", F.col("_invoice_ts").isNull(), F.concat(F.lit("invoice_date="), F.coalesce(F.col("invoice_date"), F.lit("<null>")))),
+            Rule(
+                "malformed_row",
+                F.col("_quantity").isNull() & ~blank("quantity"),
+                F.concat(F.lit("quantity="), F.col("quantity")),
+            ),
+            Rule(
+                "malformed_row",
+                F.col("_price").isNull() & ~blank("unit_price"),
+                F.concat(F.lit("unit_price="), F.col("unit_price")),
+            ),
+            Rule(
+                "malformed_row",
+                F.col("_invoice_ts").isNull(),
+                F.concat(F.lit("invoice_date="), F.coalesce(F.col("invoice_date"), F.lit("<null>"))),
+            ),
             Rule("malformed_row", blank("invoice_no") | blank("stock_code"), "invoice_no or stock_code missing"),
             Rule(
                 "source_overlap",
@@ -77,7 +95,9 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
         pii_columns={"customer_id": "customer"},
         key=key,
         silver_columns=[
-            F.concat_ws("-", F.substring("_batch_id", 1, 16), F.col("_row_number").cast("string")).alias("order_line_id"),
+            F.concat_ws("-", F.substring("_batch_id", 1, 16), F.col("_row_number").cast("string")).alias(
+                "order_line_id"
+            ),
             invoice.alias("invoice_no"),
             F.upper(F.trim(F.col("stock_code"))).alias("stock_code"),
             F.trim(F.col("description")).alias("description"),

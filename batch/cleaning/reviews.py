@@ -22,8 +22,17 @@ from pyspark.sql.types import StringType
 from batch.cleaning.common import CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
 
 RAW_COLUMNS = (
-    "review_id", "clothing_id", "age", "title", "review_text", "rating", "recommended_ind",
-    "positive_feedback_count", "division_name", "department_name", "class_name",
+    "review_id",
+    "clothing_id",
+    "age",
+    "title",
+    "review_text",
+    "rating",
+    "recommended_ind",
+    "positive_feedback_count",
+    "division_name",
+    "department_name",
+    "class_name",
 )
 # A lowercased UTF-8 lead byte (Ã/Â read as Latin-1, then lowercased to ã/â) followed
 # by a continuation byte read as Latin-1 (U+0080..U+00BF).
@@ -51,7 +60,10 @@ def _repair_mojibake_udf(texts: pd.Series) -> pd.Series:
 
 
 def clean_reviews(bronze: DataFrame) -> CleanResult:
-    ints = {c: F.col(c).try_cast("int") for c in ("review_id", "clothing_id", "age", "rating", "recommended_ind", "positive_feedback_count")}
+    ints = {
+        c: F.col(c).try_cast("int")
+        for c in ("review_id", "clothing_id", "age", "rating", "recommended_ind", "positive_feedback_count")
+    }
     typed = bronze
     for name, expr in ints.items():
         typed = typed.withColumn(f"_{name}", expr)
@@ -60,13 +72,17 @@ def clean_reviews(bronze: DataFrame) -> CleanResult:
     )
 
     def unreadable(column: str) -> Rule:
-        return Rule("malformed_row", F.col(f"_{column}").isNull() & ~blank(column), F.concat(F.lit(f"{column}="), F.col(column)))
+        return Rule(
+            "malformed_row", F.col(f"_{column}").isNull() & ~blank(column), F.concat(F.lit(f"{column}="), F.col(column))
+        )
 
     tagged = tag_first_reason(
         typed,
         [
             Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record")),
-            Rule("malformed_row", F.col("_review_id").isNull() | F.col("_rating").isNull(), "review_id or rating missing"),
+            Rule(
+                "malformed_row", F.col("_review_id").isNull() | F.col("_rating").isNull(), "review_id or rating missing"
+            ),
             *(unreadable(c) for c in ("clothing_id", "age", "recommended_ind", "positive_feedback_count")),
             Rule("invalid_rating", ~F.col("_rating").between(1, 5), F.concat(F.lit("rating="), F.col("rating"))),
             Rule("invalid_age", ~F.col("_age").between(18, 99), F.concat(F.lit("age="), F.col("age"))),

@@ -1,7 +1,7 @@
 """Item and customer features from silver orders (sales only; returns are quarantined).
 
-    items = item_features(silver_orders)
-    users = user_features(silver_orders)   # one row per pseudonymized customer
+items = item_features(silver_orders)
+users = user_features(silver_orders)   # one row per pseudonymized customer
 """
 
 from __future__ import annotations

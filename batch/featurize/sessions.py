@@ -40,7 +40,5 @@ def sessionize(clicks: DataFrame, partitions: int | None = None) -> DataFrame:
     schema = T.StructType(clicks.schema.fields + SESSION_FEATURES.spark_schema().fields)
     partitions = partitions or clicks.sparkSession.conf.get("spark.sql.shuffle.partitions")
     return (
-        clicks.repartition(int(partitions), "user_id")
-        .sortWithinPartitions(*ORDER)
-        .mapInPandas(_fold_partition, schema)
+        clicks.repartition(int(partitions), "user_id").sortWithinPartitions(*ORDER).mapInPandas(_fold_partition, schema)
     )

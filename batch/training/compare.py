@@ -43,9 +43,13 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "metric": self.metric, "rows": self.rows, "groups": self.groups,
-            "resamples": self.resamples, "confidence": self.confidence,
-            "champion": self.champion.to_dict(), "challenger": self.challenger.to_dict(),
+            "metric": self.metric,
+            "rows": self.rows,
+            "groups": self.groups,
+            "resamples": self.resamples,
+            "confidence": self.confidence,
+            "champion": self.champion.to_dict(),
+            "challenger": self.challenger.to_dict(),
             "difference": self.difference.to_dict(),
         }
 
@@ -134,7 +138,10 @@ def paired_bootstrap(
         champion=interval(full_a, da),
         challenger=interval(full_b, db),
         difference=interval(full_b - full_a, db - da),
-        rows=len(y_), groups=n_groups, resamples=len(da), confidence=confidence,
+        rows=len(y_),
+        groups=n_groups,
+        resamples=len(da),
+        confidence=confidence,
     )
 
 

@@ -1,7 +1,7 @@
 """Reading a task's gold training set at a pinned Delta version, and slicing it.
 
-    data = load_training_data(task, default_table_path(settings, task), max_train_samples=200, seed=13)
-    data.train, data.test, data.delta_version
+data = load_training_data(task, default_table_path(settings, task), max_train_samples=200, seed=13)
+data.train, data.test, data.delta_version
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ def load_training_data(
     version = table_version(path) if delta_version is None else delta_version
     if version is None:
         raise TableNotFoundError(
-            f"no gold table for task {task.name!r} at {path}: run `shopflow features` first "
-            "or pass --table-path"
+            f"no gold table for task {task.name!r} at {path}: run `shopflow features` first or pass --table-path"
         )
     rows = read_arrow(path, version).to_pylist()
     train = [r for r in rows if r["split"] == "train"]

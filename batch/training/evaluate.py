@@ -99,8 +99,12 @@ def evaluate_all(
     timings["baselines"] = time.perf_counter() - started
 
     keys = _column(test, task.row_key)
-    examples = Examples(keys=keys, groups=_column(test, task.group_key) if task.group_key else keys,
-                        labels=labels, candidate=candidate_proba)
+    examples = Examples(
+        keys=keys,
+        groups=_column(test, task.group_key) if task.group_key else keys,
+        labels=labels,
+        candidate=candidate_proba,
+    )
     report = EvaluationReport(metrics=metrics, baselines=baselines, examples=examples, seconds=timings)
     champion = champion_version if champion_version is not None else registry.resolve(task.name)
     if champion is not None:
@@ -110,8 +114,13 @@ def evaluate_all(
             incumbent = load_predictor(task.name, version=champion, registry=registry, device=candidate.device)
             champion_proba = incumbent.predict_proba(test)
             report.champion_metrics = task.metrics(labels, champion_proba)
-            report.examples = Examples(keys=examples.keys, groups=examples.groups, labels=labels,
-                                       candidate=candidate_proba, champion=champion_proba)
+            report.examples = Examples(
+                keys=examples.keys,
+                groups=examples.groups,
+                labels=labels,
+                candidate=candidate_proba,
+                champion=champion_proba,
+            )
         except (ShopflowError, ModelError) as exc:
             # A champion that cannot be loaded cannot be served either; the verified
             # candidate may replace it, and the reason is kept in the metrics JSON.

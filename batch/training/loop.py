@@ -127,9 +127,7 @@ def fit(
             batch = encoder.encode([records[i] for i in indices])
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits.float(), label_tensor[indices].to(device), weight=weights
-            )
+            loss = torch.nn.functional.cross_entropy(logits.float(), label_tensor[indices].to(device), weight=weights)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             for group in optimizer.param_groups:

@@ -80,7 +80,10 @@ def _apply_lora(model: Any, rank: int) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank, lora_dropout=0.1,
+        task_type=TaskType.SEQ_CLS,
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.1,
         target_modules=["query", "value"],
     )
     return get_peft_model(model, config)
@@ -118,25 +121,38 @@ def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec)
         model, encoder = task.build(base_model, data.train, max_length=spec.max_length)
     if spec.lora:
         model = _apply_lora(model, spec.lora_rank)
-    result = fit(task, model, encoder, data.train, task.labels(data.train), spec.loop, device,
-                 resume_from=spec.resume_from)
+    result = fit(
+        task, model, encoder, data.train, task.labels(data.train), spec.loop, device, resume_from=spec.resume_from
+    )
     if spec.lora:
         model = model.merge_and_unload()  # the registry holds a plain HF model
     return FittedModel(
-        task=task, model=model, encoder=encoder, device=device,
+        task=task,
+        model=model,
+        encoder=encoder,
+        device=device,
         base_model=init_from.base_model if init_from else task.base_model_name(base_model),
-        init_from=init_from, result=result, lr=spec.loop.lr, lora=spec.lora,
+        init_from=init_from,
+        result=result,
+        lr=spec.loop.lr,
+        lora=spec.lora,
     )
 
 
 def evaluate_model(
-    settings: Settings, fitted: FittedModel, data: TrainingData, *, seed: int, champion_version: int | None = None,
+    settings: Settings,
+    fitted: FittedModel,
+    data: TrainingData,
+    *,
+    seed: int,
+    champion_version: int | None = None,
 ) -> EvaluationReport:
     """The fitted model, the task's baselines and the champion on the same `data.test` rows,
     with per-row predictions (`report.examples`) for paired comparisons."""
     registry = ModelRegistry(settings.models.registry_root)
-    return evaluate_all(fitted.task, fitted.predictor(), data.train, data.test, registry, seed=seed,
-                        champion_version=champion_version)
+    return evaluate_all(
+        fitted.task, fitted.predictor(), data.train, data.test, registry, seed=seed, champion_version=champion_version
+    )
 
 
 def register_model(
@@ -162,7 +178,8 @@ def register_model(
         model_name=task.model_name,
         base_model=fitted.base_model,
         init_from_champion={"task": init_from.task, "version": init_from.version, "base_model": init_from.base_model}
-        if init_from else None,
+        if init_from
+        else None,
         label_names=tuple(task.label_names),
         primary_metric=task.primary_metric,
         metrics=report.metrics,
@@ -183,20 +200,33 @@ def trained_until(records: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def promote_if_better(
-    settings: Settings, task: Task, version: int, report: EvaluationReport, *, reason: str | None = None,
+    settings: Settings,
+    task: Task,
+    version: int,
+    report: EvaluationReport,
+    *,
+    reason: str | None = None,
 ) -> PromotionResult | None:
     """Promote `version` when it beats the champion on the task's primary metric on the
     same rows (or there is no usable champion); None when it does not (it stays registered)."""
     metric = task.primary_metric
     if not report.beats_champion(metric):
-        log.info("%s v%d not promoted: %s %.4f does not beat champion v%s's %.4f", task.name, version, metric,
-                 report.metrics.get(metric, float("nan")), report.champion_version,
-                 (report.champion_metrics or {}).get(metric, float("nan")))
+        log.info(
+            "%s v%d not promoted: %s %.4f does not beat champion v%s's %.4f",
+            task.name,
+            version,
+            metric,
+            report.metrics.get(metric, float("nan")),
+            report.champion_version,
+            (report.champion_metrics or {}).get(metric, float("nan")),
+        )
         return None
     if reason is None:
         if report.champion_metrics is None:
             reason = f"no usable champion; {metric}={report.metrics.get(metric)}"
         else:
-            reason = (f"{metric} {report.metrics.get(metric):.4f} > champion v{report.champion_version}'s "
-                      f"{report.champion_metrics.get(metric):.4f} on the same rows")
+            reason = (
+                f"{metric} {report.metrics.get(metric):.4f} > champion v{report.champion_version}'s "
+                f"{report.champion_metrics.get(metric):.4f} on the same rows"
+            )
     return promote(settings, task.name, version, reason=reason)

@@ -1,7 +1,7 @@
 """The tasks shopflow trains and serves, by name.
 
-    from shared.tasks import get_task, TASKS
-    get_task("propensity").primary_metric   # -> "roc_auc"
+from shared.tasks import get_task, TASKS
+get_task("propensity").primary_metric   # -> "roc_auc"
 """
 
 from __future__ import annotations

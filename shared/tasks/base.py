@@ -134,9 +134,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, num_labels: in
         out["pr_auc"] = float(average_precision_score(y_true, positive)) if both_classes else float("nan")
         out["positive_rate"] = float(y_true.mean()) if len(y_true) else float("nan")
     else:
-        per_class = f1_score(
-            y_true, predicted, average=None, labels=list(range(num_labels)), zero_division=0
-        )
+        per_class = f1_score(y_true, predicted, average=None, labels=list(range(num_labels)), zero_division=0)
         out.update({f"f1_label_{i}": float(v) for i, v in enumerate(per_class)})
     return out
 

@@ -120,7 +120,8 @@ class _IdCodes:
                 code = known[value] = self._n
                 if code == len(self._bucket):
                     self._bucket, self._text, self._is_none = (
-                        np.concatenate([a, np.zeros_like(a)]) for a in (self._bucket, self._text, self._is_none))
+                        np.concatenate([a, np.zeros_like(a)]) for a in (self._bucket, self._text, self._is_none)
+                    )
                 self._bucket[code] = bucket(value, self._buckets)
                 self._text[code] = self._texts.setdefault(str(value), len(self._texts))
                 self._is_none[code] = value is None
@@ -176,8 +177,10 @@ class PropensityEncoder:
                 hist_items = _as_list(hist_items)[-keep:]
                 hist_cats = _as_list(r.get("history_category_ids"))[-keep:]
                 if not len(hist_types) == len(hist_items) == len(hist_cats):
-                    raise ValueError(f"record {i}: history lists of different lengths "
-                                     f"({len(hist_types)}, {len(hist_items)}, {len(hist_cats)})")
+                    raise ValueError(
+                        f"record {i}: history lists of different lengths "
+                        f"({len(hist_types)}, {len(hist_items)}, {len(hist_cats)})"
+                    )
                 first = end - 1 - len(hist_items)
                 slots.extend(range(first, end))
                 type_slots.extend(range(first, end - 1))
@@ -215,7 +218,8 @@ class PropensityEncoder:
         item_match[slot_index] = np.where(texts[item_codes] == texts[candidate_codes[rows, 0]], 2, 1)
         cat_match = np.zeros(n * length, dtype=np.int64)
         cat_match[slot_index] = np.where(
-            ~is_none[cat_codes] & (texts[cat_codes] == texts[candidate_codes[rows, 1]]), 2, 1)
+            ~is_none[cat_codes] & (texts[cat_codes] == texts[candidate_codes[rows, 1]]), 2, 1
+        )
         numeric = (numeric_matrix(records, cfg) - self.mean) / self.std
         shape = (n, length)
         return {
@@ -285,8 +289,12 @@ class PropensityTask(Task):
             # Shallow, slow and without early stopping: chosen on the valid split, where
             # sklearn's defaults overfit 2 % positives (valid ROC-AUC 0.51 vs 0.54).
             gbt = HistGradientBoostingClassifier(
-                max_depth=3, learning_rate=0.05, max_iter=100, min_samples_leaf=200,
-                early_stopping=False, random_state=seed,
+                max_depth=3,
+                learning_rate=0.05,
+                max_iter=100,
+                min_samples_leaf=200,
+                early_stopping=False,
+                random_state=seed,
             )
             out["gbt_numeric"] = gbt.fit(x_train, y).predict_proba(x_test)
         out["user_prior_rate"] = _as_proba(user_prior_rate(test_records))

@@ -152,8 +152,14 @@ class PropensityModel(PreTrainedModel):
             loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def _tokens(self, event_type_ids: torch.Tensor, item_ids: torch.Tensor, category_ids: torch.Tensor,
-                item_match: torch.Tensor, category_match: torch.Tensor) -> torch.Tensor:
+    def _tokens(
+        self,
+        event_type_ids: torch.Tensor,
+        item_ids: torch.Tensor,
+        category_ids: torch.Tensor,
+        item_match: torch.Tensor,
+        category_match: torch.Tensor,
+    ) -> torch.Tensor:
         """The GRU's input per slot: the sum of the slot's five embeddings."""
         return (
             self.type_embedding(event_type_ids)

@@ -47,9 +47,7 @@ class TokenizerEncoder:
 
     def encode(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         texts = [str(r.get("text") or "") for r in records]
-        batch = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         return dict(batch)
 
     def save(self, folder: Path) -> None:

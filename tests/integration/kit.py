@@ -13,9 +13,16 @@ import time  # noqa: F401  (tests use kit.time)
 from tests.integration.support.env import REPO_ROOT, free_port, settings_from, wait_for  # noqa: F401
 from tests.integration.support.lake import write_propensity_gold  # noqa: F401
 from tests.integration.support.models import (  # noqa: F401
-    register_propensity_from_task, scoring_records, train_propensity,
+    register_propensity_from_task,
+    scoring_records,
+    train_propensity,
 )
 from tests.integration.support.topics import TopicWatcher, json_values, read_topic, send_raw, wait_all_scored  # noqa: F401
 from tests.integration.support.workers import (  # noqa: F401
-    metric_value, metrics_text, serving_version, start_worker, stop_worker, wait_serving,
+    metric_value,
+    metrics_text,
+    serving_version,
+    start_worker,
+    stop_worker,
+    wait_serving,
 )

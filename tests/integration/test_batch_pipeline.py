@@ -32,11 +32,22 @@ def _reasons(rows) -> dict[str, int]:
 
 def test_every_layer_is_written(gold_lake):
     expected = {
-        "bronze/orders", "bronze/reviews", "bronze/clicks_taobao", "bronze/views_diginetica",
-        "bronze/purchases_diginetica", "bronze/item_categories_diginetica",
-        "silver/orders", "silver/reviews", "silver/clicks", "silver/quarantine",
-        "gold/item_features", "gold/user_features", "gold/click_sessions", "gold/item_click_stats",
-        "gold/train_sentiment", "gold/train_propensity",
+        "bronze/orders",
+        "bronze/reviews",
+        "bronze/clicks_taobao",
+        "bronze/views_diginetica",
+        "bronze/purchases_diginetica",
+        "bronze/item_categories_diginetica",
+        "silver/orders",
+        "silver/reviews",
+        "silver/clicks",
+        "silver/quarantine",
+        "gold/item_features",
+        "gold/user_features",
+        "gold/click_sessions",
+        "gold/item_click_stats",
+        "gold/train_sentiment",
+        "gold/train_propensity",
     }
     assert expected <= set(gold_lake)
     for name in expected:
@@ -48,7 +59,9 @@ def test_bronze_keeps_rows_as_received_with_metadata(gold_lake, sliced_data):
     assert {"_source", "_ingested_at", "_batch_id", "_row_number"} <= set(bronze.column_names)
     lines = (sliced_data / "taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv").read_text().splitlines()
     assert bronze.num_rows == len(lines)
-    assert all(t == pa_type for t, pa_type in [(bronze.schema.field("user_id").type, bronze.schema.field("timestamp").type)])
+    assert all(
+        t == pa_type for t, pa_type in [(bronze.schema.field("user_id").type, bronze.schema.field("timestamp").type)]
+    )
     assert str(bronze.schema.field("timestamp").type) == "string"
 
 
@@ -67,8 +80,14 @@ def test_rows_in_equal_silver_plus_quarantine(gold_lake):
 def test_orders_quarantine_every_planted_problem_with_its_reason(gold_lake):
     reasons = _reasons(_quarantine(gold_lake, "orders"))
     for reason in (
-        "malformed_row", "source_overlap", "duplicate", "cancellation", "bad_debt_adjustment",
-        "non_product_code", "non_positive_price", "missing_description",
+        "malformed_row",
+        "source_overlap",
+        "duplicate",
+        "cancellation",
+        "bad_debt_adjustment",
+        "non_product_code",
+        "non_positive_price",
+        "missing_description",
     ):
         assert reasons.get(reason, 0) >= 1, f"no order quarantined as {reason}: {reasons}"
     assert reasons["source_overlap"] >= 150  # the slice's last 200 Online Retail II rows
@@ -115,7 +134,9 @@ def test_clicks_quarantine_and_anonymous_users(gold_lake):
 
 
 def test_canary_identifiers_never_reach_silver_gold_or_quarantine(gold_lake):
-    canaries = [re.compile(rf"(?<![0-9]){c}(?![0-9])") for c in (CANARY_CUSTOMER, CANARY_TAOBAO_USER, CANARY_DIGINETICA_USER)]
+    canaries = [
+        re.compile(rf"(?<![0-9]){c}(?![0-9])") for c in (CANARY_CUSTOMER, CANARY_TAOBAO_USER, CANARY_DIGINETICA_USER)
+    ]
     for name, path in gold_lake.items():
         if name.startswith("bronze/"):
             continue
@@ -157,8 +178,12 @@ def test_rerunning_every_job_changes_nothing(gold_lake, spark):
     assert set(ingested.tables_written) == bronze
     assert cleaned.tables_read == {n: before[n] for n in bronze}
     assert set(cleaned.tables_written) == {
-        "silver/orders", "silver/reviews", "silver/clicks",
-        "silver/quarantine[orders]", "silver/quarantine[reviews]", "silver/quarantine[clicks]",
+        "silver/orders",
+        "silver/reviews",
+        "silver/clicks",
+        "silver/quarantine[orders]",
+        "silver/quarantine[reviews]",
+        "silver/quarantine[clicks]",
     }
     assert set(featurized.tables_written) == {n for n in gold_lake if n.startswith("gold/")}
     for result in results:

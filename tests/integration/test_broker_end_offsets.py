@@ -47,9 +47,9 @@ def test_confirmed_end_offsets_are_the_real_ends(broker_env):
         finally:
             await lister.stop()
         confirmed = await confirmed_end_offsets(
-            AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=25), listed, timeout_s=10)
-        return ({tp.partition: o for tp, o in listed.items()},
-                {tp.partition: o for tp, o in confirmed.items()})
+            AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=25), listed, timeout_s=10
+        )
+        return ({tp.partition: o for tp, o in listed.items()}, {tp.partition: o for tp, o in confirmed.items()})
 
     listed, confirmed = asyncio.run(ends())
     assert confirmed == real_ends, (listed, confirmed)

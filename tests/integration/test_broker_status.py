@@ -33,8 +33,10 @@ def _status(env: dict[str, str], monkeypatch, capsys, caplog) -> tuple[int, floa
 
 
 def test_status_of_a_stopped_broker_is_quick_and_quiet(tmp_path, monkeypatch, capsys, caplog):
-    env = {"SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kit.free_port()}",  # nothing listens
-           "SHOPFLOW_STREAM__RUN_DIR": str(tmp_path / "run")}
+    env = {
+        "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kit.free_port()}",  # nothing listens
+        "SHOPFLOW_STREAM__RUN_DIR": str(tmp_path / "run"),
+    }
     rc, elapsed, output = _status(env, monkeypatch, capsys, caplog)
     assert rc == 1
     assert "not answering" in output

@@ -21,22 +21,55 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 # Click logs are text: no lone surrogates (a CSV decoder replaces bad bytes with U+FFFD).
 _TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 _ID = st.one_of(
-    st.none(), st.just(""), st.sampled_from([" ", "\t", " \n ", " u1 ", "NA"]), _TEXT,
-    st.integers(0, 10**12).map(str), st.integers(120, 140).map(lambda n: "x" * n),
+    st.none(),
+    st.just(""),
+    st.sampled_from([" ", "\t", " \n ", " u1 ", "NA"]),
+    _TEXT,
+    st.integers(0, 10**12).map(str),
+    st.integers(120, 140).map(lambda n: "x" * n),
 )
 _EPOCH = st.one_of(
-    st.sampled_from([-1, 0, 1, 9999, 946684799, 946684800, 1511658000, 1511658000000, 99999999999,
-                     EPOCH_MILLIS_FROM - 1, EPOCH_MILLIS_FROM, 4102444800, 4102444800000, 2**62]),
+    st.sampled_from(
+        [
+            -1,
+            0,
+            1,
+            9999,
+            946684799,
+            946684800,
+            1511658000,
+            1511658000000,
+            99999999999,
+            EPOCH_MILLIS_FROM - 1,
+            EPOCH_MILLIS_FROM,
+            4102444800,
+            4102444800000,
+            2**62,
+        ]
+    ),
     st.integers(-(2**62), 2**62),
     st.integers(946684800, int((NOW + timedelta(days=3)).timestamp())),
     st.integers(946684800_000, int((NOW + timedelta(days=3)).timestamp()) * 1000),
 )
-_WHEN = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                     timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=8))]))
+_WHEN = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=8))]),
+)
 _TS_TEXT = st.one_of(
-    _WHEN.map(lambda d: d.isoformat()), _WHEN.map(lambda d: d.replace(tzinfo=None).isoformat()),
-    st.sampled_from(["not-a-time", "2017-11-26 01:00:00", "0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z",
-                     "2150-01-01T00:00:00Z", "2017-11-26T01:00:00Z", "2016-05-09 123456"]),
+    _WHEN.map(lambda d: d.isoformat()),
+    _WHEN.map(lambda d: d.replace(tzinfo=None).isoformat()),
+    st.sampled_from(
+        [
+            "not-a-time",
+            "2017-11-26 01:00:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T00:00:00Z",
+            "2150-01-01T00:00:00Z",
+            "2017-11-26T01:00:00Z",
+            "2016-05-09 123456",
+        ]
+    ),
     _TEXT,
 )
 
@@ -44,8 +77,15 @@ _TS_TEXT = st.one_of(
 @st.composite
 def candidate(draw) -> dict:
     row = {name: draw(_ID) for name in ("event_id", "user_id", "session_id", "item_id", "category_id")}
-    row["event_type"] = draw(st.one_of(st.sampled_from(EVENT_TYPES), st.none(), st.just(""),
-                                       st.sampled_from(["VIEW", " view", "behavior_type=zzz"]), _TEXT))
+    row["event_type"] = draw(
+        st.one_of(
+            st.sampled_from(EVENT_TYPES),
+            st.none(),
+            st.just(""),
+            st.sampled_from(["VIEW", " view", "behavior_type=zzz"]),
+            _TEXT,
+        )
+    )
     row["query"] = draw(st.one_of(st.none(), _TEXT, st.integers(1020, 1030).map(lambda n: "q" * n)))
     if draw(st.booleans()):
         row["ts_epoch"], row["ts_text"] = draw(_EPOCH), None
@@ -53,8 +93,15 @@ def candidate(draw) -> dict:
         row["ts_epoch"], row["ts_text"] = None, draw(st.one_of(st.none(), _TS_TEXT))
     # Most rows valid apart from one field, so accepted events are well represented too.
     if draw(st.booleans()):
-        row.update(event_id="e1", user_id="u1", item_id="i1", event_type=draw(st.sampled_from(EVENT_TYPES)),
-                   session_id=None, category_id=None, query=None)
+        row.update(
+            event_id="e1",
+            user_id="u1",
+            item_id="i1",
+            event_type=draw(st.sampled_from(EVENT_TYPES)),
+            session_id=None,
+            category_id=None,
+            query=None,
+        )
     return row
 
 
@@ -85,10 +132,13 @@ def _spark_verdicts(spark, rows: list[dict]) -> list[tuple[str | None, int | Non
     from batch.cleaning.clicks import candidate_struct, click_verdict
 
     schema = ", ".join(f"{c} {'long' if c == 'ts_epoch' else 'string'}" for c in CANDIDATE_COLUMNS)
-    df = spark.createDataFrame([(i, *(r[c] for c in CANDIDATE_COLUMNS)) for i, r in enumerate(rows)],
-                               f"i int, {schema}")
+    df = spark.createDataFrame(
+        [(i, *(r[c] for c in CANDIDATE_COLUMNS)) for i, r in enumerate(rows)], f"i int, {schema}"
+    )
     verdict = click_verdict(candidate_struct({c: F.col(c) for c in CANDIDATE_COLUMNS}), NOW)
-    got = {r["i"]: (r["reason"], r["ts_micros"]) for r in df.select("i", verdict.alias("v")).select("i", "v.*").collect()}
+    got = {
+        r["i"]: (r["reason"], r["ts_micros"]) for r in df.select("i", verdict.alias("v")).select("i", "v.*").collect()
+    }
     return [got[i] for i in range(len(rows))]
 
 

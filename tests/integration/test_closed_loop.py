@@ -31,17 +31,26 @@ def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
     from jobs.demo_run import run_demo
 
     work = tmp_path_factory.mktemp("demo")
-    options = DemoOptions(workdir=work, cutoff="2017-11-26T01:50:00Z", swap_minutes=15.0,
-                          sentiment_seconds=0, progress=False)
-    env = {**demo_environment(options), "SHOPFLOW_LOOP__PROMOTION_MARGIN": "-1",
-           "SHOPFLOW_LOOP__BOOTSTRAP_RESAMPLES": "200", "SHOPFLOW_LOOP__MIN_EVAL_ROWS": "50"}
+    options = DemoOptions(
+        workdir=work, cutoff="2017-11-26T01:50:00Z", swap_minutes=15.0, sentiment_seconds=0, progress=False
+    )
+    env = {
+        **demo_environment(options),
+        "SHOPFLOW_LOOP__PROMOTION_MARGIN": "-1",
+        "SHOPFLOW_LOOP__BOOTSTRAP_RESAMPLES": "200",
+        "SHOPFLOW_LOOP__MIN_EVAL_ROWS": "50",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         settings = Settings()
         report = run_demo(settings, options, env, source_root=sliced_data)
-        return {"settings": settings, "report": report, "env": env,
-                "record": json.loads((report.parent / "demo.json").read_text())}
+        return {
+            "settings": settings,
+            "report": report,
+            "env": env,
+            "record": json.loads((report.parent / "demo.json").read_text()),
+        }
 
 
 def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
@@ -52,8 +61,12 @@ def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
     # The worker served the promoted challenger without a restart (seen in its metrics).
     assert record["swap"] is not None and record["swap"]["to_version"] == evaluation["challenger"]["version"]
     settings: Settings = demo["settings"]
-    assert ModelRegistry(settings.models.registry_root).resolve("propensity") == int(evaluation["challenger"]["version"])
-    manifest = ModelRegistry(settings.models.registry_root).manifest("propensity", int(evaluation["challenger"]["version"]))
+    assert ModelRegistry(settings.models.registry_root).resolve("propensity") == int(
+        evaluation["challenger"]["version"]
+    )
+    manifest = ModelRegistry(settings.models.registry_root).manifest(
+        "propensity", int(evaluation["challenger"]["version"])
+    )
     stored = manifest.extra["evaluation"]
     assert stored["decision"]["promote"] and stored["slice"]["rows"] >= 50 and stored["fold_offsets"]
 
@@ -61,8 +74,10 @@ def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
 def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
     settings: Settings = demo["settings"]
     record = demo["record"]
-    rows = read_arrow(settings.lake.table("silver", settings.fold.stream_table),
-                      columns=["event_id", "model_version", "event_type", "score"]).to_pylist()
+    rows = read_arrow(
+        settings.lake.table("silver", settings.fold.stream_table),
+        columns=["event_id", "model_version", "event_type", "score"],
+    ).to_pylist()
     ids = Counter(r["event_id"] for r in rows)
     assert ids and max(ids.values()) == 1
     accounting = record["accounting"]
@@ -87,9 +102,17 @@ def test_the_report_holds_every_chart(demo) -> None:
 def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> None:
     from jobs.retrain import RetrainOptions, run
 
-    settings = Settings(**{**demo["settings"].model_dump(), "loop": {
-        **demo["settings"].loop.model_dump(), "promotion_margin": 0.0, "bootstrap_resamples": 200,
-        "min_eval_rows": 50}})
+    settings = Settings(
+        **{
+            **demo["settings"].model_dump(),
+            "loop": {
+                **demo["settings"].loop.model_dump(),
+                "promotion_margin": 0.0,
+                "bootstrap_resamples": 200,
+                "min_eval_rows": 50,
+            },
+        }
+    )
     registry = ModelRegistry(settings.models.registry_root)
     champion = registry.resolve("propensity")
     # A learning rate this large wrecks the champion's weights in one epoch.

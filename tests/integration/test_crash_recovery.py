@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _job(module: str, lake: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "SHOPFLOW_LAKE__ROOT": str(lake), "SHOPFLOW_METRICS_DIR": str(lake.parent / "metrics")}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -10,7 +10,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from shared.delta import (
-    AppTxn, committed_versions, open_table, read_arrow, read_table, table_version, write_arrow, write_table,
+    AppTxn,
+    committed_versions,
+    open_table,
+    read_arrow,
+    read_table,
+    table_version,
+    write_arrow,
+    write_table,
 )
 from shared.errors import TableError, TableNotFoundError
 
@@ -24,8 +31,12 @@ def _frame(spark, n: int):
 @pytest.mark.parametrize("arrow_max_rows", [10_000, 10], ids=["arrow", "executors"])
 def test_write_paths_commit_atomically_and_read_back(spark, tmp_path, arrow_max_rows):
     path = tmp_path / "t"
-    first = write_table(_frame(spark, 100), path, mode="overwrite", partition_by=["group"], arrow_max_rows=arrow_max_rows)
-    second = write_table(_frame(spark, 7), path, mode="overwrite", partition_by=["group"], arrow_max_rows=arrow_max_rows)
+    first = write_table(
+        _frame(spark, 100), path, mode="overwrite", partition_by=["group"], arrow_max_rows=arrow_max_rows
+    )
+    second = write_table(
+        _frame(spark, 7), path, mode="overwrite", partition_by=["group"], arrow_max_rows=arrow_max_rows
+    )
     assert (first.version, second.version) == (0, 1)
     assert read_table(spark, path).count() == 7
     assert read_table(spark, path, version=0).count() == 100  # time travel
@@ -62,7 +73,10 @@ def test_several_app_transactions_commit_in_one_delta_commit(tmp_path):
     assert committed_versions(path, ["fold:0", "fold:1", "fold:2"]) == {"fold:0": 41, "fold:1": 17, "fold:2": None}
     # Both transactions live in that one commit file, next to its rows.
     actions = [json.loads(line) for line in (path / "_delta_log" / f"{1:020d}.json").read_text().splitlines()]
-    assert sorted((a["txn"]["appId"], a["txn"]["version"]) for a in actions if "txn" in a) == [("fold:0", 41), ("fold:1", 17)]
+    assert sorted((a["txn"]["appId"], a["txn"]["version"]) for a in actions if "txn" in a) == [
+        ("fold:0", 41),
+        ("fold:1", 17),
+    ]
     assert open_table(path, version=0).transaction_version("fold:0") is None
 
     rerun = write_arrow(rows, path, mode="append", txns=[AppTxn("fold:0", 41), AppTxn("fold:1", 17)])
@@ -78,7 +92,9 @@ def test_several_app_transactions_commit_in_one_delta_commit(tmp_path):
 def test_replace_where_overwrites_one_slice(tmp_path):
     path = tmp_path / "t"
     write_arrow(pa.table({"k": ["a", "b"], "v": [1, 2]}), path, mode="overwrite", partition_by=["k"])
-    write_arrow(pa.table({"k": ["a", "a"], "v": [3, 4]}), path, mode="overwrite", partition_by=["k"], replace_where="k = 'a'")
+    write_arrow(
+        pa.table({"k": ["a", "a"], "v": [3, 4]}), path, mode="overwrite", partition_by=["k"], replace_where="k = 'a'"
+    )
     rows = sorted(read_arrow(path).to_pylist(), key=lambda r: r["v"])
     assert rows == [{"k": "b", "v": 2}, {"k": "a", "v": 3}, {"k": "a", "v": 4}]
 
@@ -104,9 +120,11 @@ def test_incremental_outputs_skip_per_input_version_and_redo_only_what_was_lost(
             for out in outputs:
                 if crash_after_first and results:
                     raise RuntimeError("killed between the two commits")
-                results[out.label] = write_arrow(pa.table({"v": [len(calls)]}), out.path, mode="overwrite",
-                                                 txns=txns[out.label])
+                results[out.label] = write_arrow(
+                    pa.table({"v": [len(calls)]}), out.path, mode="overwrite", txns=txns[out.label]
+                )
             return results
+
         return write
 
     def pinned(version: int) -> PinnedInputs:

@@ -42,29 +42,48 @@ def fold_env(broker_env: dict, tmp_path: Path) -> dict:
         "SHOPFLOW_METRICS_DIR": str(tmp_path / "metrics"),
     }
     settings = kit.settings_from(env)
-    ensure_topics(settings.kafka.bootstrap_servers,
-                  [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)])
+    ensure_topics(
+        settings.kafka.bootstrap_servers,
+        [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)],
+    )
     return env
 
 
 def _event(i: int) -> dict:
     kind = "view" if i % 3 else "add_to_cart"
     return {
-        "event_id": hashlib.sha1(f"fold-test:{i}".encode()).hexdigest()[:24], "user_id": f"u{i % 17}",
-        "session_id": None, "item_id": f"i{i % 50}", "event_type": kind, "ts": T0 + timedelta(seconds=i),
-        "query": None, "category_id": "c1", "model_name": "propensity", "model_version": "3",
+        "event_id": hashlib.sha1(f"fold-test:{i}".encode()).hexdigest()[:24],
+        "user_id": f"u{i % 17}",
+        "session_id": None,
+        "item_id": f"i{i % 50}",
+        "event_type": kind,
+        "ts": T0 + timedelta(seconds=i),
+        "query": None,
+        "category_id": "c1",
+        "model_name": "propensity",
+        "model_version": "3",
         "score": 0.25 if kind == "view" else None,  # non-view events carry no score
-        "received_at": T0 + timedelta(seconds=i, milliseconds=5), "scored_at": T0 + timedelta(seconds=i, milliseconds=9),
+        "received_at": T0 + timedelta(seconds=i, milliseconds=5),
+        "scored_at": T0 + timedelta(seconds=i, milliseconds=9),
     }
 
 
 def _dlq(i: int, new_fields: bool) -> dict:
-    entry = {"raw": f"bad-{i}", "raw_encoding": "latin-1", "step": "parse_validate", "reasons": ["not JSON"],
-             "source": {"topic": "clicks", "partition": i % PARTITIONS, "offset": 1000 + i},
-             "failed_at": "2017-11-25T10:00:00.000Z"}
+    entry = {
+        "raw": f"bad-{i}",
+        "raw_encoding": "latin-1",
+        "step": "parse_validate",
+        "reasons": ["not JSON"],
+        "source": {"topic": "clicks", "partition": i % PARTITIONS, "offset": 1000 + i},
+        "failed_at": "2017-11-25T10:00:00.000Z",
+    }
     if new_fields:
-        entry.update(reason_code="not_json", raw_size=5 + len(str(i)), raw_truncated=False,
-                     raw_sha256=hashlib.sha256(f"bad-{i}".encode()).hexdigest())
+        entry.update(
+            reason_code="not_json",
+            raw_size=5 + len(str(i)),
+            raw_truncated=False,
+            raw_sha256=hashlib.sha256(f"bad-{i}".encode()).hexdigest(),
+        )
     return entry
 
 
@@ -75,8 +94,9 @@ def _produce(settings, n: int, start: int = 0) -> dict:
     from kafka import KafkaProducer
 
     events = [_event(i) for i in range(start, start + n)]
-    scored: list[tuple[int, bytes]] = [(i % PARTITIONS, to_wire({k: e[k] for k in SCORED_EVENT.names}))
-                                       for i, e in enumerate(events)]
+    scored: list[tuple[int, bytes]] = [
+        (i % PARTITIONS, to_wire({k: e[k] for k in SCORED_EVENT.names})) for i, e in enumerate(events)
+    ]
     scored += scored[::10]  # at-least-once duplicates, on the original's partition
     scored += [(1, b"not json at all"), (2, b'{"event_id": "x"}')]
     dead = [(i % PARTITIONS, json.dumps(_dlq(start + i, new_fields=i % 2 == 0)).encode()) for i in range(n // 20)]
@@ -87,24 +107,43 @@ def _produce(settings, n: int, start: int = 0) -> dict:
             producer.send(topic, partition=partition, value=value)
     producer.flush(30)
     producer.close()
-    return {"ids": [e["event_id"] for e in events], "events": events,
-            "dead_keys": len({(p, json.loads(v)["source"]["offset"]) for p, v in dead if v.startswith(b"{")}) + 1,
-            "counts": {settings.kafka.scored_topic: Counter(p for p, _ in scored),
-                       settings.kafka.dlq_topic: Counter(p for p, _ in dead)}}
+    return {
+        "ids": [e["event_id"] for e in events],
+        "events": events,
+        "dead_keys": len({(p, json.loads(v)["source"]["offset"]) for p, v in dead if v.startswith(b"{")}) + 1,
+        "counts": {
+            settings.kafka.scored_topic: Counter(p for p, _ in scored),
+            settings.kafka.dlq_topic: Counter(p for p, _ in dead),
+        },
+    }
 
 
 def _silver_clicks(settings, events: list[dict]) -> None:
     """A silver/clicks table holding some of the events, as the batch would have cleaned them."""
-    schema = pa.schema([*CLICK_EVENT.arrow_schema(), pa.field("source", pa.string()), pa.field("_batch_id", pa.string())])
+    schema = pa.schema(
+        [*CLICK_EVENT.arrow_schema(), pa.field("source", pa.string()), pa.field("_batch_id", pa.string())]
+    )
     rows = [{**{k: e[k] for k in CLICK_EVENT.names}, "source": "taobao", "_batch_id": "b1"} for e in events]
     write_arrow(pa.Table.from_pylist(rows, schema=schema), settings.lake.table("silver", "clicks"), mode="overwrite")
 
 
 def _fold(env: dict, *extra_env: tuple[str, str], batch: int = 100) -> subprocess.Popen:
-    full = {**os.environ, **env, **dict(extra_env), "SHOPFLOW_FOLD__BATCH_RECORDS": str(batch),
-            "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "jobs.fold"], cwd=REPO, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    full = {
+        **os.environ,
+        **env,
+        **dict(extra_env),
+        "SHOPFLOW_FOLD__BATCH_RECORDS": str(batch),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.fold"],
+        cwd=REPO,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, dict | None, str]:
@@ -128,8 +167,13 @@ def _check_consistent(settings, produced: dict, *, complete: bool) -> None:
         topic = settings.kafka.scored_topic if path == stream_path else settings.kafka.dlq_topic
         for p in range(PARTITIONS):
             stored = snapshot.transaction_version(f"fold:{topic}:{p}") or 0
-            offsets = [o for t, q, o in zip(table["_topic"].to_pylist(), table["_partition"].to_pylist(),
-                                            table["_offset"].to_pylist()) if t == topic and q == p]
+            offsets = [
+                o
+                for t, q, o in zip(
+                    table["_topic"].to_pylist(), table["_partition"].to_pylist(), table["_offset"].to_pylist()
+                )
+                if t == topic and q == p
+            ]
             assert all(o < stored for o in offsets), f"{topic}[{p}]: rows past the stored offset {stored}"
             if complete:
                 assert stored == produced["counts"][topic][p], f"{topic}[{p}]: stored {stored}"
@@ -160,8 +204,10 @@ def test_fold_killed_at_each_point_then_rerun(fold_env):
         stream_path = settings.lake.table("silver", settings.fold.stream_table)
         log = [p.name for p in (stream_path / "_delta_log").glob("*.json")]
         files = list(stream_path.glob("*.parquet"))
-        print(f"after kill at {point}: stream table v{len(log) - 1}, {read_arrow(stream_path).num_rows} rows, "
-              f"{len(files) - len(open_table(stream_path).file_uris())} data files no commit names")
+        print(
+            f"after kill at {point}: stream table v{len(log) - 1}, {read_arrow(stream_path).num_rows} rows, "
+            f"{len(files) - len(open_table(stream_path).file_uris())} data files no commit names"
+        )
 
     code, result, err = _finish(_fold(fold_env))
     assert code == 0, err[-3000:]
@@ -169,8 +215,9 @@ def test_fold_killed_at_each_point_then_rerun(fold_env):
     assert result["rows_folded"] > 0 and result["versions_written"]
     from jobs.fold import committed_offsets
 
-    assert committed_offsets(settings) == {f"{topic}[{p}]": n for topic, counts in produced["counts"].items()
-                                           for p, n in counts.items()}
+    assert committed_offsets(settings) == {
+        f"{topic}[{p}]": n for topic, counts in produced["counts"].items() for p, n in counts.items()
+    }
     # A second run finds nothing new, and more events are folded incrementally.
     code, again, err = _finish(_fold(fold_env))
     assert code == 0 and again["rows_folded"] == 0 and again["records_read"] == 0, err[-2000:]
@@ -180,7 +227,10 @@ def test_fold_killed_at_each_point_then_rerun(fold_env):
     assert third["rows_folded"] == 200, third
     metrics = sorted((Path(fold_env["SHOPFLOW_METRICS_DIR"])).glob("jobs.fold-*.json"))
     assert json.loads(metrics[-1].read_text())["counts"]["rows_folded"] == 200
-    assert more["ids"][0] in read_arrow(settings.lake.table("silver", settings.fold.stream_table)).column("event_id").to_pylist()
+    assert (
+        more["ids"][0]
+        in read_arrow(settings.lake.table("silver", settings.fold.stream_table)).column("event_id").to_pylist()
+    )
 
 
 def test_two_folds_in_one_group_at_once(fold_env):
@@ -194,9 +244,10 @@ def test_two_folds_in_one_group_at_once(fold_env):
     try:
         _check_consistent(settings, produced, complete=True)
     except AssertionError as exc:
-        logs = "\n\n".join(f"--- fold {i} ---\n" + "\n".join(line for line in err.splitlines()
-                                                            if "jobs.fold" in line)[-6000:]
-                             for i, (_, _, err) in enumerate(outcomes))
+        logs = "\n\n".join(
+            f"--- fold {i} ---\n" + "\n".join(line for line in err.splitlines() if "jobs.fold" in line)[-6000:]
+            for i, (_, _, err) in enumerate(outcomes)
+        )
         raise AssertionError(f"{exc}\n{logs}") from exc
     results = [r for _, r, _ in outcomes]
     assert sum(r["rows_folded"] for r in results) == 3000
@@ -210,8 +261,12 @@ def _rows(ids: list[str], day: int) -> pa.Table:
     from jobs.fold_rows import STREAM_SCHEMA
 
     return pa.Table.from_pylist(
-        [{**_event(i), "event_id": eid, "ts": T0 + timedelta(days=day, seconds=i), "_offset": i}
-         for i, eid in enumerate(ids)], schema=STREAM_SCHEMA)
+        [
+            {**_event(i), "event_id": eid, "ts": T0 + timedelta(days=day, seconds=i), "_offset": i}
+            for i, eid in enumerate(ids)
+        ],
+        schema=STREAM_SCHEMA,
+    )
 
 
 def test_insert_new_rows_skips_history_and_stores_offsets_alone(tmp_path):
@@ -221,14 +276,25 @@ def test_insert_new_rows_skips_history_and_stores_offsets_alone(tmp_path):
     path = tmp_path / "t"
     ensure_table(path, STREAM_SCHEMA)
     for day in range(5):
-        insert_new_rows(open_table(path), _rows([f"d{day}-{i}" for i in range(50)], day), key="event_id",
-                        range_column="ts", txns=[AppTxn("fold:x:0", day + 1)])
-    merge = insert_new_rows(open_table(path), _rows(["d4-0", "d4-1", "new"], 4), key="event_id",
-                            range_column="ts", txns=[AppTxn("fold:x:0", 6)])
+        insert_new_rows(
+            open_table(path),
+            _rows([f"d{day}-{i}" for i in range(50)], day),
+            key="event_id",
+            range_column="ts",
+            txns=[AppTxn("fold:x:0", day + 1)],
+        )
+    merge = insert_new_rows(
+        open_table(path),
+        _rows(["d4-0", "d4-1", "new"], 4),
+        key="event_id",
+        range_column="ts",
+        txns=[AppTxn("fold:x:0", 6)],
+    )
     assert merge.inserted == 1 and merge.files_skipped == 4 and merge.files_scanned == 1
     # Nothing new: the offsets are still committed, alone.
-    again = insert_new_rows(open_table(path), _rows(["d4-0"], 4), key="event_id", range_column="ts",
-                            txns=[AppTxn("fold:x:0", 7)])
+    again = insert_new_rows(
+        open_table(path), _rows(["d4-0"], 4), key="event_id", range_column="ts", txns=[AppTxn("fold:x:0", 7)]
+    )
     assert again.inserted == 0 and again.version == merge.version + 1
     assert open_table(path).transaction_version("fold:x:0") == 7
     assert read_arrow(path).num_rows == 251
@@ -269,10 +335,15 @@ def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
         admin.delete_topics([settings.kafka.scored_topic, settings.kafka.dlq_topic])
     finally:
         admin.close()
-    kit.wait_for(lambda: settings.kafka.scored_topic not in list_topics(settings.kafka.bootstrap_servers), 30,
-                 what="the topics deleted")
-    ensure_topics(settings.kafka.bootstrap_servers,
-                  [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)])
+    kit.wait_for(
+        lambda: settings.kafka.scored_topic not in list_topics(settings.kafka.bootstrap_servers),
+        30,
+        what="the topics deleted",
+    )
+    ensure_topics(
+        settings.kafka.bootstrap_servers,
+        [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)],
+    )
     second = _produce(settings, 40, start=1000)  # fewer records than before: offsets end below the folded ones
     code, result, err = _finish(_fold(fold_env))
     assert code == 0, err[-2000:]
@@ -281,4 +352,6 @@ def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
     assert sorted(ids) == sorted(first["ids"] + second["ids"])
     stream = open_table(settings.lake.table("silver", settings.fold.stream_table))
     topic = settings.kafka.scored_topic
-    assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(second["counts"][topic])
+    assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(
+        second["counts"][topic]
+    )

@@ -61,9 +61,13 @@ def test_a_corrupt_gzip_stops_with_the_file_named_and_nothing_written(spark, tmp
     assert read_arrow(_bronze("gz")).num_rows == 5000
 
 
-@pytest.mark.parametrize("content, fragment", [(None, "no such file"), (b"", "empty"), (b"\x1f\x8b\x08garbage", "cannot read")])
+@pytest.mark.parametrize(
+    "content, fragment", [(None, "no such file"), (b"", "empty"), (b"\x1f\x8b\x08garbage", "cannot read")]
+)
 def test_unreadable_files_are_named_in_the_error(spark, tmp_path, content, fragment):
-    path = tmp_path / ("missing.csv" if content is None else "bad.csv.gz" if content.startswith(b"\x1f") else "empty.csv")
+    path = tmp_path / (
+        "missing.csv" if content is None else "bad.csv.gz" if content.startswith(b"\x1f") else "empty.csv"
+    )
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(SourceReadError, match=fragment) as info:
@@ -82,10 +86,27 @@ def test_jobs_run_under_spark_submit(tmp_path):
     csv_file = tmp_path / "s.csv"
     csv_file.write_text("a,b\n1,2\n")
     venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"], "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake")}
+    env = {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ["PATH"],
+        "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake"),
+    }
     done = subprocess.run(
-        [str(Path(venv_bin) / "spark-submit"), "--master", "local[1]", "batch/ingest.py", "--path", str(csv_file), "--table", "submitted"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(venv_bin) / "spark-submit"),
+            "--master",
+            "local[1]",
+            "batch/ingest.py",
+            "--path",
+            str(csv_file),
+            "--table",
+            "submitted",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_arrow(tmp_path / "lake" / "bronze" / "submitted").num_rows == 1

@@ -24,8 +24,17 @@ LABEL_AND_SPLIT = ("label", "split")
 
 
 def _click(eid: str, user: str, item: str, kind: str, second: int) -> dict:
-    return {"event_id": eid, "user_id": user, "session_id": None, "item_id": item, "event_type": kind,
-            "ts": T0 + timedelta(seconds=second), "query": None, "category_id": "c1", "source": "taobao"}
+    return {
+        "event_id": eid,
+        "user_id": user,
+        "session_id": None,
+        "item_id": item,
+        "event_type": kind,
+        "ts": T0 + timedelta(seconds=second),
+        "query": None,
+        "category_id": "c1",
+        "source": "taobao",
+    }
 
 
 # first = T0, last = T0 + 10000 s: train ends at T0 + 5740 s, test starts at T0 + 8170 s.

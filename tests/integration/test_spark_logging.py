@@ -28,15 +28,22 @@ def _run(level: str | None) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(REPO_ROOT)
     if level:
         env["SHOPFLOW_SPARK__LOG_LEVEL"] = level
-    return subprocess.run([sys.executable, "-c", _JOB], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", _JOB], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=240
+    )
 
 
 def test_spark_is_quiet_by_default_and_the_setting_brings_it_back() -> None:
     quiet = _run(None)
     assert quiet.returncode == 0 and quiet.stdout.strip() == "done", quiet.stderr
-    noisy_lines = [line for line in quiet.stderr.splitlines() if " INFO " in line or "log4j" in line.lower()
-                   or "NativeCodeLoader" in line or "Setting default log level" in line]
+    noisy_lines = [
+        line
+        for line in quiet.stderr.splitlines()
+        if " INFO " in line
+        or "log4j" in line.lower()
+        or "NativeCodeLoader" in line
+        or "Setting default log level" in line
+    ]
     assert noisy_lines == [], "\n".join(noisy_lines[:10])
 
     chatty = _run("INFO")

@@ -81,19 +81,48 @@ def standalone_master(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[s
     try:
         master_log = tmp_path / "master.log"
         with master_log.open("w") as out:
-            daemons.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(port),
-                 "--webui-port", "0"],
-                env=cluster_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            daemons.append(
+                subprocess.Popen(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.master.Master",
+                        "--host",
+                        LOOPBACK,
+                        "--port",
+                        str(port),
+                        "--webui-port",
+                        "0",
+                    ],
+                    env=cluster_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         _wait_for_line(master_log, "I have been elected leader", daemons[0], timeout=60)
         worker_log = tmp_path / "worker.log"
         with worker_log.open("w") as out:
-            daemons.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", LOOPBACK, "--webui-port", "0",
-                 "--cores", "1", "--memory", "1g"],
-                env=cluster_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            daemons.append(
+                subprocess.Popen(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        "--host",
+                        LOOPBACK,
+                        "--webui-port",
+                        "0",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "1g",
+                    ],
+                    env=cluster_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         _wait_for_line(worker_log, "Successfully registered with master", daemons[1], timeout=60)
         yield url
     finally:
@@ -103,12 +132,23 @@ def standalone_master(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[s
 
 def _submit(master: str, env: dict[str, str], job: str, *args: str) -> None:
     command = [
-        str(Path(sys.executable).parent / "spark-submit"), "--master", master,
-        "--driver-memory", "768m", "--executor-memory", "512m", "--total-executor-cores", "1",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", f"spark.executorEnv.PYTHONPATH={env['PYTHONPATH']}",
-        "--conf", f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
-        f"batch/{job}.py", *args,
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        master,
+        "--driver-memory",
+        "768m",
+        "--executor-memory",
+        "512m",
+        "--total-executor-cores",
+        "1",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.executorEnv.PYTHONPATH={env['PYTHONPATH']}",
+        "--conf",
+        f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
+        f"batch/{job}.py",
+        *args,
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{job} under {master} failed:\n{done.stderr[-4000:]}"
@@ -145,7 +185,11 @@ def test_ingest_clean_features_on_a_standalone_cluster(standalone_master, cluste
     clicks, local_clicks = read_arrow(lake / "silver/clicks"), read_arrow(gold_lake["silver/clicks"])
     assert set(clicks["event_id"].to_pylist()) == set(local_clicks["event_id"].to_pylist())
     reviews = read_arrow(lake / "silver/reviews")
-    assert pc.sum(reviews["text_repaired"]).as_py() == pc.sum(read_arrow(gold_lake["silver/reviews"])["text_repaired"]).as_py() > 0
+    assert (
+        pc.sum(reviews["text_repaired"]).as_py()
+        == pc.sum(read_arrow(gold_lake["silver/reviews"])["text_repaired"]).as_py()
+        > 0
+    )
     quarantine, local_quarantine = read_arrow(lake / "silver/quarantine"), read_arrow(gold_lake["silver/quarantine"])
     assert _count_by(quarantine, "reason") == _count_by(local_quarantine, "reason")
     # Bronze commits of more than the Arrow threshold went through the executors' parquet.

@@ -40,8 +40,11 @@ def _private_env(champion: dict, tmp_path: Path) -> dict[str, str]:
 
 
 def _second_worker_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return {**env, "SHOPFLOW_STREAM__METRICS_PORT": str(kit.free_port()),
-            "SHOPFLOW_STREAM__RUN_DIR": str(tmp_path / "run-b")}
+    return {
+        **env,
+        "SHOPFLOW_STREAM__METRICS_PORT": str(kit.free_port()),
+        "SHOPFLOW_STREAM__RUN_DIR": str(tmp_path / "run-b"),
+    }
 
 
 def _restart_broker(settings) -> float:
@@ -56,30 +59,39 @@ def _seconds_until_scored(settings, events: list[dict], since: float, limit: flo
     wanted = {e["event_id"] for e in events}
     watcher = kit.TopicWatcher(settings, [settings.kafka.scored_topic])
     try:
-        watcher.wait(lambda w: wanted <= {json.loads(v)["event_id"] for v in w.values[settings.kafka.scored_topic]},
-                     limit, what=f"all {len(wanted)} events sent after the broker restart to be scored")
+        watcher.wait(
+            lambda w: wanted <= {json.loads(v)["event_id"] for v in w.values[settings.kafka.scored_topic]},
+            limit,
+            what=f"all {len(wanted)} events sent after the broker restart to be scored",
+        )
     finally:
         watcher.close()
     return time.monotonic() - since
 
 
 def _data_loss_lines(log: Path) -> list[str]:
-    return [line for line in log.read_text(errors="replace").splitlines()
-            if DATA_LOST_LINE in line and "lost its data" in line]
+    return [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if DATA_LOST_LINE in line and "lost its data" in line
+    ]
 
 
-def _check_survived(state: str, workers: list, logs: list[Path], ports: list[int], elapsed: float,
-                    expect_loss: bool = True) -> None:
+def _check_survived(
+    state: str, workers: list, logs: list[Path], ports: list[int], elapsed: float, expect_loss: bool = True
+) -> None:
     print(f"\nrestart-to-serving [{state}]: {elapsed:.1f} s")
     for worker, log in zip(workers, logs):
-        assert worker.poll() is None, (
-            f"worker exited with {worker.returncode} after the broker restart; see {log}")
+        assert worker.poll() is None, f"worker exited with {worker.returncode} after the broker restart; see {log}"
     assert elapsed <= SERVE_AGAIN_WITHIN_S, f"{state}: serving again took {elapsed:.1f} s"
     if expect_loss:
         # A worker can be scoring again before it hears that its group is gone (at its
         # next heartbeat or commit); it reports the loss when it rejoins.
-        kit.wait_for(lambda: sum(kit.metric_value(kit.metrics_text(p), DATA_LOST_METRIC) for p in ports) >= 1,
-                     30, what="a worker to count the broker's lost data")
+        kit.wait_for(
+            lambda: sum(kit.metric_value(kit.metrics_text(p), DATA_LOST_METRIC) for p in ports) >= 1,
+            30,
+            what="a worker to count the broker's lost data",
+        )
         assert any(_data_loss_lines(log) for log in logs), "no worker logged the broker's lost data"
         for worker, log in zip(workers, logs):
             assert worker.poll() is None, f"worker exited with {worker.returncode}; see {log}"
@@ -175,8 +187,12 @@ def test_worker_with_a_batch_in_flight_survives_a_broker_restart(champion, taoba
     try:
         kit.wait_serving(port, worker)
         replay(backlog, settings, speed=None, progress=False)
-        kit.wait_for(lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= 300,
-                     60, interval=0.05, what="300 scored events")
+        kit.wait_for(
+            lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= 300,
+            60,
+            interval=0.05,
+            what="300 scored events",
+        )
         scored = kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total")
         assert scored < len(backlog), "the restart came too late: no batch was in flight"
 

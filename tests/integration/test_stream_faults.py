@@ -27,8 +27,12 @@ def test_kill_9_mid_stream_loses_no_event(stream_env, taobao_events, tmp_path):
         kit.wait_serving(port, worker)
         replay(events, settings, speed=None, progress=False)
         # Kill while a good part, but not all, of the stream is scored.
-        kit.wait_for(lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= 800,
-                     60, interval=0.05, what="800 scored events")
+        kit.wait_for(
+            lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= 800,
+            60,
+            interval=0.05,
+            what="800 scored events",
+        )
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(10)
         assert worker.returncode == -signal.SIGKILL

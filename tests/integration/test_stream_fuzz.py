@@ -23,13 +23,25 @@ from tests.integration import kit
 
 pytestmark = pytest.mark.integration
 
-_NOT_A_STRING = st.one_of(st.booleans(), st.floats(allow_nan=False), st.lists(st.integers(), max_size=3),
-                          st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+_NOT_A_STRING = st.one_of(
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 def _base_event() -> dict:
-    return {"event_id": uuid.uuid4().hex, "user_id": "fuzz-user", "item_id": "42", "event_type": "view",
-            "ts": "2017-11-26T01:00:00Z", "session_id": None, "query": None, "category_id": "7"}
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": "fuzz-user",
+        "item_id": "42",
+        "event_type": "view",
+        "ts": "2017-11-26T01:00:00Z",
+        "session_id": None,
+        "query": None,
+        "category_id": "7",
+    }
 
 
 _HOLE = "@@fuzz-hole@@"
@@ -73,8 +85,9 @@ def malformed(draw) -> bytes:
     if kind == "bytes":
         return draw(st.binary(min_size=0, max_size=64))
     if kind == "json":
-        return json.dumps(draw(st.one_of(st.integers(), st.lists(st.text(max_size=4), max_size=3),
-                                         st.text(max_size=8), st.none()))).encode()
+        return json.dumps(
+            draw(st.one_of(st.integers(), st.lists(st.text(max_size=4), max_size=3), st.text(max_size=8), st.none()))
+        ).encode()
     if kind == "drop":
         for name in draw(st.lists(st.sampled_from(required), min_size=1, unique=True)):
             del event[name]
@@ -109,24 +122,25 @@ def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
         watcher = kit.TopicWatcher(settings, [settings.kafka.scored_topic, settings.kafka.dlq_topic])
         rounds = []
 
-        @hyp_settings(max_examples=6, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
-        @given(st.lists(malformed().filter(_is_invalid), min_size=1, max_size=25),
-               st.lists(hostile().filter(_is_invalid), min_size=4, max_size=8))
+        @hyp_settings(max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(
+            st.lists(malformed().filter(_is_invalid), min_size=1, max_size=25),
+            st.lists(hostile().filter(_is_invalid), min_size=4, max_size=8),
+        )
         def one_round(malformed_ones: list[bytes], hostile_ones: list[bytes]) -> None:
             bad = malformed_ones + hostile_ones
             goods = [{**_base_event(), "user_id": f"u-{uuid.uuid4().hex[:8]}"} for _ in range(2)]
             # One key: the good events queue behind the bad ones on one partition.
-            kit.send_raw(settings, [(b"k", raw) for raw in bad] + [(b"k", to_wire(g)) for g in goods],
-                         max_request_size=3_000_000)
+            kit.send_raw(
+                settings, [(b"k", raw) for raw in bad] + [(b"k", to_wire(g)) for g in goods], max_request_size=3_000_000
+            )
             want = collections.Counter(hashlib.sha256(raw).hexdigest() for raw in bad)
 
             def arrived(w: kit.TopicWatcher) -> bool:
                 assert worker.poll() is None, f"the worker exited with status {worker.returncode}"
                 dlq = collections.Counter(json.loads(v)["raw_sha256"] for v in w.values[settings.kafka.dlq_topic])
                 scored = {json.loads(v)["event_id"] for v in w.values[settings.kafka.scored_topic]}
-                return ({g["event_id"] for g in goods} <= scored
-                        and all(dlq[digest] >= n for digest, n in want.items()))
+                return {g["event_id"] for g in goods} <= scored and all(dlq[digest] >= n for digest, n in want.items())
 
             watcher.wait(arrived, 60, what="the fuzzed records in the DLQ and the good ones scored")
             rounds.append(len(bad))
@@ -141,8 +155,10 @@ def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
             assert e["raw_truncated"] == (e["raw_size"] > 64 * 1024)
         assert len(watcher.values[settings.kafka.scored_topic]) == 2 * len(rounds)
         by_code = collections.Counter(e["reason_code"] for e in entries)
-        print(f"fuzz DLQ by reason code ({sum(rounds)} records, largest "
-              f"{max(e['raw_size'] for e in entries)} bytes): {dict(by_code.most_common())}")
+        print(
+            f"fuzz DLQ by reason code ({sum(rounds)} records, largest "
+            f"{max(e['raw_size'] for e in entries)} bytes): {dict(by_code.most_common())}"
+        )
     finally:
         if watcher:
             watcher.close()

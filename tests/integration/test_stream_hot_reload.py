@@ -41,8 +41,13 @@ def _corrupt_champion(registry_root: Path, good_version: int) -> tuple[int, Path
 
 def _promote_with_the_cli(env: dict, version: int) -> None:
     """The user's path: `shopflow models promote` verifies, flips the alias and announces."""
-    promote = subprocess.run([sys.executable, "-m", "jobs.cli", "models", "promote", "propensity", str(version)],
-                             env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    promote = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "models", "promote", "propensity", str(version)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert promote.returncode == 0, promote.stderr
     assert "announced on" in promote.stdout, promote.stdout + promote.stderr
 
@@ -52,8 +57,11 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
     v2 = kit.train_propensity(champion["table"], seed=29, promote=False)
     registry_root = tmp_path / "registry"
     shutil.copytree(champion["registry_root"], registry_root)
-    env = {**stream_env, "SHOPFLOW_MODELS__REGISTRY_ROOT": str(registry_root),
-           "SHOPFLOW_STREAM__MODEL_POLL_SECONDS": "30"}  # announcements drive the reloads
+    env = {
+        **stream_env,
+        "SHOPFLOW_MODELS__REGISTRY_ROOT": str(registry_root),
+        "SHOPFLOW_STREAM__MODEL_POLL_SECONDS": "30",
+    }  # announcements drive the reloads
     settings = kit.settings_from(env)
     port = int(env["SHOPFLOW_STREAM__METRICS_PORT"])
     v1 = champion["version"]
@@ -66,8 +74,7 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
     worker = kit.start_worker(env, tmp_path / "worker.log")
     try:
         kit.wait_serving(port, worker)
-        sender = threading.Thread(target=replay, args=(events, settings),
-                                  kwargs={"speed": 20.0, "progress": False})
+        sender = threading.Thread(target=replay, args=(events, settings), kwargs={"speed": 20.0, "progress": False})
         sender.start()
         kit.wait_for(lambda: scored_so_far() >= 400, 60, what="400 events on the first champion")
 
@@ -86,8 +93,9 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
         # Issue 10 defect 4: repaired and promoted again, the refused version is retried.
         weights.write_bytes(good_bytes)
         _promote_with_the_cli(env, bad)
-        kit.wait_for(lambda: kit.serving_version(page()) == str(bad), 30,
-                     what="the repaired version serving after its promotion")
+        kit.wait_for(
+            lambda: kit.serving_version(page()) == str(bad), 30, what="the repaired version serving after its promotion"
+        )
         kit.wait_for(lambda: mismatch() == 0.0, 5, what="the mismatch gauge back to 0")
         sender.join(120)
         assert not sender.is_alive()
@@ -115,8 +123,12 @@ def values_in_produce_order(settings, expect: int) -> dict[int, list[dict]]:
     (Not up to end_offsets: the embedded broker's ListOffsets can answer short.)"""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     try:
         topic = settings.kafka.scored_topic
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
@@ -131,7 +143,6 @@ def values_in_produce_order(settings, expect: int) -> dict[int, list[dict]]:
             if not polled and sum(map(len, records.values())) >= expect:
                 break
         assert sum(map(len, records.values())) == expect, "could not read the whole scored topic"
-        return {p: [json.loads(r.value) for r in sorted(rs, key=lambda r: r.offset)]
-                for p, rs in records.items()}
+        return {p: [json.loads(r.value) for r in sorted(rs, key=lambda r: r.offset)] for p, rs in records.items()}
     finally:
         consumer.close()

@@ -48,13 +48,19 @@ def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champ
         kit.wait_serving(port, worker)
         replay(warm, settings, speed=None, progress=False)
         assert len(kit.read_topic(settings, settings.kafka.scored_topic, expect=len(warm), timeout=60)) == len(warm)
-        kit.wait_for(lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_last_commit_timestamp_seconds") > 0,
-                     30, what="a first offset commit")
+        kit.wait_for(
+            lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_last_commit_timestamp_seconds") > 0,
+            30,
+            what="a first offset commit",
+        )
         # The broken version verifies and loads (staged, swapped in at the next batch);
         # that batch kills the agent.
         registry.flip_alias("propensity", broken)
-        kit.wait_for(lambda: 'shopflow_stream_model_reloads_total{outcome="loaded"} 2.0' in kit.metrics_text(port),
-                     30, what="the broken model loaded")
+        kit.wait_for(
+            lambda: 'shopflow_stream_model_reloads_total{outcome="loaded"} 2.0' in kit.metrics_text(port),
+            30,
+            what="the broken model loaded",
+        )
         replay(events, settings, speed=None, progress=False)
         assert worker.wait(60) == EXIT_AGENT_DIED
     finally:
@@ -68,8 +74,9 @@ def test_agent_failure_exits_nonzero_and_the_batch_is_replayed(stream_env, champ
     registry.flip_alias("propensity", champion["version"])
     worker = kit.start_worker(env, tmp_path / "worker-2.log")
     try:
-        scored = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
-                                                expect=len(warm) + len(events), timeout=90))
+        scored = kit.json_values(
+            kit.read_topic(settings, settings.kafka.scored_topic, expect=len(warm) + len(events), timeout=90)
+        )
     finally:
         kit.stop_worker(worker)
     after = [s for s in scored if s["event_id"] in wanted]

@@ -34,8 +34,7 @@ def _same(a, b) -> bool:
 def _pseudonymized_clicks(spark, events: list[dict], key: bytes):
     """The events as the batch layer's silver clicks: a Spark frame, users pseudonymized."""
     rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
-    return spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows],
-                                 CLICK_EVENT.spark_schema())
+    return spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows], CLICK_EVENT.spark_schema())
 
 
 def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion, taobao_events, tmp_path):
@@ -59,8 +58,7 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     try:
         kit.wait_serving(int(env["SHOPFLOW_STREAM__METRICS_PORT"]), worker)
         replay(events, settings, speed=None, progress=False)
-        scored = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic,
-                                                expect=len(events), timeout=90))
+        scored = kit.json_values(kit.read_topic(settings, settings.kafka.scored_topic, expect=len(events), timeout=90))
         changelog = kit.read_topic(settings, changelog_topic(settings), expect=1, timeout=10)
     finally:
         kit.stop_worker(worker)
@@ -72,7 +70,8 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     assert set(online) == set(batch_rows) == {e["event_id"] for e in events}
     mismatches = [
         (eid, name, batch_rows[eid][name], online[eid][name])
-        for eid in batch_rows for name in SESSION_FEATURES.names
+        for eid in batch_rows
+        for name in SESSION_FEATURES.names
         if not _same(batch_rows[eid][name], online[eid][name])
     ]
     assert not mismatches, mismatches[:5]
@@ -110,7 +109,7 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
     for u in users:
         evs = sorted(by_user[u], key=lambda e: (e["ts"], e["event_id"]))
         parts[0].extend(evs[: len(evs) // 2])
-        parts[1].extend(evs[len(evs) // 2:])
+        parts[1].extend(evs[len(evs) // 2 :])
     events = parts[0] + parts[1]
     by_id = {e["event_id"]: e for e in events}
     settings = kit.settings_from(stream_env)
@@ -124,8 +123,11 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
         try:
             kit.wait_serving(port, worker)
             replay(part, settings, speed=None, progress=False)
-            kit.wait_for(lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total")
-                         >= len(part), 60, what=f"part {n} scored")
+            kit.wait_for(
+                lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= len(part),
+                60,
+                what=f"part {n} scored",
+            )
         finally:
             assert kit.stop_worker(worker) == 0
     changelog = kit.read_topic(settings, changelog_topic(settings), expect=len(events), timeout=10)
@@ -139,13 +141,18 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
     first_ts = {}
     for e in parts[0]:
         first_ts[e["user_id"]] = max(first_ts.get(e["user_id"], e["ts"]), e["ts"])
-    continued = [eid for eid in second if batch_rows[eid]["session_event_index"] > 0
-                 and int(batch_rows[eid]["session_key"].rsplit(":", 1)[1])
-                 <= int(first_ts[by_id[eid]["user_id"]].timestamp() * 1000)]
+    continued = [
+        eid
+        for eid in second
+        if batch_rows[eid]["session_event_index"] > 0
+        and int(batch_rows[eid]["session_key"].rsplit(":", 1)[1])
+        <= int(first_ts[by_id[eid]["user_id"]].timestamp() * 1000)
+    ]
     assert len(continued) >= 50, len(continued)
     mismatches = [
         (eid, name, batch_rows[eid][name], online[eid][name])
-        for eid in sorted(second) for name in SESSION_FEATURES.names
+        for eid in sorted(second)
+        for name in SESSION_FEATURES.names
         if not _same(batch_rows[eid][name], online[eid][name])
     ]
     assert not mismatches, (len(mismatches), mismatches[:5])

@@ -15,16 +15,28 @@ from tests.integration import kit
 
 pytestmark = pytest.mark.integration
 
-SURROGATE_USER = (b'{"event_id":"sur-1","user_id":"\\ud800","item_id":"4625350",'
-                  b'"event_type":"view","ts":"2017-11-26T01:00:00Z"}')
-SURROGATE_ITEM = (b'{"event_id":"sur-2","user_id":"u-sur","item_id":"\\udfff",'
-                  b'"event_type":"view","ts":"2017-11-26T01:00:00Z"}')
+SURROGATE_USER = (
+    b'{"event_id":"sur-1","user_id":"\\ud800","item_id":"4625350","event_type":"view","ts":"2017-11-26T01:00:00Z"}'
+)
+SURROGATE_ITEM = (
+    b'{"event_id":"sur-2","user_id":"u-sur","item_id":"\\udfff","event_type":"view","ts":"2017-11-26T01:00:00Z"}'
+)
 
 
 def _good(n: int) -> list[dict]:
-    return [{"event_id": f"ok-{uuid.uuid4().hex[:12]}", "user_id": f"poison-user-{i % 3}", "item_id": "4625350",
-             "event_type": "view", "ts": f"2017-11-26T01:00:{i:02d}Z", "session_id": None, "query": None,
-             "category_id": "7"} for i in range(n)]
+    return [
+        {
+            "event_id": f"ok-{uuid.uuid4().hex[:12]}",
+            "user_id": f"poison-user-{i % 3}",
+            "item_id": "4625350",
+            "event_type": "view",
+            "ts": f"2017-11-26T01:00:{i:02d}Z",
+            "session_id": None,
+            "query": None,
+            "category_id": "7",
+        }
+        for i in range(n)
+    ]
 
 
 def _run(stream_env, tmp_path, bad: list[bytes]) -> tuple[list[dict], list[dict]]:
@@ -43,8 +55,10 @@ def _run(stream_env, tmp_path, bad: list[bytes]) -> tuple[list[dict], list[dict]
 
         def done(w: kit.TopicWatcher) -> bool:
             if worker.poll() is not None:
-                raise AssertionError(f"the worker exited with status {worker.returncode}: "
-                                     + (tmp_path / "worker.log").read_text()[-3000:])
+                raise AssertionError(
+                    f"the worker exited with status {worker.returncode}: "
+                    + (tmp_path / "worker.log").read_text()[-3000:]
+                )
             scored = {json.loads(v)["event_id"] for v in w.values[settings.kafka.scored_topic]}
             return wanted <= scored and len(w.values[settings.kafka.dlq_topic]) >= len(bad)
 

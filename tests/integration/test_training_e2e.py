@@ -26,10 +26,28 @@ from shared.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
-TEXT_ARGS = ["--max-train-samples", "48", "--max-eval-samples", "48", "--max-length", "48",
-             "--batch-size", "16", "--no-progress"]
-PROPENSITY_ARGS = ["--max-train-samples", "256", "--max-eval-samples", "200", "--batch-size", "32",
-                   "--epochs", "2", "--no-progress"]
+TEXT_ARGS = [
+    "--max-train-samples",
+    "48",
+    "--max-eval-samples",
+    "48",
+    "--max-length",
+    "48",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
+PROPENSITY_ARGS = [
+    "--max-train-samples",
+    "256",
+    "--max-eval-samples",
+    "200",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--no-progress",
+]
 PROPENSITY = dict(max_train_samples=256, max_eval_samples=200, batch_size=32, epochs=2, progress=False)
 
 
@@ -127,8 +145,9 @@ def test_propensity_promotion_follows_the_champion_on_the_same_rows(gold, spark,
     assert registry().resolve("propensity") is None
     # A model that barely moves from its random init (lr ~ 0) is the first champion: with no
     # champion, any verified model is promoted.
-    weak = train_job.run(settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, promote=True,
-                                                **PROPENSITY))
+    weak = train_job.run(
+        settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, promote=True, **PROPENSITY)
+    )
     assert weak.promoted and registry().resolve("propensity") == weak.version and weak.announced is False
 
     trained = train_job.run(settings, TrainOptions(task="propensity", table_path=table, promote=True, **PROPENSITY))
@@ -177,24 +196,28 @@ def test_promote_if_better_refuses_a_worse_challenger_and_takes_a_better_one(gol
 
     settings = get_settings()
     task = get_task("propensity")
-    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=256,
-                              max_eval_samples=200)
-    fitted = fit_model(settings, task, data, FitSpec(loop=LoopConfig(epochs=2, batch_size=32, lr=2e-3,
-                                                                     progress=False), device="cpu"))
+    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=256, max_eval_samples=200)
+    fitted = fit_model(
+        settings, task, data, FitSpec(loop=LoopConfig(epochs=2, batch_size=32, lr=2e-3, progress=False), device="cpu")
+    )
     inverted_model = copy.deepcopy(fitted.model)
     with torch.no_grad():  # negated logits: softmax swaps the two classes' probabilities
         inverted_model.head[-1].weight.neg_()
         inverted_model.head[-1].bias.neg_()
     inverted = dataclasses.replace(fitted, model=inverted_model)
 
-    reports = {name: evaluate_model(settings, m, data, seed=13, champion_version=None)
-               for name, m in (("fitted", fitted), ("inverted", inverted))}
+    reports = {
+        name: evaluate_model(settings, m, data, seed=13, champion_version=None)
+        for name, m in (("fitted", fitted), ("inverted", inverted))
+    }
     auc = {name: r.metrics["roc_auc"] for name, r in reports.items()}
     assert auc["fitted"] == pytest.approx(1.0 - auc["inverted"], abs=1e-6) and auc["fitted"] != 0.5
     better, worse = ("fitted", "inverted") if auc["fitted"] > auc["inverted"] else ("inverted", "fitted")
     models = {"fitted": fitted, "inverted": inverted}
-    versions = {name: register_model(settings, models[name], reports[name], data, tmp_path / name,
-                                     extra={"test": name})[0] for name in models}
+    versions = {
+        name: register_model(settings, models[name], reports[name], data, tmp_path / name, extra={"test": name})[0]
+        for name in models
+    }
     extra = registry().manifest("propensity", versions["inverted"]).extra
     assert extra["test"] == "inverted" and extra["trained_until"] == max(r["ts"] for r in data.train).isoformat()
 
@@ -221,14 +244,20 @@ def test_stages_give_paired_per_row_predictions(gold) -> None:
     settings = get_settings()
     task = get_task("propensity")
     if registry().resolve("propensity") is None:  # run on its own (-k): make a champion first
-        train_job.run(settings, TrainOptions(task="propensity", table_path=gold["gold/train_propensity"],
-                                             promote=True, **PROPENSITY))
+        train_job.run(
+            settings,
+            TrainOptions(task="propensity", table_path=gold["gold/train_propensity"], promote=True, **PROPENSITY),
+        )
     champion = registry().resolve("propensity")
-    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=128,
-                              max_eval_samples=100)
-    fitted = fit_model(settings, task, data, FitSpec(loop=LoopConfig(epochs=1, batch_size=32, lr=1e-3,
-                                                                     progress=False),
-                                                     init_from_champion=True, device="cpu"))
+    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=128, max_eval_samples=100)
+    fitted = fit_model(
+        settings,
+        task,
+        data,
+        FitSpec(
+            loop=LoopConfig(epochs=1, batch_size=32, lr=1e-3, progress=False), init_from_champion=True, device="cpu"
+        ),
+    )
     assert fitted.init_from is not None and fitted.init_from.version == champion
     report = evaluate_model(settings, fitted, data, seed=13)
     ex = report.examples

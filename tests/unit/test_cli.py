@@ -20,11 +20,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shopflow(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
-           "SHOPFLOW_MODELS__REGISTRY_ROOT": str(tmp_path / "registry"),
-           "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake"), "SHOPFLOW_METRICS_DIR": str(tmp_path / "metrics")}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO_ROOT, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "SHOPFLOW_MODELS__REGISTRY_ROOT": str(tmp_path / "registry"),
+        "SHOPFLOW_LAKE__ROOT": str(tmp_path / "lake"),
+        "SHOPFLOW_METRICS_DIR": str(tmp_path / "metrics"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120
+    )
 
 
 def test_top_level_help_is_fast_and_lists_every_verb(tmp_path: Path) -> None:
@@ -38,7 +44,8 @@ def test_top_level_help_is_fast_and_lists_every_verb(tmp_path: Path) -> None:
 def test_unknown_verb_is_one_line_exit_2(tmp_path: Path) -> None:
     done = shopflow("nope", tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "shopflow: unknown command 'nope'; run `shopflow --help` for the list"]
+        "shopflow: unknown command 'nope'; run `shopflow --help` for the list"
+    ]
 
 
 def test_every_verb_module_has_a_main() -> None:

@@ -9,7 +9,12 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.click_rules import (
-    REASON_CODES, ClickRejected, check_click, check_click_bytes, check_click_columns, excerpt,
+    REASON_CODES,
+    ClickRejected,
+    check_click,
+    check_click_bytes,
+    check_click_columns,
+    excerpt,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -25,9 +30,24 @@ def _code(**change) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("ts", [-1, 0, "0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z", "2150-01-01T00:00:00Z",
-                                9999, 10**30, "1999-12-31T23:59:59Z", float("nan"), float("inf"),
-                                "2026-01-02T00:00:01Z", "2017-11-26 01:00:00", "yesterday"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        -1,
+        0,
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T00:00:00Z",
+        "2150-01-01T00:00:00Z",
+        9999,
+        10**30,
+        "1999-12-31T23:59:59Z",
+        float("nan"),
+        float("inf"),
+        "2026-01-02T00:00:01Z",
+        "2017-11-26 01:00:00",
+        "yesterday",
+    ],
+)
 def test_implausible_or_unreadable_times_are_bad_timestamps(ts):
     assert _code(ts=ts) == "bad_timestamp"
 
@@ -39,15 +59,29 @@ def test_epoch_seconds_and_milliseconds_are_told_apart_by_one_rule():
     assert check_click({**GOOD, "ts": 1511658000.5}, now=NOW)["ts"].microsecond == 500_000
 
 
-@pytest.mark.parametrize("change, code", [
-    ({"user_id": " "}, "blank_id"), ({"item_id": "\t\n"}, "blank_id"), ({"session_id": "  "}, "blank_id"),
-    ({"user_id": ""}, "missing_field"), ({"item_id": None}, "missing_field"), ({"ts": ""}, "missing_field"),
-    ({"user_id": 17}, "bad_type"), ({"item_id": 4625350}, "bad_type"), ({"event_type": True}, "bad_type"),
-    ({"ts": True}, "bad_type"), ({"ts": [1]}, "bad_type"), ({"category_id": 7}, "bad_type"),
-    ({"item_id": "x" * 129}, "too_long"), ({"query": "q" * 1025}, "too_long"),
-    ({"event_type": "teleport"}, "unknown_event_type"), ({"extra": 1}, "unknown_field"),
-    ({"user_id": "\ud800"}, "not_utf8"), ({"item_id": "a\udfff"}, "not_utf8"),
-])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({"user_id": " "}, "blank_id"),
+        ({"item_id": "\t\n"}, "blank_id"),
+        ({"session_id": "  "}, "blank_id"),
+        ({"user_id": ""}, "missing_field"),
+        ({"item_id": None}, "missing_field"),
+        ({"ts": ""}, "missing_field"),
+        ({"user_id": 17}, "bad_type"),
+        ({"item_id": 4625350}, "bad_type"),
+        ({"event_type": True}, "bad_type"),
+        ({"ts": True}, "bad_type"),
+        ({"ts": [1]}, "bad_type"),
+        ({"category_id": 7}, "bad_type"),
+        ({"item_id": "x" * 129}, "too_long"),
+        ({"query": "q" * 1025}, "too_long"),
+        ({"event_type": "teleport"}, "unknown_event_type"),
+        ({"extra": 1}, "unknown_field"),
+        ({"user_id": "\ud800"}, "not_utf8"),
+        ({"item_id": "a\udfff"}, "not_utf8"),
+    ],
+)
 def test_each_rule_has_its_reason_code(change, code):
     assert _code(**change) == code
 
@@ -56,8 +90,12 @@ def test_the_primary_code_follows_the_documented_order_and_every_reason_is_kept(
     with pytest.raises(ClickRejected) as info:
         check_click({**GOOD, "user_id": None, "event_type": "teleport", "ts": 0, "x": 1}, now=NOW)
     assert info.value.code == "missing_field"
-    assert [p.code for p in info.value.problems] == ["missing_field", "unknown_event_type", "bad_timestamp",
-                                                     "unknown_field"]
+    assert [p.code for p in info.value.problems] == [
+        "missing_field",
+        "unknown_event_type",
+        "bad_timestamp",
+        "unknown_field",
+    ]
 
 
 def test_ids_lose_surrounding_spaces_like_batch():
@@ -66,8 +104,13 @@ def test_ids_lose_surrounding_spaces_like_batch():
 
 
 def test_bytes_level_codes_and_bounded_messages():
-    for raw, code in [(b"\xff", "not_utf8"), (b"{", "not_json"), (b"[1]", "not_json"), (b"[" * 50_000, "not_json"),
-                      (b'{"ts": 1' + b"0" * 5000 + b"}", "not_json")]:
+    for raw, code in [
+        (b"\xff", "not_utf8"),
+        (b"{", "not_json"),
+        (b"[1]", "not_json"),
+        (b"[" * 50_000, "not_json"),
+        (b'{"ts": 1' + b"0" * 5000 + b"}", "not_json"),
+    ]:
         with pytest.raises(ClickRejected) as info:
             check_click_bytes(raw, now=NOW)
         assert info.value.code == code and all(len(r) < 400 for r in info.value.reasons)
@@ -87,6 +130,7 @@ def test_batch_candidate_rows_get_the_same_verdict():
 
 
 # ------------------------------------------------------------------ decoding: orjson first
+
 
 def _stdlib_verdict(raw: bytes | str) -> str:
     """What the rules said when every value was decoded by the standard library alone."""
@@ -112,11 +156,41 @@ def _verdict(raw: bytes | str) -> str:
 
 
 EDGE_VALUES = [
-    b'"\\ud800"', b'"a\\udfff"', b'"\\udc00\\ud800"', b'"\\ud83d\\ude00"', b"1e400", b"-1e400", b"1e-400", b"NaN",
-    b"Infinity", b"-Infinity", b"18446744073709551616", b"-9223372036854775809", b"18446744073709551615",
-    b"1511658000", b"1511658000000", b"1511658000.5", b"1.0", b"-0", b"-0.0", b"1E2", b"true", b"false", b"null",
-    b'""', b'" "', b'"\\u0000"', b'"\\/"', b"[1]", b'{"a":1}', b"[" * 2000 + b"]" * 2000, b'"\xed\xa0\x80"',
-    b'"\xc3\xa9"', b'"\\u00e9"', b"0.1000000000000000055511151231257827", b"123456789012345678901234567890",
+    b'"\\ud800"',
+    b'"a\\udfff"',
+    b'"\\udc00\\ud800"',
+    b'"\\ud83d\\ude00"',
+    b"1e400",
+    b"-1e400",
+    b"1e-400",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"18446744073709551615",
+    b"1511658000",
+    b"1511658000000",
+    b"1511658000.5",
+    b"1.0",
+    b"-0",
+    b"-0.0",
+    b"1E2",
+    b"true",
+    b"false",
+    b"null",
+    b'""',
+    b'" "',
+    b'"\\u0000"',
+    b'"\\/"',
+    b"[1]",
+    b'{"a":1}',
+    b"[" * 2000 + b"]" * 2000,
+    b'"\xed\xa0\x80"',
+    b'"\xc3\xa9"',
+    b'"\\u00e9"',
+    b"0.1000000000000000055511151231257827",
+    b"123456789012345678901234567890",
 ]
 
 
@@ -129,10 +203,26 @@ def test_decoding_gives_the_verdict_of_the_standard_library_on_edge_values(field
     assert _verdict(raw.decode("utf-8", "surrogatepass")) == _stdlib_verdict(raw.decode("utf-8", "surrogatepass"))
 
 
-@pytest.mark.parametrize("raw", [
-    b'\xef\xbb\xbf{"a":1}', b'{"event_id":"e1","event_id":"e2"}', b' {"x":1}\n', b"\x0c{}", b"{}\x00", b'{"a":1,}',
-    b'{"a":"x\x01"}', b"", b"{", b"\xff", b"\xc0\x80", b'"\xf4\x90\x80\x80"', b'{"a":\xc2\xa01}', b"[]", b"1",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"event_id":"e1","event_id":"e2"}',
+        b' {"x":1}\n',
+        b"\x0c{}",
+        b"{}\x00",
+        b'{"a":1,}',
+        b'{"a":"x\x01"}',
+        b"",
+        b"{",
+        b"\xff",
+        b"\xc0\x80",
+        b'"\xf4\x90\x80\x80"',
+        b'{"a":\xc2\xa01}',
+        b"[]",
+        b"1",
+    ],
+)
 def test_decoding_gives_the_verdict_of_the_standard_library_on_odd_documents(raw):
     assert _verdict(raw) == _stdlib_verdict(raw)
 
@@ -142,8 +232,28 @@ def test_decoding_gives_the_verdict_of_the_standard_library_on_mutated_events():
 
     rng = random.Random(13)
     base = json.dumps({**GOOD, "session_id": "s1", "category_id": "c1", "query": "q"}).encode()
-    tokens = [b"\\ud800", b"\\u00e9", b"\xc3\xa9", b"\xff", b"1e999", b"NaN", b"99999999999999999999999", b"1.5",
-              b"[", b"]", b"{", b"}", b",", b":", b'"', b"\\", b" ", b"null", b"0", b"-"]
+    tokens = [
+        b"\\ud800",
+        b"\\u00e9",
+        b"\xc3\xa9",
+        b"\xff",
+        b"1e999",
+        b"NaN",
+        b"99999999999999999999999",
+        b"1.5",
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b",",
+        b":",
+        b'"',
+        b"\\",
+        b" ",
+        b"null",
+        b"0",
+        b"-",
+    ]
     for _ in range(3000):
         raw = bytearray(base)
         for _ in range(rng.randint(1, 3)):
@@ -151,7 +261,7 @@ def test_decoding_gives_the_verdict_of_the_standard_library_on_mutated_events():
             if rng.random() < 0.5:
                 raw[at:at] = rng.choice(tokens)
             else:
-                del raw[at:at + rng.randint(1, 4)]
+                del raw[at : at + rng.randint(1, 4)]
         assert _verdict(bytes(raw)) == _stdlib_verdict(bytes(raw)), bytes(raw)
 
 

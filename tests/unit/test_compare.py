@@ -26,7 +26,8 @@ def test_weighted_metrics_equal_sklearn_with_integer_weights(rows):
     rounded = np.round(weak, 1)  # ties
     assert weighted_roc_auc(y, rounded, w) == pytest.approx(roc_auc_score(y, rounded, sample_weight=w))
     assert weighted_average_precision(y, weak, w) == pytest.approx(
-        average_precision_score(y, weak, sample_weight=w), abs=1e-9)
+        average_precision_score(y, weak, sample_weight=w), abs=1e-9
+    )
 
 
 def test_a_clearly_better_challenger_is_promoted(rows):
@@ -53,8 +54,9 @@ def test_a_worse_challenger_is_not_promoted(rows):
 
 def test_too_small_a_slice_is_refused(rows):
     y, weak, strong, users = rows
-    decision = decide(paired_bootstrap(y[:50], weak[:50], strong[:50], users[:50], resamples=50),
-                      margin=0.0, min_rows=200)
+    decision = decide(
+        paired_bootstrap(y[:50], weak[:50], strong[:50], users[:50], resamples=50), margin=0.0, min_rows=200
+    )
     assert not decision.promote and "too small" in decision.reason
 
 

@@ -8,7 +8,13 @@ from datetime import datetime, timezone
 import pytest
 
 from jobs.fold_rows import (
-    QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, first_of_each, scored_row, to_arrow,
+    QUARANTINE_SCHEMA,
+    STREAM_SCHEMA,
+    Position,
+    dlq_row,
+    first_of_each,
+    scored_row,
+    to_arrow,
     unreadable_scored_row,
 )
 from shared.schemas import CLICK_EVENT
@@ -18,17 +24,36 @@ POS = Position("clicks.scored", 2, 41)
 
 
 def _scored(**over) -> bytes:
-    event = {"event_id": "e1", "user_id": "u", "session_id": None, "item_id": "i", "event_type": "view",
-             "ts": "2017-11-25T10:00:00.000Z", "query": None, "category_id": "c", "model_name": "propensity",
-             "model_version": "7", "score": 0.5, "received_at": "2017-11-25T10:00:00.005Z",
-             "scored_at": "2017-11-25T10:00:00.009Z"}
+    event = {
+        "event_id": "e1",
+        "user_id": "u",
+        "session_id": None,
+        "item_id": "i",
+        "event_type": "view",
+        "ts": "2017-11-25T10:00:00.000Z",
+        "query": None,
+        "category_id": "c",
+        "model_name": "propensity",
+        "model_version": "7",
+        "score": 0.5,
+        "received_at": "2017-11-25T10:00:00.005Z",
+        "scored_at": "2017-11-25T10:00:00.009Z",
+    }
     event.update(over)
     return json.dumps(event).encode()
 
 
 def test_silver_clicks_columns_come_first():
     assert STREAM_SCHEMA.names[: len(CLICK_EVENT.names) + 2] == [*CLICK_EVENT.names, "source", "_batch_id"]
-    assert QUARANTINE_SCHEMA.names[:7] == ["source_table", "reason", "detail", "record", "_source", "_batch_id", "_row_number"]
+    assert QUARANTINE_SCHEMA.names[:7] == [
+        "source_table",
+        "reason",
+        "detail",
+        "record",
+        "_source",
+        "_batch_id",
+        "_row_number",
+    ]
 
 
 def test_scored_row_keeps_the_event_model_and_position():
@@ -57,8 +82,14 @@ def test_unreadable_scored_value_becomes_a_quarantine_row():
 
 
 def test_dlq_entry_old_format_uses_the_step_as_reason():
-    entry = {"raw": "x", "raw_encoding": "latin-1", "step": "parse_validate", "reasons": ["a", "b"],
-             "source": {"topic": "clicks", "partition": 1, "offset": 9}, "failed_at": "2024-01-01T00:00:00.000Z"}
+    entry = {
+        "raw": "x",
+        "raw_encoding": "latin-1",
+        "step": "parse_validate",
+        "reasons": ["a", "b"],
+        "source": {"topic": "clicks", "partition": 1, "offset": 9},
+        "failed_at": "2024-01-01T00:00:00.000Z",
+    }
     row = dlq_row(json.dumps(entry).encode(), Position("clicks.dlq", 0, 3), batch_id="b", folded_at=NOW)
     assert row["reason"] == "parse_validate" and row["detail"] == "a; b" and row["reason_code"] is None
     assert row["raw_size"] is None and row["source_offset"] == 9
@@ -66,9 +97,17 @@ def test_dlq_entry_old_format_uses_the_step_as_reason():
 
 
 def test_dlq_entry_new_fields_are_kept():
-    entry = {"raw": "x", "step": "parse_validate", "reason_code": "not_utf8", "reasons": ["bad"],
-             "raw_size": 300000, "raw_truncated": True, "raw_sha256": "ab" * 32,
-             "source": {"topic": "clicks", "partition": 0, "offset": 1}, "failed_at": "2024-01-01T00:00:00.000Z"}
+    entry = {
+        "raw": "x",
+        "step": "parse_validate",
+        "reason_code": "not_utf8",
+        "reasons": ["bad"],
+        "raw_size": 300000,
+        "raw_truncated": True,
+        "raw_sha256": "ab" * 32,
+        "source": {"topic": "clicks", "partition": 0, "offset": 1},
+        "failed_at": "2024-01-01T00:00:00.000Z",
+    }
     row = dlq_row(json.dumps(entry).encode(), Position("clicks.dlq", 0, 3), batch_id="b", folded_at=NOW)
     assert row["reason"] == "not_utf8" and row["raw_size"] == 300000 and row["raw_truncated"] is True
     assert row["raw_sha256"] == "ab" * 32

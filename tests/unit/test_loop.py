@@ -45,6 +45,7 @@ def test_steps_run_in_order_and_each_writes_metrics(tmp_path: Path):
         def fn(settings):
             calls.append(name)
             return {"rows": len(calls)}
+
         return name, fn
 
     result = run_iteration(_settings(tmp_path), [step("fold"), step("features"), step("retrain")])
@@ -72,6 +73,7 @@ def test_once_and_interval_are_exclusive(tmp_path: Path):
 
 def test_interval_runs_until_max_iterations(tmp_path: Path):
     calls = []
-    results = run(_settings(tmp_path), LoopOptions(interval="1s", max_iterations=2),
-                  steps=[("fold", lambda s: calls.append(1))])
+    results = run(
+        _settings(tmp_path), LoopOptions(interval="1s", max_iterations=2), steps=[("fold", lambda s: calls.append(1))]
+    )
     assert len(results) == 2 and len(calls) == 2

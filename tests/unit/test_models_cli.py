@@ -25,10 +25,15 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
-def test_list_show_promote_and_refuse_corrupt(registry: ModelRegistry, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    first = registry.register(TASK, tiny_checkpoint(tmp_path / "a"), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.61}})
-    second = registry.register(TASK, tiny_checkpoint(tmp_path / "b", seed=3), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.64}})
+def test_list_show_promote_and_refuse_corrupt(
+    registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = registry.register(
+        TASK, tiny_checkpoint(tmp_path / "a"), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.61}}
+    )
+    second = registry.register(
+        TASK, tiny_checkpoint(tmp_path / "b", seed=3), {"primary_metric": "roc_auc", "metrics": {"roc_auc": 0.64}}
+    )
 
     assert shopflow(["models", "promote", TASK, str(first)]) == 0
     out = capsys.readouterr().out

@@ -9,8 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
 
-from jobs.observe import (MetricsSampler, Sample, histogram_quantile, intervals, parse_metrics,
-                          totals)
+from jobs.observe import MetricsSampler, Sample, histogram_quantile, intervals, parse_metrics, totals
 from stream.metrics import WorkerMetrics
 
 
@@ -59,11 +58,26 @@ def test_parse_metrics_sums_extra_dlq_labels_into_their_step_and_tolerates_missi
     assert s.lag is None and s.serving_version is None and s.latency_buckets == ()
 
 
-def _sample(at: float, events: float, scored: float, buckets: list[tuple[float, float]],
-            dlq: float = 0, started_at: float = 1.0, version: str = "1") -> Sample:
-    return Sample(at=at, events_in=events, scored=scored, dlq_by_step={"parse_validate": dlq},
-                  lag=5, serving_version=version, latency_buckets=tuple(buckets),
-                  latency_count=buckets[-1][1], started_at=started_at)
+def _sample(
+    at: float,
+    events: float,
+    scored: float,
+    buckets: list[tuple[float, float]],
+    dlq: float = 0,
+    started_at: float = 1.0,
+    version: str = "1",
+) -> Sample:
+    return Sample(
+        at=at,
+        events_in=events,
+        scored=scored,
+        dlq_by_step={"parse_validate": dlq},
+        lag=5,
+        serving_version=version,
+        latency_buckets=tuple(buckets),
+        latency_count=buckets[-1][1],
+        started_at=started_at,
+    )
 
 
 INF = math.inf

@@ -25,8 +25,9 @@ def test_defaults_come_from_the_dataclass():
 
 
 def test_values_are_typed():
-    got = parse_options(_Options, ["--table", "a", "--table", "b", "--force", "--limit", "3",
-                                   "--path", "y", "--lr", "0.5"], prog="t")
+    got = parse_options(
+        _Options, ["--table", "a", "--table", "b", "--force", "--limit", "3", "--path", "y", "--lr", "0.5"], prog="t"
+    )
     assert got == _Options(tables=("a", "b"), force=True, limit=3, path=Path("y"), lr=0.5)
 
 

@@ -12,11 +12,18 @@ def _inputs(rows: int, pads: list[int], seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     length = 9
     real = torch.arange(length).unsqueeze(0) >= torch.tensor(pads).unsqueeze(1)  # right-aligned
+
     def ids(high: int) -> torch.Tensor:
         return torch.randint(1, high, (rows, length), generator=generator) * real
-    return {"event_type_ids": ids(8), "item_ids": ids(8193), "category_ids": ids(8193),
-            "item_match": ids(3), "category_match": ids(3),
-            "numeric": torch.randn(rows, 17, generator=generator)}
+
+    return {
+        "event_type_ids": ids(8),
+        "item_ids": ids(8193),
+        "category_ids": ids(8193),
+        "item_match": ids(3),
+        "category_match": ids(3),
+        "numeric": torch.randn(rows, 17, generator=generator),
+    }
 
 
 def _model(seed: int, zero_padding_rows: bool = True) -> PropensityModel:

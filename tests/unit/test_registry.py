@@ -182,9 +182,13 @@ def test_concurrent_readers_never_see_a_half_flipped_alias(two_versions: ModelRe
 
 def test_manifest_is_typed_and_keeps_unknown_keys(registry: ModelRegistry, tmp_path: Path) -> None:
     ckpt = tiny_checkpoint(tmp_path / "ckpt")
-    written = Manifest(primary_metric="roc_auc", metrics={"roc_auc": 0.7}, label_names=("no", "yes"),
-                       training_data={"train_propensity": TrainingTable("/lake/gold/t", 4)},
-                       init_from_champion=None).with_fields(decision={"p_value": 0.01})
+    written = Manifest(
+        primary_metric="roc_auc",
+        metrics={"roc_auc": 0.7},
+        label_names=("no", "yes"),
+        training_data={"train_propensity": TrainingTable("/lake/gold/t", 4)},
+        init_from_champion=None,
+    ).with_fields(decision={"p_value": 0.01})
     version = registry.register("propensity", ckpt, written)
     manifest = registry.verify("propensity", version)
     assert manifest.training_data["train_propensity"].delta_version == 4
@@ -199,8 +203,12 @@ def test_old_manifest_on_disk_still_loads(registry: ModelRegistry, tmp_path: Pat
     folder = registry.path("propensity", version)
     old = json.loads((folder / "manifest.json").read_text())
     old = {k: old[k] for k in ("task", "version", "created_at", "files")}
-    old |= {"metrics": {"roc_auc": 0.6}, "primary_metric": "roc_auc", "note": "hand-made",
-            "training_data": {"train_propensity": {"path": "lake/gold/train_propensity", "delta_version": 2}}}
+    old |= {
+        "metrics": {"roc_auc": 0.6},
+        "primary_metric": "roc_auc",
+        "note": "hand-made",
+        "training_data": {"train_propensity": {"path": "lake/gold/train_propensity", "delta_version": 2}},
+    }
     (folder / "manifest.json").write_text(json.dumps(old))
     manifest = registry.verify("propensity", version)
     assert manifest.primary_value == 0.6 and manifest.extra == {"note": "hand-made"}

@@ -11,17 +11,34 @@ from pathlib import Path
 
 import pytest
 
-from jobs.demo_record import (Accounting, DemoRecord, Estimate, Evaluation, LineageStep,
-                              ModelScore, Stage, Swap, TableVersion)
+from jobs.demo_record import (
+    Accounting,
+    DemoRecord,
+    Estimate,
+    Evaluation,
+    LineageStep,
+    ModelScore,
+    Stage,
+    Swap,
+    TableVersion,
+)
 from jobs.observe import Sample
 from jobs.report import render_report, write_report
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
-BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.0,
-          5.0, 10.0, 30.0, math.inf)
-CHART_IDS = ("chart-throughput", "chart-lag", "chart-model-version", "chart-evaluation",
-             "chart-dlq", "chart-accounting", "chart-stages", "table-lineage", "table-stages",
-             "decision")
+BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, math.inf)
+CHART_IDS = (
+    "chart-throughput",
+    "chart-lag",
+    "chart-model-version",
+    "chart-evaluation",
+    "chart-dlq",
+    "chart-accounting",
+    "chart-stages",
+    "table-lineage",
+    "table-stages",
+    "decision",
+)
 
 
 def _samples(start: float) -> list[Sample]:
@@ -56,11 +73,21 @@ def _samples(start: float) -> list[Sample]:
             for i, le in enumerate(BOUNDS):
                 if seconds <= le:
                     buckets[i] += 10
-        out.append(Sample(at=at, events_in=events, scored=scored,
-                          dlq_by_step={"parse_validate": dlq}, lag=lag, model_name="propensity",
-                          serving_version="1" if t < 222 else "2",
-                          latency_buckets=tuple(zip(BOUNDS, buckets)), latency_count=buckets[-1],
-                          latency_sum=0.0, started_at=started_at))
+        out.append(
+            Sample(
+                at=at,
+                events_in=events,
+                scored=scored,
+                dlq_by_step={"parse_validate": dlq},
+                lag=lag,
+                model_name="propensity",
+                serving_version="1" if t < 222 else "2",
+                latency_buckets=tuple(zip(BOUNDS, buckets)),
+                latency_count=buckets[-1],
+                latency_sum=0.0,
+                started_at=started_at,
+            )
+        )
     return out
 
 
@@ -87,37 +114,40 @@ def sample_record() -> DemoRecord:
         created_at=at,
         stages=stages,
         samples=_samples(replay_start),
-        dlq_by_reason={"ts: bad timestamp 'never'": 112,
-                       "event_type: 'teleport' is not one of view, add_to_cart, favorite, "
-                       "purchase, search": 37,
-                       "user_id: required": 21, "JSONDecodeError: Expecting value": 9},
+        dlq_by_reason={
+            "ts: bad timestamp 'never'": 112,
+            "event_type: 'teleport' is not one of view, add_to_cart, favorite, purchase, search": 37,
+            "user_id: required": 21,
+            "JSONDecodeError: Expecting value": 9,
+        },
         evaluation=Evaluation(
             metric="roc_auc",
             champion=ModelScore("1", 0.612, 0.598, 0.626),
             challenger=ModelScore("2", 0.634, 0.620, 0.648),
-            difference=Estimate(0.022, 0.011, 0.033), margin=0.005, decision="promoted",
+            difference=Estimate(0.022, 0.011, 0.033),
+            margin=0.005,
+            decision="promoted",
             reason="the lower bound of the paired difference (+0.011) is above the margin (+0.005)",
-            slice={"from": "2017-12-03T10:40:00Z", "to": "2017-12-03T11:10:00Z",
-                   "users": 4_821, "examples": 61_234}),
-        accounting=Accounting(rows_in=250_000, folded=249_821, dead_lettered=179,
-                              duplicates_dropped=312),
+            slice={"from": "2017-12-03T10:40:00Z", "to": "2017-12-03T11:10:00Z", "users": 4_821, "examples": 61_234},
+        ),
+        accounting=Accounting(rows_in=250_000, folded=249_821, dead_lettered=179, duplicates_dropped=312),
         lineage=[
-            LineageStep("fold", [TableVersion("silver/clicks", 3)],
-                        [TableVersion("silver/clicks", 4), TableVersion("quarantine/clicks_dlq", 1)],
-                        {"clicks.scored[0]": (0, 62_511), "clicks.scored[1]": (0, 62_430),
-                         "clicks.dlq[0]": (0, 179)}),
-            LineageStep("features", [TableVersion("silver/clicks", 4)],
-                        [TableVersion("gold/propensity_examples", 5)]),
+            LineageStep(
+                "fold",
+                [TableVersion("silver/clicks", 3)],
+                [TableVersion("silver/clicks", 4), TableVersion("quarantine/clicks_dlq", 1)],
+                {"clicks.scored[0]": (0, 62_511), "clicks.scored[1]": (0, 62_430), "clicks.dlq[0]": (0, 179)},
+            ),
+            LineageStep("features", [TableVersion("silver/clicks", 4)], [TableVersion("gold/propensity_examples", 5)]),
             LineageStep("retrain", [TableVersion("gold/propensity_examples", 5)], []),
         ],
-        swap=Swap(at=datetime.fromtimestamp(replay_start + 222, tz=timezone.utc),
-                  from_version="1", to_version="2"),
+        swap=Swap(at=datetime.fromtimestamp(replay_start + 222, tz=timezone.utc), from_version="1", to_version="2"),
         summary={"events replayed": 250_000, "sentiment examples seen": 2_048},
     )
 
 
 def _outside_plotlyjs(page: str) -> str:
-    head, _, rest = page.partition("<script type=\"text/javascript\">/**\n* plotly.js")
+    head, _, rest = page.partition('<script type="text/javascript">/**\n* plotly.js')
     return head + rest.partition("</script>")[2]
 
 
@@ -126,10 +156,16 @@ def test_report_holds_every_chart_and_the_figures(tmp_path: Path):
     page = path.read_text(encoding="utf-8")
     for div_id in CHART_IDS:
         assert f'id="{div_id}"' in page, div_id
-    for title in ("Scored events per second", "Consumer lag", "Dead-lettered events by reason",
-                  "Model version served by the worker", "Champion v1 vs challenger v2: promoted",
-                  "Rows in = folded + dead-lettered: balances", "Stage timings",
-                  "Lineage: Delta versions and Kafka offsets"):
+    for title in (
+        "Scored events per second",
+        "Consumer lag",
+        "Dead-lettered events by reason",
+        "Model version served by the worker",
+        "Champion v1 vs challenger v2: promoted",
+        "Rows in = folded + dead-lettered: balances",
+        "Stage timings",
+        "Lineage: Delta versions and Kafka offsets",
+    ):
         assert title in page, title
     assert page.count("Plotly.newPlot") == 7
     assert "Decision: promoted" in page and "paired difference (+0.011)" in page
@@ -159,24 +195,34 @@ def test_record_round_trips_through_json_and_a_dict_renders_the_same(tmp_path: P
 
 
 def test_missing_parts_are_said_on_their_charts(tmp_path: Path):
-    only_stages = DemoRecord(stages=[Stage("batch", T0, 10.0, {"clicks": 5})],
-                             summary={"broken figure": float("nan")})
+    only_stages = DemoRecord(stages=[Stage("batch", T0, 10.0, {"clicks": 5})], summary={"broken figure": float("nan")})
     page = write_report(only_stages, tmp_path / "r.html").read_text(encoding="utf-8")
     for div_id in CHART_IDS:
         assert f'id="{div_id}"' in page, div_id
-    for text in ("no metrics were scraped", "the worker reported no serving model",
-                 "retrain did not run", "no event was dead-lettered", "the fold did not run",
-                 "no lineage was recorded"):
+    for text in (
+        "no metrics were scraped",
+        "the worker reported no serving model",
+        "retrain did not run",
+        "no event was dead-lettered",
+        "the fold did not run",
+        "no lineage was recorded",
+    ):
         assert text in page, text
     assert json.loads(only_stages.to_json())["summary"]["broken figure"] is None
 
     record = sample_record()
-    refused = DemoRecord.from_dict({
-        **record.to_dict(), "swap": None,
-        "accounting": {"rows_in": 10, "folded": 7, "dead_lettered": 1},
-        "evaluation": {**record.to_dict()["evaluation"], "decision": "not promoted",
-                       "reason": "the interval's lower bound -0.004 is below the margin"},
-    })
+    refused = DemoRecord.from_dict(
+        {
+            **record.to_dict(),
+            "swap": None,
+            "accounting": {"rows_in": 10, "folded": 7, "dead_lettered": 1},
+            "evaluation": {
+                **record.to_dict()["evaluation"],
+                "decision": "not promoted",
+                "reason": "the interval's lower bound -0.004 is below the margin",
+            },
+        }
+    )
     page = render_report(refused)
     assert "Decision: not promoted" in page and "is below the margin" in page
     assert "no swap recorded by the demo (versions seen: v1, v2)" in page

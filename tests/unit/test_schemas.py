@@ -12,8 +12,12 @@ from shared.errors import ValidationError
 from shared.schemas import CLICK_EVENT, SCORED_EVENT, click_event_id, to_wire, validate_click_event
 
 GOOD = {
-    "event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view",
-    "ts": "2017-11-26T01:00:00Z", "category_id": "c1",
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i1",
+    "event_type": "view",
+    "ts": "2017-11-26T01:00:00Z",
+    "category_id": "c1",
 }
 
 

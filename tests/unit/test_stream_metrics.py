@@ -11,8 +11,12 @@ from stream.metrics import observe_many
 
 
 def _samples(registry: CollectorRegistry) -> dict:
-    return {(s.name, s.labels.get("le")): s.value for m in registry.collect() for s in m.samples
-            if not s.name.endswith("_created")}
+    return {
+        (s.name, s.labels.get("le")): s.value
+        for m in registry.collect()
+        for s in m.samples
+        if not s.name.endswith("_created")
+    }
 
 
 def test_observing_many_equals_observing_one_by_one():

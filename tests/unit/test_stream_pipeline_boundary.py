@@ -77,8 +77,16 @@ class _Holder:
 
 
 def _event(i: int, item: str, kind: str = "view") -> tuple[bytes, Origin]:
-    event = {"event_id": f"e{i}", "user_id": f"u{i % 2}", "session_id": None, "item_id": item,
-             "event_type": kind, "ts": T0, "query": None, "category_id": None}
+    event = {
+        "event_id": f"e{i}",
+        "user_id": f"u{i % 2}",
+        "session_id": None,
+        "item_id": item,
+        "event_type": kind,
+        "ts": T0,
+        "query": None,
+        "category_id": None,
+    }
     return to_wire(event), Origin("clicks", 0, i, 0.0)
 
 
@@ -90,9 +98,17 @@ def _pipeline(dlq: _Topic, outbox: _Outbox, scorer: object | None = None) -> Pip
     holder = _Holder()
     if scorer is not None:
         holder.swap = lambda: scorer
-    pipeline = Pipeline(Settings(), outbox=outbox, scored_topic="clicks.scored", changelog_topic="changelog",
-                        changelog_record=changelog_record, dlq_topic=dlq, sessions=_Table(), holder=holder,
-                        metrics=WorkerMetrics())
+    pipeline = Pipeline(
+        Settings(),
+        outbox=outbox,
+        scored_topic="clicks.scored",
+        changelog_topic="changelog",
+        changelog_record=changelog_record,
+        dlq_topic=dlq,
+        sessions=_Table(),
+        holder=holder,
+        metrics=WorkerMetrics(),
+    )
     pipeline._items = lambda item_id: steps.item_features_from_counts(0, 0, 0)
     pipeline._ready.set()
     return pipeline

@@ -23,11 +23,18 @@ def test_taobao_events_are_valid_ordered_and_deterministic(data_root: Path):
     assert len(events) == 3000
     assert all(validate_click_event(to_wire(e)) == e for e in events[:200])
     assert [(e["ts"], e["event_id"]) for e in events] == sorted((e["ts"], e["event_id"]) for e in events)
-    first_line = (data_root / "taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv").read_text().split("\n", 1)[0]
+    first_line = (
+        (data_root / "taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv").read_text().split("\n", 1)[0]
+    )
     # The batch clean job's id for the same row (tests/integration/test_spark_twins covers its Spark twin).
     assert events_by_id_contains(load_events("taobao", data_root), click_event_id("taobao", first_line.split(",")))
     assert load_events("taobao", data_root, limit=3000) == events
-    assert {e["event_type"] for e in load_events("taobao", data_root)} == {"view", "add_to_cart", "favorite", "purchase"}
+    assert {e["event_type"] for e in load_events("taobao", data_root)} == {
+        "view",
+        "add_to_cart",
+        "favorite",
+        "purchase",
+    }
 
 
 def test_diginetica_views_map_anonymous_users_to_their_session(data_root: Path):

@@ -75,8 +75,13 @@ def _stamped_holder(champion: dict, corrupt: set[int], stamps: dict[int, str], c
         return ConstantScorer(str(version))
 
     kwargs = {"clock": clock} if clock else {}
-    holder = ModelHolder(lambda: champion["v"], load, on_event=lambda what, v: events.append((what, v)),
-                         fingerprint=lambda version: stamps.get(version, ""), **kwargs)
+    holder = ModelHolder(
+        lambda: champion["v"],
+        load,
+        on_event=lambda what, v: events.append((what, v)),
+        fingerprint=lambda version: stamps.get(version, ""),
+        **kwargs,
+    )
     return holder, events
 
 

@@ -19,9 +19,18 @@ def _events(n: int, seed: int = 7) -> list[dict]:
     for i in range(n):
         # Mostly seconds apart, sometimes a gap that starts a new session.
         ts += timedelta(seconds=SESSION_GAP_SECONDS + 5 if rng.random() < 0.08 else rng.randint(0, 90))
-        out.append({"event_id": f"e{i}", "user_id": "u1", "session_id": None, "item_id": f"i{rng.randint(0, 6)}",
-                    "event_type": rng.choice(["view", "view", "view", "add_to_cart", "favorite", "purchase"]),
-                    "ts": ts, "query": None, "category_id": rng.choice(["c1", "c2", None])})
+        out.append(
+            {
+                "event_id": f"e{i}",
+                "user_id": "u1",
+                "session_id": None,
+                "item_id": f"i{rng.randint(0, 6)}",
+                "event_type": rng.choice(["view", "view", "view", "add_to_cart", "favorite", "purchase"]),
+                "ts": ts,
+                "query": None,
+                "category_id": rng.choice(["c1", "c2", None]),
+            }
+        )
     return out
 
 
@@ -36,8 +45,8 @@ def test_fold_gives_the_batch_features_and_remembers_the_last_events_exactly():
         entry = json.loads(json.dumps(entry))  # how the table's changelog stores it
     assert seen == expected
     remembered = sessions.remembered_features(entry, "u1")
-    assert list(remembered) == [e["event_id"] for e in events[-sessions.RECENT_EVENTS_KEPT:]]
-    for event, features in zip(events[-sessions.RECENT_EVENTS_KEPT:], expected[-sessions.RECENT_EVENTS_KEPT:]):
+    assert list(remembered) == [e["event_id"] for e in events[-sessions.RECENT_EVENTS_KEPT :]]
+    for event, features in zip(events[-sessions.RECENT_EVENTS_KEPT :], expected[-sessions.RECENT_EVENTS_KEPT :]):
         assert remembered[event["event_id"]] == features
     # The test has teeth only if remembered events have full histories across sessions.
     assert any(len(f["history_item_ids"]) == HISTORY_LENGTH for f in remembered.values())
@@ -51,7 +60,7 @@ def test_a_replayed_event_gets_its_first_features_and_leaves_the_state_alone():
         entry, features, _ = sessions.fold(entry, event)
         first[event["event_id"]] = features
     before = json.dumps(entry)
-    for event in events[-sessions.RECENT_EVENTS_KEPT:]:
+    for event in events[-sessions.RECENT_EVENTS_KEPT :]:
         entry, features, replayed = sessions.fold(entry, event)
         assert replayed and features == first[event["event_id"]]
     assert json.dumps(entry) == before
@@ -99,9 +108,11 @@ def test_changelog_records_are_what_faust_writes_for_the_table():
     # Pseudonyms are hex: byte for byte Faust's key. Any other text decodes the same.
     pseudonym = "0123456789abcdef0123456789abcdef"
     assert sessions.changelog_record(pseudonym, entry)[0] == app.serializers.dumps_key(
-        topic.key_type, pseudonym, serializer=table.key_serializer)
-    assert json.loads(value) == json.loads(app.serializers.dumps_value(topic.value_type, entry,
-                                                                       serializer=table.value_serializer))
+        topic.key_type, pseudonym, serializer=table.key_serializer
+    )
+    assert json.loads(value) == json.loads(
+        app.serializers.dumps_value(topic.value_type, entry, serializer=table.value_serializer)
+    )
     # Faust's recovery reads them with its own codec.
     assert app.serializers.loads_key(topic.key_type, key, serializer=table.key_serializer) == "5f0c9e\u00e9"
     assert app.serializers.loads_value(topic.value_type, value, serializer=table.value_serializer) == json.loads(value)

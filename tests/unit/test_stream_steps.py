@@ -20,8 +20,16 @@ T0 = datetime(2017, 11, 26, 1, 0, tzinfo=timezone.utc)
 
 
 def _event(i: int, user: str = "u1", item: str = "i1", kind: str = "view", seconds: int = 0) -> dict:
-    return {"event_id": f"e{i}", "user_id": user, "session_id": None, "item_id": item, "event_type": kind,
-            "ts": T0.replace(second=seconds), "query": None, "category_id": "c1"}
+    return {
+        "event_id": f"e{i}",
+        "user_id": user,
+        "session_id": None,
+        "item_id": item,
+        "event_type": kind,
+        "ts": T0.replace(second=seconds),
+        "query": None,
+        "category_id": "c1",
+    }
 
 
 def _items(item_id: str) -> dict:
@@ -78,17 +86,36 @@ def test_enrich_remembers_a_bounded_number_of_events():
 def test_to_scored_writes_what_the_schema_record_writes():
     record = {**steps.pseudonymize_user(_event(1), key=KEY), "query": "ä \u2028 q", "session_event_index": 4}
     for score in (0.25, None):
-        wire = steps.to_scored(record, model_name="m", model_version="3", score=score, received_at=T0,
-                               scored_at=T0.replace(microsecond=123456))
-        reference = to_wire(scored_event_record()(
-            **{name: record.get(name) for name in CLICK_EVENT.names}, model_name="m", model_version="3",
-            score=score, received_at=T0, scored_at=T0.replace(microsecond=123456)).asdict())
+        wire = steps.to_scored(
+            record,
+            model_name="m",
+            model_version="3",
+            score=score,
+            received_at=T0,
+            scored_at=T0.replace(microsecond=123456),
+        )
+        reference = to_wire(
+            scored_event_record()(
+                **{name: record.get(name) for name in CLICK_EVENT.names},
+                model_name="m",
+                model_version="3",
+                score=score,
+                received_at=T0,
+                scored_at=T0.replace(microsecond=123456),
+            ).asdict()
+        )
         assert json.loads(wire) == json.loads(reference)
         assert set(json.loads(wire)) == set(SCORED_EVENT.names)
 
 
 def test_prepare_batch_is_the_per_record_steps_with_one_read_per_user():
-    events = [_event(1), _event(2, user="u2"), _event(3, seconds=4), _event(2, user="u2"), _event(4, user="u2", seconds=9)]
+    events = [
+        _event(1),
+        _event(2, user="u2"),
+        _event(3, seconds=4),
+        _event(2, user="u2"),
+        _event(4, user="u2", seconds=9),
+    ]
     raws = [to_wire(e) for e in events] + [b"not json"]
     reads: list[str] = []
     table: dict = {}
@@ -121,8 +148,9 @@ def test_pseudonyms_are_the_shared_pseudonyms_and_bounded():
 
 def test_scored_values_fail_only_the_records_that_cannot_be_written():
     records = [_event(1), _event(2)]
-    out = steps.scored_values(records, [0.5, float("inf")], model_name="m", model_version="1",
-                              received_at=T0, scored_at=T0)
+    out = steps.scored_values(
+        records, [0.5, float("inf")], model_name="m", model_version="1", received_at=T0, scored_at=T0
+    )
     assert json.loads(out[0])["score"] == 0.5
     assert isinstance(out[1], steps.Failed) and out[1].step == steps.STEP_SERIALIZE
 
@@ -137,8 +165,18 @@ def test_to_scored_is_a_valid_scored_event():
 
 def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
     raw = b"\xff\x00not json"
-    entry = json.loads(steps.dlq_entry(raw, ["not UTF-8"], step="parse_validate", reason_code="not_utf8",
-                                       topic="clicks", partition=2, offset=41, failed_at=T0))
+    entry = json.loads(
+        steps.dlq_entry(
+            raw,
+            ["not UTF-8"],
+            step="parse_validate",
+            reason_code="not_utf8",
+            topic="clicks",
+            partition=2,
+            offset=41,
+            failed_at=T0,
+        )
+    )
     assert entry["raw"].encode("latin-1") == raw
     assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
     assert entry["reason_code"] == "not_utf8" and entry["raw_size"] == len(raw) and entry["raw_truncated"] is False
@@ -148,28 +186,64 @@ def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
 def test_dlq_entry_is_bounded_whatever_the_record():
     raw = bytes(range(256)) * 8000  # 2 MB of the bytes JSON escapes the most
     reasons = ["x" * 5000] * 100
-    wire = steps.dlq_entry(raw, reasons, step="enrich", reason_code="enrich_error", topic="clicks",
-                           partition=0, offset=1, failed_at=T0, max_raw_bytes=64 * 1024, max_reason_chars=512)
+    wire = steps.dlq_entry(
+        raw,
+        reasons,
+        step="enrich",
+        reason_code="enrich_error",
+        topic="clicks",
+        partition=0,
+        offset=1,
+        failed_at=T0,
+        max_raw_bytes=64 * 1024,
+        max_reason_chars=512,
+    )
     assert len(wire) < 500_000  # a producer's request limit is 1,000,000 bytes
     entry = json.loads(wire)
     assert entry["raw"].encode("latin-1") == raw[: 64 * 1024] and entry["raw_truncated"] is True
     assert entry["raw_size"] == len(raw) and entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
     assert len(entry["reasons"]) == steps.MAX_DLQ_REASONS + 1 and all(len(r) <= 512 for r in entry["reasons"])
-    minimal = json.loads(steps.minimal_dlq_entry(raw, step="enrich", reason_code="enrich_error", topic="clicks",
-                                                 partition=0, offset=1, failed_at=T0))
+    minimal = json.loads(
+        steps.minimal_dlq_entry(
+            raw, step="enrich", reason_code="enrich_error", topic="clicks", partition=0, offset=1, failed_at=T0
+        )
+    )
     assert minimal["raw"] is None and minimal["raw_sha256"] == entry["raw_sha256"] and minimal["reason_code"]
-    assert set(entry) == set(minimal) >= {"raw", "raw_encoding", "step", "reasons", "source", "failed_at",
-                                          "reason_code", "raw_size", "raw_sha256", "raw_truncated"}
+    assert (
+        set(entry)
+        == set(minimal)
+        >= {
+            "raw",
+            "raw_encoding",
+            "step",
+            "reasons",
+            "source",
+            "failed_at",
+            "reason_code",
+            "raw_size",
+            "raw_sha256",
+            "raw_truncated",
+        }
+    )
 
 
-@pytest.mark.parametrize("raw, code", [
-    (None, "not_json"),
-    (b"\xff\xfe", "not_utf8"),
-    (b'{"event_id":"s","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "not_utf8"),
-    (b'{"event_id":"s","user_id":"u","item_id":"\\udfff","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "not_utf8"),
-    (b"[" * 100_000, "not_json"),
-    (b'{"event_id":"s","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "blank_id"),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (None, "not_json"),
+        (b"\xff\xfe", "not_utf8"),
+        (
+            b'{"event_id":"s","user_id":"\\ud800","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}',
+            "not_utf8",
+        ),
+        (
+            b'{"event_id":"s","user_id":"u","item_id":"\\udfff","event_type":"view","ts":"2017-11-26T01:00:00Z"}',
+            "not_utf8",
+        ),
+        (b"[" * 100_000, "not_json"),
+        (b'{"event_id":"s","user_id":" ","item_id":"1","event_type":"view","ts":"2017-11-26T01:00:00Z"}', "blank_id"),
+    ],
+)
 def test_parse_validate_rejects_with_a_reason_code(raw, code):
     with pytest.raises(ValidationError) as info:
         steps.parse_validate(raw)
@@ -183,8 +257,9 @@ def test_a_failure_outside_validation_has_a_step_code_and_a_bounded_reason():
 
 def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
     assert steps.is_scored(_event(1)) and not steps.is_scored(_event(2, kind="add_to_cart"))
-    wire = steps.to_scored(_event(2, kind="purchase"), model_name="m", model_version="3", score=None,
-                           received_at=T0, scored_at=T0)
+    wire = steps.to_scored(
+        _event(2, kind="purchase"), model_name="m", model_version="3", score=None, received_at=T0, scored_at=T0
+    )
     scored = validate_record(SCORED_EVENT, wire)
     assert scored["score"] is None and scored["model_version"] == "3"
 

@@ -18,15 +18,35 @@ from shared.tasks.propensity_model import PropensityConfig, PropensityModel
 
 def click(**overrides: object) -> dict:
     record = {
-        "event_id": "e1", "user_id": "u1", "session_id": None, "item_id": "i7", "event_type": "purchase",
-        "ts": datetime(2017, 11, 26, 1, 5, tzinfo=timezone.utc), "query": None, "category_id": "c3",
-        "session_key": "u1:0", "session_event_index": 2, "seconds_since_session_start": 40.0,
-        "seconds_since_prev_event": 15.0, "prior_views": 2, "prior_carts": 0, "prior_favorites": 0,
-        "prior_purchases": 0, "prior_searches": 0, "prior_item_interactions": 1,
-        "prior_category_interactions": 2, "distinct_items_before": 2, "hour_of_day": 1,
-        "history_event_types": ["view", "view"], "history_item_ids": ["i7", "i8"],
-        "history_category_ids": ["c3", "c4"], "item_views": 12.0, "item_carts": 2.0,
-        "item_purchases": 1.0, "item_cart_rate": 0.1, "item_purchase_rate": 0.04,
+        "event_id": "e1",
+        "user_id": "u1",
+        "session_id": None,
+        "item_id": "i7",
+        "event_type": "purchase",
+        "ts": datetime(2017, 11, 26, 1, 5, tzinfo=timezone.utc),
+        "query": None,
+        "category_id": "c3",
+        "session_key": "u1:0",
+        "session_event_index": 2,
+        "seconds_since_session_start": 40.0,
+        "seconds_since_prev_event": 15.0,
+        "prior_views": 2,
+        "prior_carts": 0,
+        "prior_favorites": 0,
+        "prior_purchases": 0,
+        "prior_searches": 0,
+        "prior_item_interactions": 1,
+        "prior_category_interactions": 2,
+        "distinct_items_before": 2,
+        "hour_of_day": 1,
+        "history_event_types": ["view", "view"],
+        "history_item_ids": ["i7", "i8"],
+        "history_category_ids": ["c3", "c4"],
+        "item_views": 12.0,
+        "item_carts": 2.0,
+        "item_purchases": 1.0,
+        "item_cart_rate": 0.1,
+        "item_purchase_rate": 0.04,
     }
     record.update(overrides)
     return record
@@ -103,10 +123,14 @@ def test_propensity_baselines_include_fitted_models_and_prior_rates() -> None:
     from shared.tasks.propensity import user_prior_rate
 
     task = get_task("propensity")
-    train = [click(event_type="view", prior_carts=v % 3, item_cart_rate=0.05 * (v % 4), label=int(v % 3 == 2))
-             for v in range(60)]
-    test = [click(event_type="view", user_prior_views=0, user_prior_positives=0, item_cart_rate=0.2, label=0),
-            click(event_type="view", user_prior_views=10, user_prior_positives=10, item_cart_rate=0.0, label=1)]
+    train = [
+        click(event_type="view", prior_carts=v % 3, item_cart_rate=0.05 * (v % 4), label=int(v % 3 == 2))
+        for v in range(60)
+    ]
+    test = [
+        click(event_type="view", user_prior_views=0, user_prior_positives=0, item_cart_rate=0.2, label=0),
+        click(event_type="view", user_prior_views=10, user_prior_positives=10, item_cart_rate=0.0, label=1),
+    ]
     out = task.baselines(train, test, seed=13)
     assert set(out) == {"logreg_numeric", "gbt_numeric", "user_prior_rate", "item_prior_rate"}
     assert all(p.shape == (2, 2) and np.allclose(p.sum(axis=1), 1.0) for p in out.values())

@@ -31,12 +31,10 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-
 def settings_from(env: dict[str, str]) -> Settings:
     """The Settings a subprocess started with `env` (on top of ours) would read."""
     with _environ(env):
         return Settings()
-
 
 
 def wait_for(check, timeout: float, interval: float = 0.25, what: str = "condition"):

@@ -28,8 +28,7 @@ def write_propensity_gold(events: list[dict[str, Any]], key: bytes, lake_root: P
             positives.setdefault(r["user_id"], []).append(r["ts"])
         elif r["event_type"] == "view":
             views_at.setdefault(r["user_id"], []).append(r["ts"])
-    views = sorted((r for r in records if r["event_type"] == "view"),
-                   key=lambda r: (r["ts"], r["event_id"]))
+    views = sorted((r for r in records if r["event_type"] == "view"), key=lambda r: (r["ts"], r["event_id"]))
     n = len(views)
     for i, r in enumerate(views):
         user_positives = positives.get(r["user_id"], [])

@@ -25,7 +25,6 @@ def scoring_records(events: list[dict[str, Any]], key: bytes) -> list[dict[str, 
     return out
 
 
-
 def register_propensity_from_task(registry_root: Path, records: list[dict[str, Any]], work: Path) -> int:
     """Build a propensity model with the task's own builder, save it and register it.
 
@@ -44,9 +43,9 @@ def register_propensity_from_task(registry_root: Path, records: list[dict[str, A
     folder = work / f"propensity-{time.time_ns()}"
     task.save(model, encoder, folder)
     registry = ModelRegistry(registry_root)
-    return registry.register("propensity", folder, {"base_model": task.base_model_name(""),
-                                                    "metrics": {}, "note": "test build"})
-
+    return registry.register(
+        "propensity", folder, {"base_model": task.base_model_name(""), "metrics": {}, "note": "test build"}
+    )
 
 
 def train_propensity(table: Path, *, seed: int, promote: bool, samples: int = 400) -> int:
@@ -57,8 +56,19 @@ def train_propensity(table: Path, *, seed: int, promote: bool, samples: int = 40
     from batch.train import main as train_main
 
     out = io.StringIO()
-    argv = ["--task", "propensity", "--table-path", str(table), "--max-train-samples", str(samples),
-            "--seed", str(seed), "--device", "cpu", "--no-progress"]
+    argv = [
+        "--task",
+        "propensity",
+        "--table-path",
+        str(table),
+        "--max-train-samples",
+        str(samples),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     with contextlib.redirect_stdout(out):
         train_main(argv + (["--promote"] if promote else []))
     return int(json.loads(out.getvalue().strip().splitlines()[-1])["version"])

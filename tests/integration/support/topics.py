@@ -14,8 +14,12 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout: float) -
     """Every (key, value) on `topic` from the beginning, waiting until `expect` arrived."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -34,19 +38,17 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout: float) -
         consumer.close()
 
 
-
 def json_values(pairs: list[tuple[bytes | None, bytes]]) -> list[dict[str, Any]]:
     return [json.loads(v) for _, v in pairs]
 
 
-
-def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]],
-             max_request_size: int = 1_048_576) -> None:
+def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]], max_request_size: int = 1_048_576) -> None:
     """Produce raw (key, value) pairs to the clicks topic and wait for the acks."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5,
-                             max_request_size=max_request_size)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5, max_request_size=max_request_size
+    )
     try:
         for key, value in values:
             producer.send(settings.kafka.clicks_topic, key=key, value=value)
@@ -55,16 +57,18 @@ def send_raw(settings: Settings, values: list[tuple[bytes | None, bytes]],
         producer.close(timeout=5)
 
 
-
 class TopicWatcher:
     """Reads topics from the beginning and keeps every value seen, for waiting on output."""
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                       group_id=None, enable_auto_commit=False,
-                                       auto_offset_reset="earliest")
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         tps = [TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t) or [])]
         self._consumer.assign(tps)
         self._consumer.seek_to_beginning(*tps)
@@ -78,11 +82,11 @@ class TopicWatcher:
         def step():
             self.poll()
             return check(self)
+
         wait_for(step, timeout, interval=0.0, what=what)
 
     def close(self) -> None:
         self._consumer.close()
-
 
 
 def wait_all_scored(settings: Settings, events: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:

@@ -18,11 +18,9 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> int:
     return terminate(proc, timeout)
 
 
-
 def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         return resp.read().decode()
-
 
 
 def metric_value(text: str, name: str) -> float:
@@ -36,9 +34,9 @@ def metric_value(text: str, name: str) -> float:
     return total
 
 
-
 def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> str:
     """Wait until the worker's metrics page shows a serving model; returns the page."""
+
     def check():
         if proc.poll() is not None:
             raise AssertionError(f"worker exited with {proc.returncode} while starting")
@@ -49,7 +47,6 @@ def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> st
         return page if metric_value(page, "shopflow_stream_serving_model") >= 1 else None
 
     return wait_for(check, timeout, what="the worker to serve a model")
-
 
 
 def serving_version(page: str) -> str | None:
