@@ -11,8 +11,9 @@ retrain job: verify, flip the alias, announce to running workers.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelNotFoundError
 from shared.options import option, parse_options

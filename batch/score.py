@@ -21,8 +21,9 @@ if __package__ in (None, ""):  # spark-submit batch/score.py runs this file as a
 import dataclasses
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from shared.options import option, start_job
 from shared.settings import Settings
@@ -76,10 +77,10 @@ def _predictor(registry_root: str, task: str, version: int, batch_size: int) -> 
 
 def make_scorer(
     registry_root: str, task: str, version: int, batch_size: int
-) -> Callable[[Iterator["pd.DataFrame"]], Iterator["pd.DataFrame"]]:
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The mapInPandas function: appends model_name, model_version, score, probabilities."""
 
-    def score_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         predictor = _predictor(registry_root, task, version, batch_size)
         for frame in batches:
             proba = predictor.predict_proba(frame.to_dict("records"))
@@ -94,7 +95,7 @@ def make_scorer(
     return score_batches
 
 
-def score_frame(df: "DataFrame", registry_root: str, task: str, version: int, batch_size: int = 64) -> "DataFrame":
+def score_frame(df: DataFrame, registry_root: str, task: str, version: int, batch_size: int = 64) -> DataFrame:
     """Pure DataFrame -> DataFrame: the input columns plus the model's outputs."""
     from pyspark.sql import types as T
 

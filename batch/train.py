@@ -24,8 +24,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from shared.options import option, start_job
 from shared.settings import Settings

@@ -20,7 +20,7 @@ class _Table(dict):
     """A dict with the one attribute of a Faust table the pipeline writes through."""
 
     @property
-    def data(self) -> "_Table":
+    def data(self) -> _Table:
         return self
 
 

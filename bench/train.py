@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,9 +130,8 @@ def throughput(predictor: Any, records: list[dict], budget_s: float) -> dict[str
 def _predictor(task_name: str, records: list[dict]) -> tuple[Any, bool]:
     from shared.predictor import Predictor, load_predictor, resolve_device
     from shared.registry import ModelRegistry
-    from shared.tasks import get_task
-
     from shared.settings import get_settings
+    from shared.tasks import get_task
 
     registry = ModelRegistry(get_settings().models.registry_root)
     if registry.resolve(task_name) is not None:

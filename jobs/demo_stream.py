@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from jobs.observe import Sample, scrape_once
 from shared.errors import ShopflowError
-from stream.worker import spawn, terminate
 from shared.settings import Settings
+from stream.worker import spawn, terminate
 
 log = logging.getLogger("jobs.demo")
 
@@ -39,7 +40,7 @@ class StreamStack:
         self.worker: subprocess.Popen | None = None
         self.port = settings.stream.metrics_port
 
-    def __enter__(self) -> "StreamStack":
+    def __enter__(self) -> StreamStack:
         from stream import broker
 
         self.log_dir.mkdir(parents=True, exist_ok=True)

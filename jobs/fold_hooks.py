@@ -44,7 +44,7 @@ class FileWatch:
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(0.0005)
 
-    def __enter__(self) -> "FileWatch":
+    def __enter__(self) -> FileWatch:
         if self.armed:
             before = {p.name for p in self.root.glob("*.parquet")}
             threading.Thread(target=self._watch, args=(before,), daemon=True).start()

@@ -14,9 +14,10 @@ Dead-letter entries are read tolerantly: fields a newer or older worker adds or 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 

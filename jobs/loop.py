@@ -21,11 +21,12 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from shared.errors import ConfigError, ShopflowError, UserError
 from shared.options import option, start_job

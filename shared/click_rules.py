@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -160,7 +161,7 @@ class _StringRule:
     allowed: tuple[str, ...] | None
 
     @classmethod
-    def of(cls, spec: FieldSpec) -> "_StringRule":
+    def of(cls, spec: FieldSpec) -> _StringRule:
         return cls(
             spec.name,
             spec.name in ID_FIELDS,

@@ -25,15 +25,17 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError as DeltaTableNotFound
+from deltalake.exceptions import DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from shared.errors import TableError, TableNotFoundError
@@ -134,7 +136,7 @@ def arrow_schema(path: str | Path, version: int | None = None) -> pa.Schema:
 # ------------------------------------------------------------------------------- reading
 
 
-def read_table(spark: "SparkSession", path: str | Path, version: int | None = None) -> "DataFrame":
+def read_table(spark: SparkSession, path: str | Path, version: int | None = None) -> DataFrame:
     """The rows of one version of a Delta table as a Spark DataFrame."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -201,7 +203,7 @@ def write_arrow(
 
 
 def write_table(
-    df: "DataFrame",
+    df: DataFrame,
     path: str | Path,
     *,
     mode: WriteMode,
@@ -245,7 +247,7 @@ def write_table(
             df.unpersist()
 
 
-def _spark_to_arrow(df: "DataFrame") -> pa.Table:
+def _spark_to_arrow(df: DataFrame) -> pa.Table:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     schema = to_arrow_schema(df.schema, timezone="UTC")
@@ -253,7 +255,7 @@ def _spark_to_arrow(df: "DataFrame") -> pa.Table:
 
 
 def _write_via_executors(
-    df: "DataFrame",
+    df: DataFrame,
     root: Path,
     rows: int,
     mode: WriteMode,

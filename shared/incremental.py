@@ -19,9 +19,10 @@ between two outputs redoes only the one that was not committed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from shared.delta import AppTxn, WriteResult, already_committed, read_table, table_exists, table_version
 from shared.errors import TableNotFoundError
@@ -46,7 +47,7 @@ def table_path(lake: LakeSettings, label: str) -> Path:
 class PinnedInputs:
     """Input frames read at one Delta version each (None: an optional input is absent)."""
 
-    frames: Mapping[str, "DataFrame | None"]
+    frames: Mapping[str, DataFrame | None]
     versions: Mapping[str, int]  # label -> version read, for the inputs that exist
     work_version: int
 
@@ -55,7 +56,7 @@ class PinnedInputs:
 
 
 def pin_inputs(
-    spark: "SparkSession",
+    spark: SparkSession,
     lake: LakeSettings,
     *,
     required: Sequence[str] = (),

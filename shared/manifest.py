@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from shared.errors import CorruptCheckpointError
 
@@ -69,7 +70,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known and v is not None}
         if "init_from_champion" in data:
@@ -90,13 +91,13 @@ class Manifest:
         return cls(**values, extra=extra)
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("manifest.json must hold a JSON object")
         return cls.from_dict(data)
 
-    def with_fields(self, **changes: Any) -> "Manifest":
+    def with_fields(self, **changes: Any) -> Manifest:
         """A copy with some fields replaced; unknown names go to `extra`."""
         known = {f.name for f in dataclasses.fields(self)}
         extra = {**self.extra, **{k: v for k, v in changes.items() if k not in known}}

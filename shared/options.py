@@ -21,7 +21,8 @@ import dataclasses
 import logging
 import types
 import typing
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -127,7 +128,7 @@ def parse_options(options_cls: type[T], argv: Sequence[str] | None, *, prog: str
     return options_cls(**values)
 
 
-def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None) -> tuple[T, "Settings"]:
+def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None) -> tuple[T, Settings]:
     """What every job's `main` does first: its options from `argv` (bad ones exit 2), the
     settings read once, and logging at the configured level. `doc` is the job module's
     docstring; its first line describes the command in --help."""

@@ -11,7 +11,8 @@ corrupt checkpoint raises CorruptCheckpointError instead of serving garbage.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

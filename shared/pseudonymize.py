@@ -26,7 +26,7 @@ def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None
     """The pseudonym of `value` in `namespace`; None stays None."""
     if value is None:
         return None
-    message = f"{namespace}:{value}".encode("utf-8")
+    message = f"{namespace}:{value}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
 
 
@@ -61,7 +61,7 @@ def _padded_keys(key: bytes) -> tuple[bytes, bytes]:
     return inner, outer
 
 
-def pseudonymize_column(column: "Column", namespace: str, *, key: bytes) -> "Column":
+def pseudonymize_column(column: Column, namespace: str, *, key: bytes) -> Column:
     """Spark expression equal to `pseudonymize` applied to every value of `column`.
 
     HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)); the padded keys are constants,

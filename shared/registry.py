@@ -25,9 +25,10 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
 from shared.files import sha256_file

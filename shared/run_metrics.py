@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class JobRun:
             **more,
         )
 
-    def __enter__(self) -> "JobRun":
+    def __enter__(self) -> JobRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

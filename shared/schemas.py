@@ -62,7 +62,7 @@ class RecordSchema:
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(f.name, _ARROW_TYPES[f.type], nullable=not f.required) for f in self.fields])
 
-    def spark_schema(self) -> "StructType":
+    def spark_schema(self) -> StructType:
         from pyspark.sql import types as T
 
         spark_types = {
@@ -76,7 +76,7 @@ class RecordSchema:
         }
         return T.StructType([T.StructField(f.name, spark_types[f.type], nullable=not f.required) for f in self.fields])
 
-    def extend(self, name: str, extra: tuple[FieldSpec, ...]) -> "RecordSchema":
+    def extend(self, name: str, extra: tuple[FieldSpec, ...]) -> RecordSchema:
         return RecordSchema(name, self.fields + extra)
 
 

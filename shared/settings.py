@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     fold: FoldSettings = Field(default_factory=FoldSettings)
 
     @model_validator(mode="after")
-    def _cluster_needs_real_key(self) -> "Settings":
+    def _cluster_needs_real_key(self) -> Settings:
         if self.profile == "cluster" and self.pseudonymization_key.get_secret_value() == EMBEDDED_PSEUDONYMIZATION_KEY:
             raise ValueError(
                 "profile 'cluster' needs SHOPFLOW_PSEUDONYMIZATION_KEY set to a secret key; "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import faust
 
@@ -19,11 +20,11 @@ from shared.errors import BrokerError
 from shared.settings import Settings
 from stream.announce import listen_for_announcements
 from stream.metrics import WorkerMetrics
+from stream.outbox import Outbox
 from stream.pipeline import Pipeline, die
 from stream.scoring import ModelHolder
 from stream.sessions import changelog_record
 from stream.topics import SESSION_TABLE
-from stream.outbox import Outbox
 from stream.transport import ShopflowApp, aiokafka_producer
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ async def broker_accepts_connections(bootstrap_servers: str, timeout_s: float) -
         host, _, port = server.strip().rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout_s)
-        except (OSError, ValueError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ValueError):
             continue
         writer.close()
         return True

@@ -9,7 +9,7 @@ the scoring plumbing does not depend on how checkpoints are stored.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from shared.errors import ModelError
 from shared.predictor import load_predictor

@@ -12,8 +12,8 @@ is what batch gives an item it has never seen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from shared.datasets import ITEM_CLICK_STATS
 from shared.delta import read_arrow, table_exists, table_version
@@ -44,7 +44,7 @@ class ItemSnapshot:
         return self._rows.get(item_id, self._unknown)
 
     @classmethod
-    def load(cls, settings: Settings) -> "ItemSnapshot":
+    def load(cls, settings: Settings) -> ItemSnapshot:
         path = snapshot_path(settings)
         if not table_exists(path):
             log.warning(

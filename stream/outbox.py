@@ -17,7 +17,8 @@ and every answer is remembered per key.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from stream.partitioning import default_partitions
 

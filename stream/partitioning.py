@@ -11,7 +11,7 @@ keys of one length in one pass (tested equal to aiokafka's on every tail length)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

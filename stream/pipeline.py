@@ -21,10 +21,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, NamedTuple, NoReturn, Sequence
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class _Part:
     records: list[Any]  # scoring records, or steps.Failed
     good: list[int] = field(default_factory=list)  # positions (in the part) that reach scoring
     to_score: list[int] = field(default_factory=list)  # indexes into `good` of the views
-    scoring: "asyncio.Future[Any] | None" = None  # the model's answer for `to_score`
+    scoring: asyncio.Future[Any] | None = None  # the model's answer for `to_score`
 
 
 class Pipeline:
@@ -284,7 +285,7 @@ class Pipeline:
             die("score_batch", exc)
 
     async def _score(
-        self, scorer: Any, records: list[dict[str, Any]], first_try: "asyncio.Future[Any] | None" = None
+        self, scorer: Any, records: list[dict[str, Any]], first_try: asyncio.Future[Any] | None = None
     ) -> list[Any]:
         """A score per record; if the batch fails, record by record, a failing record's
         score being its exception. `first_try`: the batch's scoring, already submitted."""
@@ -423,7 +424,7 @@ class Pipeline:
             changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
         return await self._outbox.send(self._changelog, changelog)
 
-    def _start_scoring(self, scorer: Any, part: "_Part") -> None:
+    def _start_scoring(self, scorer: Any, part: _Part) -> None:
         """Score the part's views on the event loop when the model is fast enough, else
         submit them to the model thread now (it runs while the loop works).
 
@@ -455,7 +456,7 @@ class Pipeline:
         finally:
             self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - started)
 
-    async def _part_scores(self, scorer: Any, part: "_Part") -> list[Any]:
+    async def _part_scores(self, scorer: Any, part: _Part) -> list[Any]:
         """Scores of the part's good records: None for events that are not scored."""
         scores: list[Any] = [None] * len(part.good)
         if part.to_score:
@@ -466,7 +467,7 @@ class Pipeline:
 
     async def _finish(
         self,
-        part: "_Part",
+        part: _Part,
         scorer: Any,
         values: list[bytes | None],
         origins: list[Origin],

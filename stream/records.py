@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import types
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Optional
+from functools import cache
+from typing import Any
 
 import faust
 
@@ -39,7 +39,7 @@ def record_class(schema: RecordSchema, class_name: str) -> type[faust.Record]:
         if spec.required:
             annotations[spec.name] = py_type
         else:
-            annotations[spec.name] = Optional[py_type]
+            annotations[spec.name] = py_type | None
             defaults[spec.name] = None
 
     def body(ns: dict[str, Any]) -> None:
@@ -51,11 +51,11 @@ def record_class(schema: RecordSchema, class_name: str) -> type[faust.Record]:
     return types.new_class(class_name, (faust.Record,), {"serializer": "json", "isodates": True}, body)
 
 
-@lru_cache(maxsize=None)
+@cache
 def click_event_record() -> type[faust.Record]:
     return record_class(CLICK_EVENT, "ClickEvent")
 
 
-@lru_cache(maxsize=None)
+@cache
 def scored_event_record() -> type[faust.Record]:
     return record_class(SCORED_EVENT, "ScoredEvent")

@@ -18,10 +18,11 @@ import csv
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from shared.click_sources import (
     ANONYMOUS_USER_PREFIX,

@@ -21,7 +21,8 @@ rebuilt from `trail`, the user's last event types, items and categories.
 from __future__ import annotations
 
 import operator
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

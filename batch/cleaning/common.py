@@ -7,8 +7,8 @@ input row lands in exactly one of the two (rows in = silver + quarantine).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F

@@ -10,7 +10,7 @@ users have a single event: a pandas group per user would cost more than the fold
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame

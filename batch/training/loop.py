@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,6 @@ from tqdm.auto import tqdm
 
 from batch.training.checkpoint import TrainerState, load_training_state, save_checkpoint
 from shared.tasks import Task
-
 
 # Steps timed before a time budget sets how many steps fit in it.
 _BUDGET_PROBE_STEPS = 3

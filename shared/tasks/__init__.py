@@ -7,7 +7,6 @@ get_task("propensity").primary_metric   # -> "roc_auc"
 from __future__ import annotations
 
 import importlib
-
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import UnknownTaskError
@@ -23,7 +22,7 @@ TASKS: dict[str, str] = {
 }
 
 
-def get_task(name: str) -> "Task":
+def get_task(name: str) -> Task:
     if name not in TASKS:
         raise UnknownTaskError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     module, attribute = TASKS[name].split(":")

@@ -6,7 +6,6 @@ import json
 import re
 
 import pyarrow as pa
-
 import pyarrow.compute as pc
 import pytest
 

@@ -9,9 +9,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
-from shared.click_rules import CANDIDATE_COLUMNS, ClickRejected, EPOCH_MILLIS_FROM
+from shared.click_rules import CANDIDATE_COLUMNS, EPOCH_MILLIS_FROM, ClickRejected
 from shared.schemas import EVENT_TYPES
 from stream import steps
 

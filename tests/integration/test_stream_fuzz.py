@@ -15,7 +15,9 @@ import json
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from shared.errors import ValidationError
 from shared.schemas import CLICK_EVENT, EVENT_TYPES, to_wire, validate_click_event

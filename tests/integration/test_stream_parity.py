@@ -124,7 +124,9 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
             kit.wait_serving(port, worker)
             replay(part, settings, speed=None, progress=False)
             kit.wait_for(
-                lambda: kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= len(part),
+                lambda expected=len(part): (
+                    kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= expected
+                ),
                 60,
                 what=f"part {n} scored",
             )

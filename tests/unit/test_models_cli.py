@@ -40,7 +40,7 @@ def test_list_show_promote_and_refuse_corrupt(
     assert f"champion -> v{first}" in out and "not announced" in out and "next registry poll" in out
     assert shopflow(["models", "list"]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith(TASK) and f"v{first} " in l)
+    line = next(row for row in out.splitlines() if row.startswith(TASK) and f"v{first} " in row)
     assert "champion" in line and "roc_auc=0.6100" in line
 
     assert shopflow(["models", "show", TASK]) == 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from aiokafka.partitioner import DefaultPartitioner, murmur2 as kafka_murmur2
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as kafka_murmur2
 
 from stream.partitioning import default_partitions, murmur2
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from shared.errors import BrokerError
-from shared.schemas import to_wire, validate_click_event
+from shared.schemas import click_event_id, to_wire, validate_click_event
 from stream import broker
-from shared.schemas import click_event_id
 from stream.replay import load_events
 from stream.topics import required_topics
 
