@@ -123,8 +123,9 @@ def test_session_state_survives_a_worker_restart(spark, stream_env, taobao_event
         try:
             kit.wait_serving(port, worker)
             replay(part, settings, speed=None, progress=False)
+            expected = len(part)
             kit.wait_for(
-                lambda expected=len(part): (
+                lambda expected=expected: (
                     kit.metric_value(kit.metrics_text(port), "shopflow_stream_scored_total") >= expected
                 ),
                 60,
