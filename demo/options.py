@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from shared.errors import ConfigError
 from shared.options import option
+from shared.schemas import NoTimeZoneError, parse_timestamp
 from shared.settings import REPO_ROOT
 
 
@@ -31,13 +32,13 @@ class DemoOptions:
 
 
 def parse_utc(text: str) -> datetime:
+    """--cutoff as an aware UTC time, read as every time is (`shared.schemas.parse_timestamp`)."""
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_timestamp(text)
+    except NoTimeZoneError as exc:
+        raise ConfigError(f"--cutoff {text!r} has no time zone: end it with Z") from exc
     except ValueError as exc:
         raise ConfigError(f"--cutoff {text!r} is not an ISO-8601 time like 2017-11-26T01:50:00Z") from exc
-    if value.tzinfo is None:
-        raise ConfigError(f"--cutoff {text!r} has no time zone: end it with Z")
-    return value.astimezone(timezone.utc)
 
 
 def free_port() -> int:
