@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import numpy as np
 
 from bench import stream_peers as peers
 from bench.local import free_port, settings_with
+from shared.schemas import parse_timestamp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_RATE = 14.0  # events/s of the full Taobao slice (the data README)
@@ -72,9 +72,7 @@ def _phase(settings, events: list[dict[str, Any]], speed: float | None, timeout:
         json.loads(r.value)["event_id"]: r.timestamp / 1000.0
         for r in _read_all(settings, settings.kafka.clicks_topic, 0, 5)
     }
-    scored_at = {
-        eid: datetime.fromisoformat(v["scored_at"].replace("Z", "+00:00")).timestamp() for eid, v in scored.items()
-    }
+    scored_at = {eid: parse_timestamp(v["scored_at"]).timestamp() for eid, v in scored.items()}
     latency = np.array([scored_at[eid] - clicks[eid] for eid in scored_at if eid in clicks]) * 1000.0
     last = max(scored_at.values()) if scored_at else time.time()
     return {

@@ -28,15 +28,16 @@ They are also the batch quarantine's `reason` (batch adds `malformed_row` before
 Rules, so both paths read them the same way:
 - A field declared as a string must be a JSON string: integers are rejected, not coerced.
 - user_id and item_id lose surrounding spaces (batch has always trimmed them).
-- A numeric timestamp is epoch seconds below 10^11 and epoch milliseconds from there on:
-  10^11 seconds is the year 5138 and 10^11 ms is 1973-03-03, both outside the accepted
-  range, so the unit is never ambiguous for an accepted event.
+- A time is read by `shared.schemas.parse_timestamp` (the one reader of times, readers of
+  the lake's inputs use it too): ISO-8601 with an offset, or an epoch number, seconds
+  below 10^11 and milliseconds from there on (`schemas.EPOCH_MILLIS_FROM`: 10^11 seconds
+  is the year 5138 and 10^11 ms is 1973-03-03, both outside the accepted range, so the
+  unit is never ambiguous for an accepted event). The bounds above are the rules' own.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -45,7 +46,7 @@ from typing import Any
 import orjson
 
 from shared.errors import ValidationError
-from shared.schemas import CLICK_EVENT, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec
+from shared.schemas import CLICK_EVENT, MAX_ID_LENGTH, MAX_QUERY_LENGTH, FieldSpec, NoTimeZoneError, parse_timestamp
 
 REASON_CODES: tuple[str, ...] = (
     "not_utf8",
@@ -60,7 +61,6 @@ REASON_CODES: tuple[str, ...] = (
 )
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
-EPOCH_MILLIS_FROM = 10**11
 # Fields whose value identifies something: whitespace alone is no id.
 ID_FIELDS = frozenset({"event_id", "user_id", "session_id", "item_id", "category_id"})
 TRIMMED_FIELDS = frozenset({"user_id", "item_id"})
@@ -68,9 +68,6 @@ EXCERPT_CHARS = 200
 _KNOWN_FIELDS = frozenset(CLICK_EVENT.names)
 # JSON values orjson and the standard library read alike (see decode_click_json).
 _EXACT_JSON_TYPES = frozenset({str, int, bool, type(None)})
-# ISO-8601 event times already parsed (a batch's events share many): text -> UTC time.
-ISO_TIMES_KEPT = 4096
-_ISO_TIMES: dict[str, datetime] = {}
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
@@ -106,40 +103,20 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def epoch_to_datetime(value: int | float) -> datetime:
-    """The one unit rule: seconds below 10^11, milliseconds from there on."""
-    seconds = value if abs(value) < EPOCH_MILLIS_FROM else value / 1000.0
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
 def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Problem | None]:
+    """The event time read by `parse_timestamp`, then held to EARLIEST .. now + MAX_FUTURE."""
     name = "ts"
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None, Problem(
-            "bad_type", f"{name}: expected an ISO-8601 string or an epoch number, got {type(value).__name__}"
-        )
+    # Before reading it: a lone surrogate is a not_utf8 problem wherever it is, and
+    # datetime.fromisoformat accepts any character between the date and the time.
+    if isinstance(value, str) and _has_surrogate(value):
+        return None, Problem("not_utf8", f"{name}: not valid Unicode (lone surrogate)")
     try:
-        if isinstance(value, str):
-            parsed = _ISO_TIMES.get(value)
-            if parsed is None:
-                if _has_surrogate(value):
-                    return None, Problem("not_utf8", f"{name}: not valid Unicode (lone surrogate)")
-                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                if parsed.tzinfo is None:
-                    return None, Problem(
-                        "bad_timestamp",
-                        f"{name}: bad timestamp {excerpt(value)} "
-                        "(timestamp has no time zone; send UTC with 'Z' or an offset)",
-                    )
-                parsed = parsed.astimezone(timezone.utc)
-                if len(_ISO_TIMES) >= ISO_TIMES_KEPT:
-                    _ISO_TIMES.clear()
-                _ISO_TIMES[value] = parsed
-        else:
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError("not a finite number")
-            parsed = epoch_to_datetime(value)
-    except (ValueError, OverflowError, OSError) as exc:
+        parsed = parse_timestamp(value)
+    except TypeError as exc:
+        return None, Problem("bad_type", f"{name}: {exc}")
+    except NoTimeZoneError as exc:
+        return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({exc})")
+    except ValueError as exc:
         return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({excerpt(str(exc), 120)})")
     latest = now + MAX_FUTURE
     if not EARLIEST <= parsed < latest:

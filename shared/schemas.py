@@ -1,24 +1,24 @@
 """The click-event and scored-event schemas, defined once.
 
-Each schema is a tuple of `FieldSpec`s. The Spark `StructType`, the Arrow schema and the
-validator are derived from it here; the Faust `Record` is derived from it in the stream
-package. Nothing else spells these fields out by hand.
+Each schema is a tuple of `FieldSpec`s. The Spark `StructType` and the Arrow schema are
+derived from it here; the Faust `Record` is derived from it in the stream package; the
+rules a click event must pass are in `shared.click_rules`, which reads these fields.
+Nothing else spells these fields out by hand. The wire form of a time is here too.
 
-    from shared.schemas import CLICK_EVENT, validate_click_event
-    CLICK_EVENT.spark_schema()             # StructType for batch
-    validate_click_event(b'{"event_id": ...}')   # -> dict, or raises ValidationError
+    from shared.schemas import CLICK_EVENT, parse_timestamp, to_wire
+    CLICK_EVENT.spark_schema()                    # StructType for batch
+    parse_timestamp("2017-11-26T09:00:00+08:00")  # -> 2017-11-26 01:00 UTC
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-
-from shared.errors import ValidationError
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -111,105 +111,60 @@ SCORED_EVENT = CLICK_EVENT.extend(
 )
 
 
-# ---------------------------------------------------------------------------- validation
+# ---------------------------------------------------------------------------- timestamps
+
+#: The one unit rule for a numeric time: epoch seconds below 10^11, milliseconds from
+#: there on. 10^11 seconds is the year 5138 and 10^11 ms is 1973-03-03, both outside the
+#: times the click rules accept, so the unit is never ambiguous for an accepted event.
+EPOCH_MILLIS_FROM = 10**11
+# ISO-8601 times already parsed (a batch's events share many): text -> UTC time.
+ISO_TIMES_KEPT = 4096
+_ISO_TIMES: dict[str, datetime] = {}
+
+
+class NoTimeZoneError(ValueError):
+    """An ISO-8601 time without an offset: no zone is guessed for it."""
+
+
+def epoch_to_datetime(value: int | float) -> datetime:
+    """Epoch seconds or milliseconds (EPOCH_MILLIS_FROM tells them apart) -> aware UTC."""
+    seconds = value if abs(value) < EPOCH_MILLIS_FROM else value / 1000.0
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """ISO-8601 with an explicit offset (or 'Z'), or an epoch number -> aware UTC.
+    """A time as sent on the wire -> an aware UTC datetime: ISO-8601 text with an explicit
+    offset (or 'Z'), or an epoch number (`epoch_to_datetime`'s unit rule).
 
-    The epoch unit (seconds or milliseconds) follows the one rule of `shared.click_rules`.
+    Raises TypeError for a value of another type (a boolean included), NoTimeZoneError
+    for ISO text without an offset, and ValueError for anything else it cannot read. It
+    applies no bounds: the click rules bound an event's time (`shared.click_rules`), a
+    reader of records already accepted takes the time it finds.
     """
-    from shared.click_rules import epoch_to_datetime
-
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a timestamp")
-    if isinstance(value, (int, float)):
+    try:
+        if isinstance(value, str):
+            parsed = _ISO_TIMES.get(value)
+            if parsed is None:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if parsed.tzinfo is None:
+                    raise NoTimeZoneError("timestamp has no time zone; send UTC with 'Z' or an offset")
+                parsed = parsed.astimezone(timezone.utc)
+                if len(_ISO_TIMES) >= ISO_TIMES_KEPT:
+                    _ISO_TIMES.clear()
+                _ISO_TIMES[value] = parsed
+            return parsed
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected an ISO-8601 string or an epoch number, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("not a finite number")
         return epoch_to_datetime(value)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError("timestamp has no time zone; send UTC with 'Z' or an offset")
-        return parsed.astimezone(timezone.utc)
-    raise ValueError(f"expected an ISO-8601 string or epoch millis, got {type(value).__name__}")
+    except (OverflowError, OSError) as exc:  # a time outside what datetime holds
+        raise ValueError(str(exc)) from exc
 
 
 def format_timestamp(value: datetime) -> str:
     """The wire form of a timestamp: ISO-8601 UTC with millisecond precision and 'Z'."""
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _check_field(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
-    if value is None or value == "":
-        return None, (f"{spec.name}: required" if spec.required else None)
-    if spec.type == "timestamp":
-        try:
-            return parse_timestamp(value), None
-        except (ValueError, OverflowError, OSError) as exc:
-            return None, f"{spec.name}: bad timestamp {value!r} ({exc})"
-    if spec.type == "string":
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return None, f"{spec.name}: expected a string, got {type(value).__name__}"
-        text = str(value)
-        limit = MAX_QUERY_LENGTH if spec.name == "query" else MAX_ID_LENGTH
-        if len(text) > limit:
-            return None, f"{spec.name}: longer than {limit} characters"
-        if spec.allowed is not None and text not in spec.allowed:
-            return None, f"{spec.name}: {text!r} is not one of {', '.join(spec.allowed)}"
-        return text, None
-    if spec.type == "string_list":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return None, f"{spec.name}: expected a list of strings"
-        return value, None
-    if spec.type in ("int64", "float64"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, f"{spec.name}: expected a number, got {type(value).__name__}"
-        return (int(value) if spec.type == "int64" else float(value)), None
-    raise AssertionError(f"unhandled field type {spec.type}")
-
-
-def validate_record(schema: RecordSchema, raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
-    """Parse and validate one record; returns the typed dict or raises ValidationError.
-
-    Every problem is collected, not only the first, so a dead-letter entry says all
-    that is wrong with the record. Unknown fields are an error: a producer that sends
-    them is out of contract.
-    """
-    if isinstance(raw, (bytes, bytearray)):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValidationError(f"not UTF-8: {exc}") from exc
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValidationError(f"expected a JSON object, got {type(raw).__name__}")
-
-    record: dict[str, Any] = {}
-    reasons: list[str] = []
-    for spec in schema.fields:
-        value, problem = _check_field(spec, raw.get(spec.name))
-        record[spec.name] = value
-        if problem:
-            reasons.append(problem)
-    unknown = sorted(set(raw) - set(schema.names))
-    if unknown:
-        reasons.append(f"unknown fields: {', '.join(map(str, unknown))}")
-    if reasons:
-        raise ValidationError("; ".join(reasons), reasons)
-    return record
-
-
-def validate_click_event(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
-    """Validate a click event by the one set of click rules (`shared.click_rules`).
-
-    Raises `shared.click_rules.ClickRejected` (a ValidationError) with a reason code.
-    """
-    from shared.click_rules import check_click, check_click_bytes
-
-    return check_click(raw) if isinstance(raw, dict) else check_click_bytes(raw)
 
 
 def to_wire(record: dict[str, Any]) -> bytes:

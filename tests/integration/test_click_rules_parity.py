@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from shared.click_rules import CANDIDATE_COLUMNS, EPOCH_MILLIS_FROM, ClickRejected
-from shared.schemas import EVENT_TYPES
+from shared.click_rules import CANDIDATE_COLUMNS, ClickRejected
+from shared.schemas import EPOCH_MILLIS_FROM, EVENT_TYPES
 from stream import steps
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ CHARTS = ("throughput", "lag", "dlq", "model-version", "evaluation", "accounting
 
 @pytest.fixture(scope="module")
 def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
-    from jobs.demo import DemoOptions, demo_environment
-    from jobs.demo_run import run_demo
+    from demo.options import DemoOptions, demo_environment
+    from demo.run import run_demo
 
     work = tmp_path_factory.mktemp("demo")
     options = DemoOptions(

@@ -3,14 +3,13 @@ dead-lettered, exactly as the contracts say, and the metrics page accounts for t
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from shared.pseudonymize import pseudonymize
-from shared.schemas import SCORED_EVENT, to_wire, validate_record
+from shared.schemas import to_wire
 from stream.replay import replay
 from tests.integration import kit
+from tests.scored_events import check_scored
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,7 @@ def test_every_event_is_scored_or_dead_lettered(stream_env, champion, taobao_eve
     by_id = {e["event_id"]: e for e in events}
     assert {e["event_type"] for e in events} - {"view"}, "the slice needs events that are not views"
     for s in scored:
-        validate_record(SCORED_EVENT, json.dumps(s))
+        check_scored(s)
         assert s["model_name"] == "shopflow-propensity"
         assert s["model_version"] == str(champion["version"])
         # Views are scored; the other events pass with a null score (issue 12).

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
 
-from jobs.observe import MetricsSampler, Sample, histogram_quantile, intervals, parse_metrics, totals
+from demo.observe import MetricsSampler, Sample, histogram_quantile, intervals, parse_metrics, totals
 from stream.metrics import WorkerMetrics
 
 

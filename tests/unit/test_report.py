@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.demo_record import (
+from demo.observe import Sample
+from demo.record import (
     Accounting,
     DemoRecord,
     Estimate,
@@ -22,8 +23,7 @@ from jobs.demo_record import (
     Swap,
     TableVersion,
 )
-from jobs.observe import Sample
-from jobs.report import render_report, write_report
+from demo.report import render_report, write_report
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, math.inf)

@@ -1,4 +1,5 @@
-"""The click-event schema: one definition, its derived forms, and validation."""
+"""The click-event schema: one definition, its derived forms, the wire form of a time,
+and validation by the click rules that read it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,18 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
+from shared.click_rules import ClickRejected, check_click, check_click_bytes
 from shared.errors import ValidationError
-from shared.schemas import CLICK_EVENT, SCORED_EVENT, click_event_id, to_wire, validate_click_event
+from shared.schemas import (
+    CLICK_EVENT,
+    SCORED_EVENT,
+    NoTimeZoneError,
+    click_event_id,
+    format_timestamp,
+    parse_timestamp,
+    to_wire,
+)
+from tests.scored_events import check_scored
 
 GOOD = {
     "event_id": "e1",
@@ -30,15 +41,15 @@ def test_arrow_and_spark_forms_follow_the_one_definition():
 
 
 def test_valid_event_is_typed():
-    event = validate_click_event(json.dumps(GOOD).encode())
+    event = check_click_bytes(json.dumps(GOOD).encode())
     assert event["ts"] == datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
     assert event["session_id"] is None
-    assert validate_click_event(to_wire(event)) == event  # wire form round-trips
+    assert check_click_bytes(to_wire(event)) == event  # wire form round-trips
 
 
 def test_epoch_millis_and_offsets_are_normalized_to_utc():
-    assert validate_click_event({**GOOD, "ts": 1511658000000})["ts"] == datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
-    assert validate_click_event({**GOOD, "ts": "2017-11-26T09:00:00+08:00"})["ts"].hour == 1
+    assert check_click({**GOOD, "ts": 1511658000000})["ts"] == datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
+    assert check_click({**GOOD, "ts": "2017-11-26T09:00:00+08:00"})["ts"].hour == 1
 
 
 @pytest.mark.parametrize(
@@ -57,14 +68,72 @@ def test_epoch_millis_and_offsets_are_normalized_to_utc():
 )
 def test_invalid_events_say_what_is_wrong(raw, fragment):
     with pytest.raises(ValidationError) as info:
-        validate_click_event(raw)
+        check_click_bytes(raw)
     assert fragment in str(info.value)
 
 
 def test_every_problem_is_reported_not_only_the_first():
     with pytest.raises(ValidationError) as info:
-        validate_click_event({"event_type": "nope"})
+        check_click({"event_type": "nope"})
     assert len(info.value.reasons) >= 5
+
+
+def test_times_are_read_one_way_without_bounds():
+    one = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
+    assert parse_timestamp("2017-11-26T01:00:00Z") == parse_timestamp("2017-11-26T09:00:00+08:00") == one
+    assert parse_timestamp(1511658000) == parse_timestamp(1511658000000) == parse_timestamp(1511658000.0) == one
+    assert parse_timestamp(format_timestamp(one)) == one  # the wire form round-trips
+    # No bounds here: the click rules refuse these as event times, a reader takes them.
+    assert parse_timestamp("2150-01-01T00:00:00Z").year == 2150 and parse_timestamp(-1).year == 1969
+    with pytest.raises(ClickRejected):
+        check_click({**GOOD, "ts": "2150-01-01T00:00:00Z"})
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("2017-11-26 01:00:00", NoTimeZoneError),
+        ("yesterday", ValueError),
+        (float("nan"), ValueError),
+        (10**30, ValueError),
+        ("0001-01-01T00:00:00+01:00", ValueError),
+        (True, TypeError),
+        (None, TypeError),
+        ([1], TypeError),
+    ],
+)
+def test_a_value_that_is_no_time_says_why(value, error):
+    with pytest.raises(error):
+        parse_timestamp(value)
+
+
+def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
+    scored = {
+        **json.loads(to_wire(check_click(GOOD))),
+        "model_name": "m",
+        "model_version": "3",
+        "score": 0.25,
+        "received_at": "2017-11-26T01:00:01.000Z",
+        "scored_at": "2017-11-26T01:00:01.500Z",
+    }
+    assert set(scored) == set(SCORED_EVENT.names)
+    typed = check_scored(json.dumps(scored).encode())
+    assert typed["ts"] == datetime(2017, 11, 26, 1, tzinfo=timezone.utc) and typed["score"] == 0.25
+    assert typed["scored_at"] == datetime(2017, 11, 26, 1, 0, 1, 500_000, tzinfo=timezone.utc)
+    # An integer id (the old record validator coerced it), a far-future time, a scored
+    # field missing or of the wrong type, an unknown field: each one fails the check.
+    for wrong in (
+        {"item_id": 7},
+        {"ts": "2150-01-01T00:00:00Z"},
+        {"model_version": None},
+        {"model_version": 3},
+        {"score": "high"},
+        {"score": float("inf")},
+        {"scored_at": "soon"},
+        {"features": [1.0]},
+    ):
+        with pytest.raises((ClickRejected, AssertionError, ValueError)):
+            check_scored({**scored, **wrong})
 
 
 def test_event_ids_are_deterministic_and_source_scoped():

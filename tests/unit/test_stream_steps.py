@@ -11,9 +11,10 @@ import pytest
 from shared.errors import ValidationError
 from shared.features import ITEM_FEATURES, SESSION_FEATURES, fold_user_events
 from shared.pseudonymize import pseudonymize
-from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire, validate_record
+from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire
 from stream import sessions, steps
 from stream.records import click_event_record, scored_event_record
+from tests.scored_events import check_scored
 
 KEY = b"unit-test-key"
 T0 = datetime(2017, 11, 26, 1, 0, tzinfo=timezone.utc)
@@ -158,7 +159,7 @@ def test_scored_values_fail_only_the_records_that_cannot_be_written():
 def test_to_scored_is_a_valid_scored_event():
     record = {**steps.pseudonymize_user(_event(1), key=KEY), "session_event_index": 0}
     wire = steps.to_scored(record, model_name="m", model_version="3", score=0.25, received_at=T0, scored_at=T0)
-    scored = validate_record(SCORED_EVENT, wire)
+    scored = check_scored(wire)
     assert scored["score"] == 0.25 and scored["model_version"] == "3" and scored["user_id"] == record["user_id"]
     assert set(json.loads(wire)) == set(SCORED_EVENT.names)  # features stay out of the topic
 
@@ -260,7 +261,7 @@ def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
     wire = steps.to_scored(
         _event(2, kind="purchase"), model_name="m", model_version="3", score=None, received_at=T0, scored_at=T0
     )
-    scored = validate_record(SCORED_EVENT, wire)
+    scored = check_scored(wire)
     assert scored["score"] is None and scored["model_version"] == "3"
 
 

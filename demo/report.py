@@ -16,9 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from jobs.demo_record import DemoRecord
-from jobs.observe import totals
-from jobs.report_charts import (
+from demo.charts import (
     accounting_chart,
     dlq_chart,
     evaluation_chart,
@@ -28,6 +26,8 @@ from jobs.report_charts import (
     stages_chart,
     throughput_chart,
 )
+from demo.observe import totals
+from demo.record import DemoRecord
 
 _CONFIG = {"displaylogo": False, "responsive": True}
 

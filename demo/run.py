@@ -1,37 +1,28 @@
-"""The demo's stages, in order (see jobs/demo.py for the story and the command line).
+"""The demo's stages, in order (demo/cli.py tells the story and has the command line).
 
-report_path = run_demo(settings, options, env, source_root)
+    report_path = run_demo(settings, options, env, source_root)
+
+Each job is called the way a user's orchestrator would call it: through its public
+`run(settings, options)`, and the worker as its own process (demo/stream_stack.py).
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta, timezone
+from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jobs.demo import DemoOptions, Progress, bad_records, history_data, parse_utc
-from jobs.demo_stream import StreamStack
+from demo.inputs import bad_records, history_data, split_stream
+from demo.observe import MetricsSampler
+from demo.options import DemoOptions, parse_utc
+from demo.progress import Progress
+from demo.record import DemoRecord, Swap
+from demo.report import write_report
+from demo.stream_stack import StreamStack
+from shared.delta import read_arrow, table_exists
 from shared.settings import Settings
-
-log = logging.getLogger("jobs.demo")
-
-
-def split_stream(events: list[dict[str, Any]], cutoff: datetime, swap_minutes: float) -> tuple[list, list]:
-    """The events after the cutoff: (before the swap phase, the last `swap_minutes`).
-
-    The last minutes are counted back from the latest event that is not in the future: a
-    source line with an absurd time (the worker dead-letters it) goes with the first part.
-    """
-    stream = [e for e in events if e["ts"] >= cutoff]
-    now = datetime.now(timezone.utc)
-    plausible = [e["ts"] for e in stream if e["ts"] <= now]
-    if not plausible:
-        return stream, []
-    end = max(plausible)
-    swap_from = end - timedelta(minutes=swap_minutes)
-    last = [e for e in stream if swap_from <= e["ts"] <= end]
-    return [e for e in stream if not swap_from <= e["ts"] <= end], last
+from stream.replay import read_source
 
 
 def _lineage(step: str, result: Any) -> dict[str, Any]:
@@ -47,11 +38,6 @@ def _lineage(step: str, result: Any) -> dict[str, Any]:
 
 
 def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], source_root: Path) -> Path:
-    from jobs.demo_record import DemoRecord, Swap
-    from jobs.observe import MetricsSampler
-    from jobs.report import write_report
-    from stream.replay import read_source
-
     work = options.workdir.resolve()
     cutoff = parse_utc(options.cutoff)
     progress = Progress(9 if options.sentiment_seconds > 0 else 8)
@@ -164,10 +150,10 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
         # 6. one loop iteration: fold -> features -> retrain -> evaluate -> promote
         def loop_once() -> dict[str, Any]:
-            from jobs.loop import LoopOptions, default_steps, run_iteration
+            from jobs import loop
 
             loaded_before.append(stack.metrics().models_loaded)
-            iteration = run_iteration(settings, default_steps(LoopOptions(once=True)))
+            (iteration,) = loop.run(settings, loop.LoopOptions(once=True))
             for step in iteration.steps:
                 lineage.append(_lineage(f"loop {step.name}", step.detail))
             retrain = iteration.step("retrain")
@@ -240,10 +226,6 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
 def _dlq_by_reason(settings: Settings) -> dict[str, int]:
     """Dead-letter entries the fold brought into the lake, by their reason code."""
-    from collections import Counter
-
-    from shared.delta import read_arrow, table_exists
-
     path = settings.lake.table("silver", settings.fold.quarantine_table)
     if not table_exists(path):
         return {}

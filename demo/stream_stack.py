@@ -11,19 +11,16 @@ reading its settings from the same SHOPFLOW_* variables the demo's jobs were giv
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.observe import Sample, scrape_once
+from demo.observe import Sample, scrape_once
 from shared.errors import ShopflowError
 from shared.settings import Settings
 from stream.worker import spawn, terminate
-
-log = logging.getLogger("jobs.demo")
 
 
 class WorkerError(ShopflowError):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from jobs.observe import Sample
+from demo.observe import Sample
 
 DECISIONS = ("promoted", "not promoted")
 

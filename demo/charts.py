@@ -14,8 +14,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from jobs.demo_record import DemoRecord, to_utc
-from jobs.observe import Interval, intervals
+from demo.observe import Interval, intervals
+from demo.record import DemoRecord, to_utc
 
 P99_TARGET_MS = 250.0  # the stream's latency target (stream/metrics.py)
 _GREEN, _RED, _BLUE, _ORANGE, _GREY = "#2e7d32", "#c62828", "#1f77b4", "#ff7f0e", "#888888"
