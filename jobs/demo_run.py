@@ -242,9 +242,10 @@ def _dlq_by_reason(settings: Settings) -> dict[str, int]:
     """Dead-letter entries the fold brought into the lake, by their reason code."""
     from collections import Counter
 
+    from shared.contract.folded import quarantine_table_path
     from shared.delta import read_arrow, table_exists
 
-    path = settings.lake.table("silver", settings.fold.quarantine_table)
+    path = quarantine_table_path(settings)
     if not table_exists(path):
         return {}
     return dict(Counter(read_arrow(path, columns=["reason"]).column("reason").to_pylist()))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from shared.contract import WIRE_VERSION, WIRE_VERSION_KEY
 from shared.pseudonymize import pseudonymize
 from shared.schemas import SCORED_EVENT, to_wire, validate_record
 from stream.replay import replay
@@ -50,6 +51,7 @@ def test_every_event_is_scored_or_dead_lettered(stream_env, champion, taobao_eve
     by_id = {e["event_id"]: e for e in events}
     assert {e["event_type"] for e in events} - {"view"}, "the slice needs events that are not views"
     for s in scored:
+        assert s.pop(WIRE_VERSION_KEY) == WIRE_VERSION  # the scored event itself, then its version
         validate_record(SCORED_EVENT, json.dumps(s))
         assert s["model_name"] == "shopflow-propensity"
         assert s["model_version"] == str(champion["version"])
