@@ -125,7 +125,8 @@ def dlq_row(
             batch_id=batch_id,
             folded_at=folded_at,
         )
-    source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+    source = entry.get("source")
+    source = source if isinstance(source, dict) else {}
     try:
         source_pos = Position(str(source["topic"]), int(source["partition"]), int(source["offset"]))
     except (KeyError, TypeError, ValueError):

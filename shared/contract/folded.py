@@ -12,7 +12,7 @@ quarantine's columns followed by what a dead-letter entry says. Readers of these
 settings (SHOPFLOW_FOLD__STREAM_TABLE) moves every reader with it.
 
 The tables evolve in place: a column added here is added to an existing table by the
-fold (`shared.delta.ensure_table`), and rows written before it read as null. Columns are
+fold (`shared.delta_merge.ensure_table`), and rows written before it read as null. Columns are
 only ever added, nullable, at the end.
 """
 
