@@ -6,7 +6,7 @@
 
 Gold tables (under <lake>/gold/):
   item_features, user_features      from silver/orders
-  click_sessions                    silver/clicks + session features (the shared fold)
+  click_sessions                    silver/clicks (+ the folded stream's clicks) + session features
   item_click_stats                  per-item counts + rates: the stream's snapshot
   train_sentiment, train_propensity training sets with a time-based `split` column
 
@@ -28,6 +28,7 @@ from batch.featurize.orders import item_features, user_features
 from batch.featurize.sessions import sessionize
 from batch.featurize.stream_clicks import with_stream_clicks
 from batch.featurize.training_sets import item_click_stats, propensity_training_set, sentiment_training_set
+from shared.contract.folded import stream_table_label
 from shared.delta import AppTxn, WriteResult, write_table
 from shared.incremental import Output, pin_inputs, run_incremental
 from shared.options import option, start_job
@@ -44,7 +45,9 @@ class GoldSpec:
     name: str
     inputs: tuple[str, ...]  # silver tables, or "gold/<name>" for an earlier gold table
     build: Callable[..., DataFrame]
-    optional: tuple[str, ...] = ()  # passed as None to `build` while they do not exist
+    # Tables read when they exist (passed as None to `build` while they do not), as
+    # "<layer>/<table>" from the settings: the folded stream table's name is a setting.
+    optional: Callable[[Settings], tuple[str, ...]] = lambda settings: ()
     # Keyword arguments the build takes from the settings (read once in main).
     options: Callable[[Settings], dict[str, Any]] = lambda settings: {}
 
@@ -52,10 +55,6 @@ class GoldSpec:
     def input_tables(self) -> tuple[str, ...]:
         """Inputs as <layer>/<table>."""
         return tuple(name if "/" in name else f"silver/{name}" for name in self.inputs)
-
-    @property
-    def optional_tables(self) -> tuple[str, ...]:
-        return tuple(name if "/" in name else f"silver/{name}" for name in self.optional)
 
 
 def _sessions(clicks: DataFrame, stream: DataFrame | None) -> DataFrame:
@@ -66,12 +65,16 @@ def _item_stats(clicks: DataFrame, stream: DataFrame | None) -> DataFrame:
     return item_click_stats(with_stream_clicks(clicks, stream))
 
 
+def _folded_clicks(settings: Settings) -> tuple[str, ...]:
+    return (stream_table_label(settings),)
+
+
 GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("item_features", ("orders",), item_features),
     GoldSpec("user_features", ("orders",), user_features),
     # The stream's folded clicks (jobs.fold) join the batch ones from the first fold on.
-    GoldSpec("click_sessions", ("clicks",), _sessions, optional=("clicks_stream",)),
-    GoldSpec("item_click_stats", ("clicks",), _item_stats, optional=("clicks_stream",)),
+    GoldSpec("click_sessions", ("clicks",), _sessions, optional=_folded_clicks),
+    GoldSpec("item_click_stats", ("clicks",), _item_stats, optional=_folded_clicks),
     GoldSpec("train_sentiment", ("reviews",), sentiment_training_set),
     GoldSpec(
         "train_propensity",
@@ -95,11 +98,12 @@ class FeaturesOptions:
 
 
 def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
+    optional = spec.optional(settings)
     pinned = pin_inputs(
         spark,
         settings.lake,
         required=spec.input_tables,
-        optional=spec.optional_tables,
+        optional=optional,
         missing_hint="run `shopflow clean` (or the earlier gold table) first",
     )
     options = spec.options(settings)
@@ -108,7 +112,7 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
     out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), app_id)
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
-        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + spec.optional_tables), **options)
+        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + optional), **options)
         return {
             out.label: write_table(
                 frame,

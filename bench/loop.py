@@ -63,14 +63,14 @@ def _event(i: int) -> dict[str, Any]:
 
 def _history(settings: Any, rows: int, file_rows: int) -> None:
     """Folded history and batch history, older than the new events."""
-    from jobs.fold_rows import STREAM_SCHEMA
+    from shared.contract.folded import STREAM_SCHEMA, stream_table_path
     from shared.delta import write_arrow
     from shared.schemas import CLICK_EVENT
 
     batch_schema = pa.schema(
         [*CLICK_EVENT.arrow_schema(), pa.field("source", pa.string()), pa.field("_batch_id", pa.string())]
     )
-    stream_path = settings.lake.table("silver", settings.fold.stream_table)
+    stream_path = stream_table_path(settings)
     for start in range(0, rows, file_rows):
         events = [_event(i) for i in range(start, min(rows, start + file_rows))]
         folded = [

@@ -20,6 +20,7 @@ from demo.progress import Progress
 from demo.record import DemoRecord, Swap
 from demo.report import write_report
 from demo.stream_stack import StreamStack
+from shared.contract.folded import quarantine_table_path
 from shared.delta import read_arrow, table_exists
 from shared.settings import Settings
 from stream.replay import read_source
@@ -226,7 +227,7 @@ def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], sour
 
 def _dlq_by_reason(settings: Settings) -> dict[str, int]:
     """Dead-letter entries the fold brought into the lake, by their reason code."""
-    path = settings.lake.table("silver", settings.fold.quarantine_table)
+    path = quarantine_table_path(settings)
     if not table_exists(path):
         return {}
     return dict(Counter(read_arrow(path, columns=["reason"]).column("reason").to_pylist()))

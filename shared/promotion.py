@@ -12,16 +12,15 @@ The listening side lives with the stream workers.
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from shared.brokers import broker_accepts_connections
+from shared.contract.announcement import announcement_value
 from shared.errors import BrokerError
 from shared.manifest import Manifest
 from shared.registry import ModelRegistry
-from shared.schemas import format_timestamp
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,34 +94,15 @@ def announce(
     from kafka.errors import KafkaError
 
     servers = settings.kafka.bootstrap_servers
-    _probe(servers)
-    payload = {
-        "task": task,
-        "version": int(version),
-        "alias": alias,
-        "reason": reason,
-        "announced_at": format_timestamp(datetime.now(timezone.utc)),
-    }
+    # Fail fast: the Kafka client would retry for half a minute before giving up.
+    if not broker_accepts_connections(servers, timeout_s=2.0):
+        raise BrokerError(f"no Kafka broker answers at {servers}")
+    value = announcement_value(task, version, alias=alias, reason=reason, announced_at=datetime.now(timezone.utc))
     try:
         producer = KafkaProducer(bootstrap_servers=servers, acks="all")
         try:
-            producer.send(settings.kafka.models_topic, key=task.encode(), value=json.dumps(payload).encode()).get(
-                timeout=timeout_s
-            )
+            producer.send(settings.kafka.models_topic, key=task.encode(), value=value).get(timeout=timeout_s)
         finally:
             producer.close(timeout=5)
     except KafkaError as exc:
         raise BrokerError(f"announcing {task} v{version} on {settings.kafka.models_topic} failed: {exc}") from exc
-
-
-def _probe(bootstrap_servers: str, timeout: float = 2.0) -> None:
-    """Fail fast when no bootstrap server accepts a connection (the Kafka client would
-    retry for half a minute before giving up)."""
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-            return
-        except (OSError, ValueError):
-            continue
-    raise BrokerError(f"no Kafka broker answers at {bootstrap_servers}")

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.contract import DLQ_MAX_RAW_BYTES
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class StreamSettings(_Group):
     broker_start_timeout_seconds: float = 20.0
     # A dead-letter entry keeps at most this many raw bytes (plus the whole value's size
     # and sha256) and this many characters per reason, so it always fits a produce request.
-    dlq_max_raw_bytes: int = Field(default=64 * 1024, ge=0, le=128 * 1024)
+    dlq_max_raw_bytes: int = Field(default=DLQ_MAX_RAW_BYTES, ge=0, le=128 * 1024)
     dlq_max_reason_chars: int = Field(default=512, ge=32, le=4096)
     # Torch intra-op threads in the worker. Its default (one per core) fights the event
     # loop that fetches, heartbeats and produces: measured 366 events/s with 2 threads

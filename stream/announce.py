@@ -1,5 +1,6 @@
 """Listening for model announcements on the `models.announce` topic (they are sent by
-`shared.promotion.promote`, the one place a model goes live).
+`shared.promotion.promote`, the one place a model goes live; their format is
+`shared.contract.announcement`).
 
 Every worker must see every announcement, so the listener reads the topic without a
 consumer group (each worker reads all partitions from the end). An announcement only
@@ -12,29 +13,14 @@ stays the truth, so a lost announcement delays a reload by one poll interval at 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shared.contract.announcement import parse_announcement
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def parse_announcement(value: bytes | None) -> tuple[str | None, int | None]:
-    """(task, version) of an announcement; None for what it does not say (or not clearly)."""
-    try:
-        payload = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    if not isinstance(payload, dict):
-        return None, None
-    task, version = payload.get("task"), payload.get("version")
-    return (
-        task if isinstance(task, str) else None,
-        version if isinstance(version, int) and not isinstance(version, bool) else None,
-    )
 
 
 async def listen_for_announcements(

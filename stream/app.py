@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from shared.brokers import broker_accepts_connections_async
 from shared.errors import BrokerError
 from shared.settings import Settings
 from stream.announce import listen_for_announcements
@@ -180,7 +181,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     async def watch_broker() -> None:
         # The Kafka clients retry a vanished broker forever; a worker that cannot reach
         # one for broker_lost_exit_seconds exits so that someone notices.
-        if await broker_accepts_connections(k.bootstrap_servers, timeout_s=2.0):
+        if await broker_accepts_connections_async(k.bootstrap_servers, timeout_s=2.0):
             if down_since[0] is not None:
                 log.info("the Kafka broker at %s accepts connections again", k.bootstrap_servers)
             down_since[0] = None
@@ -210,16 +211,3 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     # Handles for tests and the bench: the same objects the agents use.
     app.shopflow = {"pipeline": pipeline, "holder": holder, "metrics": metrics}  # type: ignore[attr-defined]
     return app
-
-
-async def broker_accepts_connections(bootstrap_servers: str, timeout_s: float) -> bool:
-    """Whether any bootstrap server accepts a TCP connection (without blocking the loop)."""
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout_s)
-        except (TimeoutError, OSError, ValueError):
-            continue
-        writer.close()
-        return True
-    return False

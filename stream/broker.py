@@ -16,13 +16,13 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.brokers import broker_accepts_connections
 from shared.errors import BrokerError
 from shared.files import sha256_file
 from shared.settings import Settings, get_settings
@@ -112,22 +112,9 @@ def _admin(bootstrap: str, timeout_ms: int = 3000):
     )
 
 
-def _accepts_connections(bootstrap: str, timeout_s: float) -> bool:
-    """Whether any bootstrap server accepts a TCP connection (the Kafka client would
-    retry a refused one for half a minute, logging ERRORs, before giving up)."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 def list_topics(bootstrap: str, timeout_ms: int = 3000) -> list[str]:
     """Topic names on the cluster; raises BrokerError when it does not answer."""
-    if not _accepts_connections(bootstrap, timeout_ms / 1000):
+    if not broker_accepts_connections(bootstrap, timeout_ms / 1000):
         raise BrokerError(f"no Kafka broker answers at {bootstrap} (connection refused)")
     try:
         admin = _admin(bootstrap, timeout_ms)

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 from shared.click_rules import excerpt
+from shared.contract.dead_letter import dlq_entry, minimal_dlq_entry
 from shared.errors import ModelError
 from shared.settings import Settings
 from stream import steps
@@ -189,7 +190,7 @@ class Pipeline:
         where = {"step": step, "topic": topic, "partition": partition, "offset": offset, "failed_at": failed_at}
         stream = self._settings.stream
         try:
-            entry = steps.dlq_entry(
+            entry = dlq_entry(
                 raw,
                 reasons,
                 reason_code=code,
@@ -208,7 +209,7 @@ class Pipeline:
                 offset,
                 excerpt(f"{type(exc).__name__}: {exc}"),
             )
-            minimal = steps.minimal_dlq_entry(raw, reason_code=code, **where)
+            minimal = minimal_dlq_entry(raw, reason_code=code, **where)
             await (await self._dlq.send(value=minimal, partition=partition))
 
     def _dead_letter(

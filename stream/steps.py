@@ -9,39 +9,35 @@ step's name is what logs, metrics and dead-letter entries call it:
 The per-record functions define each step; `prepare_batch` and `scored_values` run them
 over a whole micro-batch with the per-batch work hoisted out (one table read per user,
 one pseudonym per user, batch-wide times formatted once), so the worker and the bench's
-ceiling run exactly the same code.
+ceiling run exactly the same code. The bytes `to_scored` writes, and the dead-letter
+entries, are the stream's contract with the lake (`shared.contract`).
 
 Only view events are scored (the propensity task's examples are views); every other
 valid event still updates the session state and goes to `clicks.scored` with a null
 score, and the model name and version of the model serving that batch.
 
 No step does I/O, so all of them are unit-tested without a broker or a model. A record
-that fails any of them becomes a bounded dead-letter entry (`dlq_entry`, or
-`minimal_dlq_entry` when even that cannot be sent) with a stable `reason_code`: the
-click rules' code (`shared.click_rules`) for a rejected event, "<step>_error" otherwise.
+that fails any of them becomes `Failed(step, error)`; the worker sends it to the
+dead-letter topic (`shared.contract.dead_letter`) with a stable `reason_code` from
+`failure_reason`: the click rules' code (`shared.click_rules`) for a rejected event,
+"<step>_error" otherwise.
 
     record = parse_validate(raw_bytes)
-    record = pseudonymize_user(record, key=b"...")
+    record["user_id"] = Pseudonyms(key)(record["user_id"])
     entry, features, replayed = enrich(record, table_entry, item_lookup)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
 from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
+from shared.contract.scored import ScoredBatch
 from shared.features import ITEM_FEATURES, item_rate_features
-from shared.pseudonymize import Pseudonymizer, pseudonymize
-from shared.schemas import CLICK_EVENT, format_timestamp
+from shared.pseudonymize import Pseudonymizer
 from stream import sessions
 
 STEP_PARSE = "parse_validate"
@@ -51,8 +47,6 @@ STEP_SCORE = "score"
 STEP_SERIALIZE = "to_scored"
 STEP_PRODUCE = "produce"
 SCORED_EVENT_TYPES = frozenset({"view"})
-# At most this many reasons go into one dead-letter entry (a record can have many fields).
-MAX_DLQ_REASONS = 20
 # Pseudonyms remembered per worker: a user's id is hashed once, not once per event.
 PSEUDONYM_CACHE_SIZE = 200_000
 
@@ -74,13 +68,6 @@ def failure_reason(step: str, exc: BaseException) -> tuple[str, list[str]]:
     if isinstance(exc, ClickRejected):
         return exc.code, list(exc.reasons)
     return f"{step}_error", [f"{type(exc).__name__}: {excerpt(str(exc))}"]
-
-
-def pseudonymize_user(record: dict[str, Any], *, key: bytes) -> dict[str, Any]:
-    """Replace the raw user id by its keyed pseudonym (namespace "user")."""
-    out = dict(record)
-    out["user_id"] = pseudonymize(record["user_id"], "user", key=key)
-    return out
 
 
 class Pseudonyms:
@@ -211,61 +198,6 @@ def item_features_from_counts(views: float, carts: float, purchases: float) -> d
     return {name: float(feats[name]) for name in ITEM_FEATURES.names}
 
 
-def to_scored(
-    record: Mapping[str, Any],
-    *,
-    model_name: str,
-    model_version: str,
-    score: float | None,
-    received_at: datetime,
-    scored_at: datetime,
-) -> bytes:
-    """The SCORED_EVENT wire bytes: the (pseudonymized) input event plus model and times.
-
-    `score` is None for an event that is not scored (see `is_scored`).
-    """
-    batch = _ScoredBatch(model_name, model_version, received_at, scored_at)
-    return batch.value(record, score)
-
-
-class _ScoredBatch:
-    """What every SCORED_EVENT of one micro-batch shares, with its times formatted once."""
-
-    def __init__(self, model_name: str, model_version: str, received_at: datetime, scored_at: datetime) -> None:
-        self._shared = {
-            "model_name": model_name,
-            "model_version": model_version,
-            "received_at": format_timestamp(received_at),
-            "scored_at": format_timestamp(scored_at),
-        }
-        self._formatted: dict[datetime, str] = {}  # a batch's events share many event times
-
-    def value(self, record: Mapping[str, Any], score: float | None) -> bytes:
-        if score is not None:
-            score = float(score)
-            if not math.isfinite(score):
-                raise ValueError(f"the model returned a score of {score!r}")
-        try:
-            out = dict(zip(_CLICK_FIELDS, _CLICK_VALUES(record)))
-        except KeyError:  # a record without some field: null
-            out = {name: record.get(name) for name in _CLICK_FIELDS}
-        for name in _CLICK_TIMES:
-            value = out[name]
-            if value is not None:
-                text = self._formatted.get(value)
-                if text is None:
-                    text = self._formatted[value] = format_timestamp(value)
-                out[name] = text
-        out.update(self._shared)
-        out["score"] = score
-        return orjson.dumps(out)  # compact UTF-8 JSON; raises on a lone surrogate
-
-
-_CLICK_FIELDS = CLICK_EVENT.names
-_CLICK_VALUES = operator.itemgetter(*_CLICK_FIELDS)
-_CLICK_TIMES = tuple(f.name for f in CLICK_EVENT.fields if f.type == "timestamp")
-
-
 def scored_values(
     records: Sequence[Mapping[str, Any]],
     scores: Sequence[float | None],
@@ -275,8 +207,9 @@ def scored_values(
     received_at: datetime,
     scored_at: datetime,
 ) -> list[bytes | Failed]:
-    """`to_scored` for a micro-batch: wire bytes, or `Failed` for a record that cannot be."""
-    batch = _ScoredBatch(model_name, model_version, received_at, scored_at)
+    """The to_scored step for a micro-batch: each record's scored-event bytes
+    (`shared.contract.scored`), or `Failed` for a record that cannot be written."""
+    batch = ScoredBatch(model_name, model_version, received_at, scored_at)
     out: list[bytes | Failed] = []
     for record, score in zip(records, scores):
         try:
@@ -284,75 +217,3 @@ def scored_values(
         except Exception as exc:  # noqa: BLE001 - this record's fault
             out.append(Failed(STEP_SERIALIZE, exc))
     return out
-
-
-def _bounded_reasons(reasons: list[str], max_chars: int) -> list[str]:
-    kept = [r if len(r) <= max_chars else r[: max_chars - 3] + "..." for r in reasons[:MAX_DLQ_REASONS]]
-    if len(reasons) > MAX_DLQ_REASONS:
-        kept.append(f"... and {len(reasons) - MAX_DLQ_REASONS} more")
-    return kept
-
-
-def _origin(
-    raw: bytes | None, step: str, reason_code: str, topic: str, partition: int, offset: int, failed_at: datetime
-) -> dict[str, Any]:
-    return {
-        "step": step,
-        "reason_code": reason_code,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "failed_at": format_timestamp(failed_at),
-        "raw_size": None if raw is None else len(raw),
-        "raw_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
-    }
-
-
-def dlq_entry(
-    raw: bytes | None,
-    reasons: list[str],
-    *,
-    step: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    failed_at: datetime,
-    reason_code: str,
-    max_raw_bytes: int = 64 * 1024,
-    max_reason_chars: int = 512,
-) -> bytes:
-    """A bounded dead-letter record: the raw bytes (latin-1 text keeps every byte, cut at
-    `max_raw_bytes`), why (each reason cut at `max_reason_chars`), and where from.
-
-    `raw_size` and `raw_sha256` describe the whole value, so a cut entry still identifies
-    it. JSON escaping makes an entry up to ~6x its raw bytes: 64 KiB stays far below a
-    producer's 1 MB request limit.
-    """
-    kept = None if raw is None else raw[:max_raw_bytes]
-    entry = {
-        "raw": None if kept is None else kept.decode("latin-1"),
-        "raw_encoding": "latin-1",
-        "raw_truncated": raw is not None and len(raw) > max_raw_bytes,
-        "reasons": _bounded_reasons([str(r) for r in reasons], max_reason_chars),
-        **_origin(raw, step, reason_code, topic, partition, offset, failed_at),
-    }
-    return json.dumps(entry, separators=(",", ":")).encode("utf-8")
-
-
-def minimal_dlq_entry(
-    raw: bytes | None,
-    *,
-    step: str,
-    reason_code: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    failed_at: datetime,
-) -> bytes:
-    """The entry sent when the full one could not be: where, size, hash, code; no raw bytes."""
-    entry = {
-        "raw": None,
-        "raw_encoding": "latin-1",
-        "raw_truncated": raw is not None,
-        "reasons": [],
-        **_origin(raw, step, reason_code, topic, partition, offset, failed_at),
-    }
-    return json.dumps(entry, separators=(",", ":")).encode("utf-8")

@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from shared.brokers import confirmed_end
 from stream.broker_loss import BrokerLossReport, ShopflowTableManager, known_next_offsets, lost_positions
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,13 @@ log = logging.getLogger(__name__)
 async def confirmed_end_offsets(
     probe: aiokafka.AIOKafkaConsumer, listed: Mapping[Any, int], timeout_s: float
 ) -> dict[Any, int]:
-    """`listed` end offsets raised to the high watermark a fetch from each one reports.
+    """`listed` end offsets raised to the high watermark a fetch from each one reports
+    (the rule is `shared.brokers.confirmed_end`).
 
     `probe` is a new, unstarted consumer without a group; it is started and stopped here.
-    Keys are whatever `listed` uses (Faust or aiokafka topic-partitions).
+    Keys are whatever `listed` uses (Faust or aiokafka topic-partitions). The fold applies
+    the same rule with kafka-python (`jobs.fold_kafka`): this one runs inside Faust's
+    event loop on aiokafka, that one in a blocking consumer, so each keeps its client.
     """
     if not listed:
         return {}
@@ -64,7 +68,7 @@ async def confirmed_end_offsets(
         deadline = time.monotonic() + timeout_s
         while any(probe.highwater(tp) is None for tp in keys) and time.monotonic() < deadline:
             await probe.getmany(timeout_ms=100)
-        return {key: max(listed[key], probe.highwater(tp) or 0) for tp, key in keys.items()}
+        return {key: confirmed_end(listed[key], probe.highwater(tp)) for tp, key in keys.items()}
     finally:
         await probe.stop()
 

@@ -1,6 +1,6 @@
-"""A scored event read back from `clicks.scored`, checked against the contract: its click
-event part by the click rules (`shared.click_rules`), the fields scoring adds by
-SCORED_EVENT. The check raises on the first thing out of contract.
+"""A scored event read back from `clicks.scored`, checked against the contract: the wire
+version this worker writes, its click event part by the click rules (`shared.click_rules`),
+the fields scoring adds by SCORED_EVENT. The check raises on the first thing out of contract.
 
     scored = check_scored(wire)     # bytes, text or a decoded dict -> typed dict
 """
@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from shared.click_rules import check_click
+from shared.contract import WIRE_VERSION, WIRE_VERSION_KEY
 from shared.schemas import CLICK_EVENT, SCORED_EVENT, parse_timestamp
 
 SCORED_FIELDS = tuple(name for name in SCORED_EVENT.names if name not in CLICK_EVENT.names)
@@ -22,6 +23,8 @@ def check_scored(wire: bytes | str | dict[str, Any]) -> dict[str, Any]:
     AssertionError for a missing, unknown or mistyped scored field."""
     event = json.loads(wire) if isinstance(wire, (bytes, str)) else dict(wire)
     assert isinstance(event, dict), f"a scored event is a JSON object, got {type(event).__name__}"
+    version = event.pop(WIRE_VERSION_KEY, None)
+    assert version == WIRE_VERSION, f"{WIRE_VERSION_KEY}: expected {WIRE_VERSION}, got {version!r}"
     assert set(event) <= set(SCORED_EVENT.names), f"unknown fields: {sorted(set(event) - set(SCORED_EVENT.names))}"
     missing = [f.name for f in SCORED_EVENT.fields if f.required and event.get(f.name) in (None, "")]
     assert not missing, f"required fields missing: {missing}"

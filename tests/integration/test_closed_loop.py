@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.contract.folded import stream_table_path
 from shared.delta import read_arrow
 from shared.registry import ModelRegistry
 from shared.settings import Settings
@@ -75,7 +76,7 @@ def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
     settings: Settings = demo["settings"]
     record = demo["record"]
     rows = read_arrow(
-        settings.lake.table("silver", settings.fold.stream_table),
+        stream_table_path(settings),
         columns=["event_id", "model_version", "event_type", "score"],
     ).to_pylist()
     ids = Counter(r["event_id"] for r in rows)

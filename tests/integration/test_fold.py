@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from shared.contract.folded import STREAM_SCHEMA, quarantine_table_path, stream_table_path
 from shared.delta import open_table, read_arrow, write_arrow
 from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire
 from tests.integration import kit
@@ -155,8 +156,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, dict | N
 def _check_consistent(settings, produced: dict, *, complete: bool) -> None:
     """No event_id twice; no row past its partition's stored offset; when complete, every
     id (but those already in silver/clicks) is there and the offsets equal the topic ends."""
-    stream_path = settings.lake.table("silver", settings.fold.stream_table)
-    quarantine_path = settings.lake.table("silver", settings.fold.quarantine_table)
+    stream_path = stream_table_path(settings)
+    quarantine_path = quarantine_table_path(settings)
     for path, key in ((stream_path, "event_id"), (quarantine_path, "dedupe_key")):
         if not (path / "_delta_log").exists():
             continue
@@ -201,7 +202,7 @@ def test_fold_killed_at_each_point_then_rerun(fold_env):
         assert code == -9, f"{point}: expected a kill -9, got {code}: {err[-2000:]}"
         assert "test hook: kill -9" in err or point == "during_write", err[-2000:]
         _check_consistent(settings, produced, complete=False)
-        stream_path = settings.lake.table("silver", settings.fold.stream_table)
+        stream_path = stream_table_path(settings)
         log = [p.name for p in (stream_path / "_delta_log").glob("*.json")]
         files = list(stream_path.glob("*.parquet"))
         print(
@@ -227,10 +228,7 @@ def test_fold_killed_at_each_point_then_rerun(fold_env):
     assert third["rows_folded"] == 200, third
     metrics = sorted((Path(fold_env["SHOPFLOW_METRICS_DIR"])).glob("jobs.fold-*.json"))
     assert json.loads(metrics[-1].read_text())["counts"]["rows_folded"] == 200
-    assert (
-        more["ids"][0]
-        in read_arrow(settings.lake.table("silver", settings.fold.stream_table)).column("event_id").to_pylist()
-    )
+    assert more["ids"][0] in read_arrow(stream_table_path(settings)).column("event_id").to_pylist()
 
 
 def test_two_folds_in_one_group_at_once(fold_env):
@@ -254,11 +252,10 @@ def test_two_folds_in_one_group_at_once(fold_env):
     print("two folds:", [(sorted(r["partitions"]), r["rows_folded"], r["conflicts_retried"]) for r in results])
 
 
-# ------------------------------------------------- the Delta side alone (shared.delta)
+# ------------------------------------------- the Delta side alone (shared.delta_merge)
 
 
 def _rows(ids: list[str], day: int) -> pa.Table:
-    from jobs.fold_rows import STREAM_SCHEMA
 
     return pa.Table.from_pylist(
         [
@@ -270,8 +267,8 @@ def _rows(ids: list[str], day: int) -> pa.Table:
 
 
 def test_insert_new_rows_skips_history_and_stores_offsets_alone(tmp_path):
-    from jobs.fold_rows import STREAM_SCHEMA
-    from shared.delta import AppTxn, ensure_table, insert_new_rows
+    from shared.delta import AppTxn
+    from shared.delta_merge import ensure_table, insert_new_rows
 
     path = tmp_path / "t"
     ensure_table(path, STREAM_SCHEMA)
@@ -301,8 +298,8 @@ def test_insert_new_rows_skips_history_and_stores_offsets_alone(tmp_path):
 
 
 def test_concurrent_commits_of_one_partition_conflict(tmp_path):
-    from jobs.fold_rows import STREAM_SCHEMA
-    from shared.delta import AppTxn, ensure_table, insert_new_rows
+    from shared.delta import AppTxn
+    from shared.delta_merge import ensure_table, insert_new_rows
     from shared.errors import ConcurrentCommitError
 
     path = tmp_path / "t"
@@ -348,10 +345,155 @@ def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
     code, result, err = _finish(_fold(fold_env))
     assert code == 0, err[-2000:]
     assert "recreated" in err, err[-2000:]
-    ids = read_arrow(settings.lake.table("silver", settings.fold.stream_table)).column("event_id").to_pylist()
+    ids = read_arrow(stream_table_path(settings)).column("event_id").to_pylist()
     assert sorted(ids) == sorted(first["ids"] + second["ids"])
-    stream = open_table(settings.lake.table("silver", settings.fold.stream_table))
+    stream = open_table(stream_table_path(settings))
     topic = settings.kafka.scored_topic
     assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(
         second["counts"][topic]
     )
+
+
+# ------------------------------------------- a lake written before rows kept their version
+
+_TS = pa.timestamp("us", tz="UTC")
+# The folded tables' schemas as the fold wrote them before `_wire_version`, copied literally.
+OLD_STREAM_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("session_id", pa.string()),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("ts", _TS, nullable=False),
+        pa.field("query", pa.string()),
+        pa.field("category_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("_batch_id", pa.string()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("received_at", _TS),
+        pa.field("scored_at", _TS),
+        pa.field("_topic", pa.string()),
+        pa.field("_partition", pa.int64()),
+        pa.field("_offset", pa.int64()),
+        pa.field("_folded_at", _TS),
+    ]
+)
+OLD_QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field(name, type_)
+        for name, type_ in (
+            ("source_table", pa.string()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("record", pa.string()),
+            ("_source", pa.string()),
+            ("_batch_id", pa.string()),
+            ("_row_number", pa.int64()),
+            ("step", pa.string()),
+            ("reason_code", pa.string()),
+            ("raw_size", pa.int64()),
+            ("raw_sha256", pa.string()),
+            ("raw_truncated", pa.bool_()),
+            ("source_topic", pa.string()),
+            ("source_partition", pa.int64()),
+            ("source_offset", pa.int64()),
+            ("failed_at", _TS),
+            ("dedupe_key", pa.string()),
+            ("key_offset", pa.int64()),
+            ("_topic", pa.string()),
+            ("_partition", pa.int64()),
+            ("_offset", pa.int64()),
+            ("_folded_at", _TS),
+        )
+    ]
+)
+
+
+def _v1_scored(i: int) -> bytes:
+    """A scored event as the worker wrote it before wire versions, byte for byte."""
+    return (
+        f'{{"event_id":"v1-{i}","user_id":"p1","session_id":null,"item_id":"i1","event_type":"view",'
+        f'"ts":"2017-11-25T11:00:{i:02d}.000Z","query":null,"category_id":"c1","model_name":"propensity",'
+        f'"model_version":"3","received_at":"2017-11-25T11:00:{i:02d}.005Z",'
+        f'"scored_at":"2017-11-25T11:00:{i:02d}.009Z","score":0.25}}'
+    ).encode()
+
+
+def _v1_dlq(i: int) -> bytes:
+    """A dead-letter entry as the worker wrote it before wire versions, byte for byte."""
+    return (
+        f'{{"raw":"bad-{i}","raw_encoding":"latin-1","raw_truncated":false,"reasons":["not JSON"],'
+        f'"step":"parse_validate","reason_code":"not_json","source":{{"topic":"clicks","partition":0,'
+        f'"offset":{500 + i}}},"failed_at":"2017-11-25T11:00:00.000Z","raw_size":{5 + len(str(i))},'
+        f'"raw_sha256":"{hashlib.sha256(f"bad-{i}".encode()).hexdigest()}"}}'
+    ).encode()
+
+
+def test_tables_written_before_wire_versions_evolve_in_place(fold_env):
+    from kafka import KafkaProducer
+
+    from shared.contract import WIRE_VERSION
+    from shared.contract.dead_letter import dlq_entry
+    from shared.contract.folded import QUARANTINE_SCHEMA, WIRE_VERSION_COLUMN
+    from shared.contract.scored import ScoredBatch
+
+    settings = kit.settings_from(fold_env)
+    stream_path, quarantine_path = stream_table_path(settings), quarantine_table_path(settings)
+    # The lake as the fold left it before: one folded event, one dead letter, today's schemas.
+    old_event = {**_event(0), "event_id": "old-0", "source": "stream", "_batch_id": "old"}
+    old_event.update(_topic="old.scored", _partition=0, _offset=0, _folded_at=T0)
+    write_arrow(pa.Table.from_pylist([old_event], schema=OLD_STREAM_SCHEMA), stream_path, mode="append")
+    old_dead = {"source_table": "stream", "reason": "not_json", "dedupe_key": "input:clicks[0]@1", "key_offset": 1}
+    write_arrow(pa.Table.from_pylist([old_dead], schema=OLD_QUARANTINE_SCHEMA), quarantine_path, mode="append")
+    # The topics hold records of both versions: written before the change, and after it.
+    batch = ScoredBatch("propensity", "4", T0, T0)
+    scored = [_v1_scored(i) for i in range(5)] + [
+        batch.value({**_event(i), "event_id": f"v2-{i}"}, 0.5) for i in range(5)
+    ]
+    dead = [_v1_dlq(i) for i in range(3)] + [
+        dlq_entry(
+            b"bad",
+            ["not JSON"],
+            step="parse_validate",
+            reason_code="not_json",
+            topic="clicks",
+            partition=1,
+            offset=900 + i,
+            failed_at=T0,
+            max_raw_bytes=settings.stream.dlq_max_raw_bytes,
+        )
+        for i in range(3)
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    for topic, values in ((settings.kafka.scored_topic, scored), (settings.kafka.dlq_topic, dead)):
+        for i, value in enumerate(values):
+            producer.send(topic, partition=i % PARTITIONS, value=value)
+    producer.flush(30)
+    producer.close()
+
+    code, result, err = _finish(_fold(fold_env))
+    assert code == 0, err[-3000:]
+    assert result["rows_folded"] == 10 and result["dlq_rows"] == 6 and result["unreadable"] == 0, result
+
+    stream = read_arrow(stream_path)
+    assert stream.schema.names == STREAM_SCHEMA.names  # the column was added in place, at the end
+    versions = dict(zip(stream["event_id"].to_pylist(), stream[WIRE_VERSION_COLUMN].to_pylist()))
+    assert versions == {
+        "old-0": None,
+        **{f"v1-{i}": 1 for i in range(5)},
+        **{f"v2-{i}": WIRE_VERSION for i in range(5)},
+    }
+    quarantine = read_arrow(quarantine_path)
+    assert quarantine.schema.names == QUARANTINE_SCHEMA.names
+    by_key = dict(zip(quarantine["dedupe_key"].to_pylist(), quarantine[WIRE_VERSION_COLUMN].to_pylist()))
+    assert by_key == {
+        "input:clicks[0]@1": None,
+        **{f"input:clicks[0]@{500 + i}": 1 for i in range(3)},
+        **{f"input:clicks[1]@{900 + i}": WIRE_VERSION for i in range(3)},
+    }
+    # Both tables keep working: a second run finds nothing new.
+    code, again, err = _finish(_fold(fold_env))
+    assert code == 0 and again["records_read"] == 0, err[-2000:]

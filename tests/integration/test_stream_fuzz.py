@@ -20,6 +20,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from shared.click_rules import check_click_bytes
+from shared.contract import DLQ_MAX_RAW_BYTES
 from shared.errors import ValidationError
 from shared.schemas import CLICK_EVENT, EVENT_TYPES, to_wire
 from tests.integration import kit
@@ -154,8 +155,8 @@ def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
         assert len(entries) == sum(rounds)  # nothing good went to the DLQ
         for e in entries:
             assert e["reasons"] and all(isinstance(r, str) and 0 < len(r) <= 512 for r in e["reasons"])
-            assert e["step"] == "parse_validate" and e["reason_code"] and len(e["raw"]) <= 64 * 1024
-            assert e["raw_truncated"] == (e["raw_size"] > 64 * 1024)
+            assert e["step"] == "parse_validate" and e["reason_code"] and len(e["raw"]) <= DLQ_MAX_RAW_BYTES
+            assert e["raw_truncated"] == (e["raw_size"] > DLQ_MAX_RAW_BYTES)
         assert len(watcher.values[settings.kafka.scored_topic]) == 2 * len(rounds)
         by_code = collections.Counter(e["reason_code"] for e in entries)
         print(

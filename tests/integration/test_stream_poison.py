@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from shared.contract import DLQ_MAX_RAW_BYTES
 from shared.schemas import to_wire
 from tests.integration import kit
 
@@ -81,7 +82,7 @@ def test_an_oversized_record_is_dead_lettered_bounded(stream_env, tmp_path):
     entry = dlq[0]
     assert entry["raw_size"] == len(big) and entry["raw_truncated"] is True
     assert entry["raw_sha256"] == hashlib.sha256(big).hexdigest()
-    assert big.startswith(entry["raw"].encode("latin-1")) and len(entry["raw"]) == 64 * 1024
+    assert big.startswith(entry["raw"].encode("latin-1")) and len(entry["raw"]) == DLQ_MAX_RAW_BYTES
     assert entry["reason_code"] == "not_utf8" and entry["step"] == "parse_validate"
     assert all(len(r) <= 512 for r in entry["reasons"])
 

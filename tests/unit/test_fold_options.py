@@ -1,4 +1,4 @@
-"""jobs.fold's options and result shape (pure logic, no broker, no Delta)."""
+"""jobs.fold's options, result shape and batch bookkeeping (pure logic, no broker, no Delta)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from jobs.fold import FoldOptions, FoldResult, app_id
+from jobs.fold import FoldOptions
+from jobs.fold_delta import FoldResult, app_id, first_of_each
 from shared.options import parse_options
 
 
@@ -32,3 +33,9 @@ def test_app_ids_name_topic_and_partition():
 def test_result_is_json():
     result = FoldResult(partitions={"clicks.scored[0]": {"from": 0, "to": 10, "records": 10}}, rows_folded=9)
     assert json.loads(json.dumps(result.to_dict()))["partitions"]["clicks.scored[0]"]["to"] == 10
+
+
+def test_first_of_each_drops_later_repeats():
+    rows = [{"k": "a", "n": 1}, {"k": "b", "n": 2}, {"k": "a", "n": 3}]
+    kept, dropped = first_of_each(rows, "k")
+    assert [r["n"] for r in kept] == [1, 2] and dropped == 1

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from shared.click_rules import ClickRejected, check_click, check_click_bytes
+from shared.contract import WIRE_VERSION, WIRE_VERSION_KEY
 from shared.errors import ValidationError
 from shared.schemas import (
     CLICK_EVENT,
@@ -115,8 +116,9 @@ def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
         "score": 0.25,
         "received_at": "2017-11-26T01:00:01.000Z",
         "scored_at": "2017-11-26T01:00:01.500Z",
+        WIRE_VERSION_KEY: WIRE_VERSION,
     }
-    assert set(scored) == set(SCORED_EVENT.names)
+    assert set(scored) == {*SCORED_EVENT.names, WIRE_VERSION_KEY}
     typed = check_scored(json.dumps(scored).encode())
     assert typed["ts"] == datetime(2017, 11, 26, 1, tzinfo=timezone.utc) and typed["score"] == 0.25
     assert typed["scored_at"] == datetime(2017, 11, 26, 1, 0, 1, 500_000, tzinfo=timezone.utc)
@@ -131,6 +133,7 @@ def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
         {"score": float("inf")},
         {"scored_at": "soon"},
         {"features": [1.0]},
+        {WIRE_VERSION_KEY: 1},
     ):
         with pytest.raises((ClickRejected, AssertionError, ValueError)):
             check_scored({**scored, **wrong})

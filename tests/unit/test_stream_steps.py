@@ -1,8 +1,9 @@
-"""The worker's pure steps: validation, pseudonymization, enrichment, output records."""
+"""The worker's pure steps: validation, pseudonymization, enrichment, the scored values of a batch.
+
+The bytes of scored events and dead-letter entries are tested with their readers (test_contract)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -11,9 +12,8 @@ import pytest
 from shared.errors import ValidationError
 from shared.features import ITEM_FEATURES, SESSION_FEATURES, fold_user_events
 from shared.pseudonymize import pseudonymize
-from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire
+from shared.schemas import CLICK_EVENT, to_wire
 from stream import sessions, steps
-from stream.records import click_event_record, scored_event_record
 from tests.scored_events import check_scored
 
 KEY = b"unit-test-key"
@@ -47,12 +47,6 @@ def test_parse_validate_returns_typed_event_and_lists_every_problem():
         steps.parse_validate(None)
 
 
-def test_pseudonymize_replaces_only_the_user_id():
-    out = steps.pseudonymize_user(_event(1), key=KEY)
-    assert out["user_id"] == pseudonymize("u1", "user", key=KEY) != "u1"
-    assert {k: v for k, v in out.items() if k != "user_id"} == {k: v for k, v in _event(1).items() if k != "user_id"}
-
-
 def test_enrich_matches_the_shared_fold_and_adds_item_features():
     events = [_event(1, seconds=0), _event(2, item="i2", kind="add_to_cart", seconds=5), _event(3, seconds=9)]
     entry, online = None, []
@@ -84,31 +78,6 @@ def test_enrich_remembers_a_bounded_number_of_events():
     assert len(entry["recent"]) == sessions.RECENT_EVENTS_KEPT
 
 
-def test_to_scored_writes_what_the_schema_record_writes():
-    record = {**steps.pseudonymize_user(_event(1), key=KEY), "query": "ä \u2028 q", "session_event_index": 4}
-    for score in (0.25, None):
-        wire = steps.to_scored(
-            record,
-            model_name="m",
-            model_version="3",
-            score=score,
-            received_at=T0,
-            scored_at=T0.replace(microsecond=123456),
-        )
-        reference = to_wire(
-            scored_event_record()(
-                **{name: record.get(name) for name in CLICK_EVENT.names},
-                model_name="m",
-                model_version="3",
-                score=score,
-                received_at=T0,
-                scored_at=T0.replace(microsecond=123456),
-            ).asdict()
-        )
-        assert json.loads(wire) == json.loads(reference)
-        assert set(json.loads(wire)) == set(SCORED_EVENT.names)
-
-
 def test_prepare_batch_is_the_per_record_steps_with_one_read_per_user():
     events = [
         _event(1),
@@ -130,7 +99,7 @@ def test_prepare_batch_is_the_per_record_steps_with_one_read_per_user():
     one_by_one: dict = {}
     expected = []
     for event in events:
-        record = steps.pseudonymize_user(event, key=KEY)
+        record = {**event, "user_id": pseudonymize(event["user_id"], "user", key=KEY)}
         one_by_one[record["user_id"]], scoring, _ = steps.enrich(record, one_by_one.get(record["user_id"]), _items)
         expected.append(scoring)
     assert batch.records[:5] == expected
@@ -154,78 +123,6 @@ def test_scored_values_fail_only_the_records_that_cannot_be_written():
     )
     assert json.loads(out[0])["score"] == 0.5
     assert isinstance(out[1], steps.Failed) and out[1].step == steps.STEP_SERIALIZE
-
-
-def test_to_scored_is_a_valid_scored_event():
-    record = {**steps.pseudonymize_user(_event(1), key=KEY), "session_event_index": 0}
-    wire = steps.to_scored(record, model_name="m", model_version="3", score=0.25, received_at=T0, scored_at=T0)
-    scored = check_scored(wire)
-    assert scored["score"] == 0.25 and scored["model_version"] == "3" and scored["user_id"] == record["user_id"]
-    assert set(json.loads(wire)) == set(SCORED_EVENT.names)  # features stay out of the topic
-
-
-def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
-    raw = b"\xff\x00not json"
-    entry = json.loads(
-        steps.dlq_entry(
-            raw,
-            ["not UTF-8"],
-            step="parse_validate",
-            reason_code="not_utf8",
-            topic="clicks",
-            partition=2,
-            offset=41,
-            failed_at=T0,
-        )
-    )
-    assert entry["raw"].encode("latin-1") == raw
-    assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
-    assert entry["reason_code"] == "not_utf8" and entry["raw_size"] == len(raw) and entry["raw_truncated"] is False
-    assert entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
-
-
-def test_dlq_entry_is_bounded_whatever_the_record():
-    raw = bytes(range(256)) * 8000  # 2 MB of the bytes JSON escapes the most
-    reasons = ["x" * 5000] * 100
-    wire = steps.dlq_entry(
-        raw,
-        reasons,
-        step="enrich",
-        reason_code="enrich_error",
-        topic="clicks",
-        partition=0,
-        offset=1,
-        failed_at=T0,
-        max_raw_bytes=64 * 1024,
-        max_reason_chars=512,
-    )
-    assert len(wire) < 500_000  # a producer's request limit is 1,000,000 bytes
-    entry = json.loads(wire)
-    assert entry["raw"].encode("latin-1") == raw[: 64 * 1024] and entry["raw_truncated"] is True
-    assert entry["raw_size"] == len(raw) and entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
-    assert len(entry["reasons"]) == steps.MAX_DLQ_REASONS + 1 and all(len(r) <= 512 for r in entry["reasons"])
-    minimal = json.loads(
-        steps.minimal_dlq_entry(
-            raw, step="enrich", reason_code="enrich_error", topic="clicks", partition=0, offset=1, failed_at=T0
-        )
-    )
-    assert minimal["raw"] is None and minimal["raw_sha256"] == entry["raw_sha256"] and minimal["reason_code"]
-    assert (
-        set(entry)
-        == set(minimal)
-        >= {
-            "raw",
-            "raw_encoding",
-            "step",
-            "reasons",
-            "source",
-            "failed_at",
-            "reason_code",
-            "raw_size",
-            "raw_sha256",
-            "raw_truncated",
-        }
-    )
 
 
 @pytest.mark.parametrize(
@@ -258,21 +155,8 @@ def test_a_failure_outside_validation_has_a_step_code_and_a_bounded_reason():
 
 def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
     assert steps.is_scored(_event(1)) and not steps.is_scored(_event(2, kind="add_to_cart"))
-    wire = steps.to_scored(
-        _event(2, kind="purchase"), model_name="m", model_version="3", score=None, received_at=T0, scored_at=T0
+    out = steps.scored_values(
+        [_event(2, kind="purchase")], [None], model_name="m", model_version="3", received_at=T0, scored_at=T0
     )
-    scored = check_scored(wire)
+    scored = check_scored(out[0])
     assert scored["score"] is None and scored["model_version"] == "3"
-
-
-def test_to_scored_refuses_a_score_that_is_not_a_number():
-    with pytest.raises(ValueError):
-        steps.to_scored(_event(1), model_name="m", model_version="1", score=float("nan"), received_at=T0, scored_at=T0)
-
-
-def test_faust_records_are_derived_from_the_schemas():
-    assert set(click_event_record()._options.fields) == set(CLICK_EVENT.names)
-    assert set(scored_event_record()._options.fields) == set(SCORED_EVENT.names)
-    optional = {f.name for f in CLICK_EVENT.fields if not f.required}
-    record = click_event_record()(**{k: v for k, v in _event(1).items() if k not in optional})
-    assert record.session_id is None and record.item_id == "i1"

@@ -1,11 +1,11 @@
-"""Faust Record classes derived from the one schema definition in `shared.schemas`.
+"""Faust Record classes derived from the schemas of `shared.schemas`: a reference for tests.
 
-No field is spelled out here: each class is built from a `RecordSchema`'s FieldSpecs,
-so a field added to CLICK_EVENT appears in the Spark schema, the validator and these
-records at once.
+The worker does not use them (it writes scored events with `shared.contract.scored`, on
+its hot path); the tests check that those bytes are what Faust's own JSON serialization
+of the schema's record would be, and that the records follow the schemas.
 
-    from stream.records import ScoredEvent
-    ScoredEvent(**typed_dict).asdict()
+    from tests.faust_records import scored_event_record
+    scored_event_record()(**typed_dict).asdict()
 """
 
 from __future__ import annotations
