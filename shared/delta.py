@@ -275,9 +275,7 @@ def _write_via_executors(
     staging = root / f".staging-{uuid.uuid4().hex}"
     try:
         df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
-        actions: list[AddAction | RemoveAction] = [
-            _adopt_file(staging, f, root) for f in sorted(staging.rglob("*.parquet"))
-        ]
+        actions = [_adopt_file(staging, f, root) for f in sorted(staging.rglob("*.parquet"))]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -285,8 +283,10 @@ def _write_via_executors(
     props = _commit_properties(txns, info)
     try:
         if table_exists(root):
+            # Typed as the wider list the transaction API takes (a list is invariant).
+            changes: list[AddAction | RemoveAction] = list(actions)
             open_table(root).create_write_transaction(
-                actions, mode, schema, partition_by=partition_by or None, commit_properties=props
+                changes, mode, schema, partition_by=partition_by or None, commit_properties=props
             )
         else:
             from deltalake import Schema as DeltaSchema
