@@ -25,6 +25,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+# Fixtures behind which stands one local SparkSession and the lake it built.
+SPARK_FIXTURES = frozenset({"spark", "gold_lake"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (scripts/test.sh runs workers in parallel).
+
+    Every integration file that uses the session's SparkSession or gold lake runs in one
+    group, so one worker builds them once (a second driver would build a second lake);
+    every other integration file is a group of its own, so its module-scoped fixtures (a
+    demo run, a trained model) are built once. Unit tests go wherever a worker is free.
+    Each worker is its own process with its own temporary lake, registry and broker.
+    """
+    spark_files = {item.path for item in items if SPARK_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            continue
+        group = "spark" if item.path in spark_files else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
