@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.options import option, start_job
+from shared.run_metrics import write_metrics
 from shared.settings import Settings
 from shared.tasks import TASKS
 
 log = logging.getLogger("shopflow.train")
+JOB = "batch.train"
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     if not fit.completed:
         # A stopped run leaves its checkpoint to resume from and registers nothing.
         log.info("stopped after %d steps; resume with --resume-from %s", fit.steps, fit.last_checkpoint)
-        path = _write_metrics(settings.metrics_dir, f"train-{task.name}-stopped-step{fit.steps}.json", doc)
+        path = write_metrics(settings.metrics_dir, JOB, doc, name=f"train-{task.name}-stopped-step{fit.steps}")
         return TrainResult(**common, completed=False, metrics_file=path, document=doc)
 
     report = evaluate_model(settings, fitted, data, seed=options.seed)
@@ -206,7 +208,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     if promotion is not None:
         doc["announced"] = promotion.announced
         log.info("%s", promotion.summary())
-    path = _write_metrics(settings.metrics_dir, f"train-{task.name}-v{version}.json", doc)
+    path = write_metrics(settings.metrics_dir, JOB, doc, name=f"train-{task.name}-v{version}")
     doc["metrics_file"] = str(path)
     if not options.output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -223,13 +225,6 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         promoted=promotion is not None,
         announced=promotion.announced if promotion else None,
     )
-
-
-def _write_metrics(folder: Path, name: str, doc: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(json.dumps(doc, indent=2, default=str))
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
