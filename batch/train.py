@@ -89,7 +89,6 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     """Train, evaluate, register (and maybe promote) one model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.loop import LoopConfig
     from batch.training.stages import (
         FitSpec,
         check_fit_spec,
@@ -99,11 +98,12 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         promote_if_better,
         register_model,
     )
+    from batch.training.trainer import TrainerConfig
     from shared.tasks import get_task
 
     task = get_task(options.task)
     work_dir = Path(options.output_dir) if options.output_dir else None
-    loop = LoopConfig(
+    trainer = TrainerConfig(
         epochs=options.epochs or task.default_epochs,
         batch_size=options.batch_size or task.default_batch_size,
         lr=options.lr or default_lr(task, options.lora),
@@ -115,7 +115,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         time_budget_seconds=options.time_budget_seconds,
     )
     spec = FitSpec(
-        loop=loop,
+        trainer=trainer,
         base_model=options.base_model,
         init_from_champion=options.init_from_champion,
         resume_from=Path(options.resume_from) if options.resume_from else None,
@@ -147,8 +147,8 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     set_seed(options.seed)
     if work_dir is None:
         work_dir = Path(tempfile.mkdtemp(prefix="shopflow-train-"))
-        spec = dataclasses.replace(spec, loop=dataclasses.replace(loop, output_dir=work_dir))
-        loop = spec.loop
+        spec = dataclasses.replace(spec, trainer=dataclasses.replace(trainer, output_dir=work_dir))
+        trainer = spec.trainer
     fitted = fit_model(settings, task, data, spec)
     fit = fitted.result
     training = {
@@ -159,9 +159,9 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         "final_loss": fit.final_loss,
         "completed": fit.completed,
         "device": str(fitted.device),
-        "lr": loop.lr,
-        "epochs": loop.epochs,
-        "batch_size": loop.batch_size,
+        "lr": trainer.lr,
+        "epochs": trainer.epochs,
+        "batch_size": trainer.batch_size,
         "last_checkpoint": str(fit.last_checkpoint) if fit.last_checkpoint else None,
     }
     doc: dict[str, Any] = {

@@ -100,8 +100,8 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
 
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.loop import LoopConfig
     from batch.training.stages import FitSpec, default_lr, evaluate_model, fit_model, register_model
+    from batch.training.trainer import TrainerConfig
     from jobs.fold import committed_offsets
     from shared.registry import ModelRegistry
     from shared.tasks import get_task
@@ -135,7 +135,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
     try:
         spec = FitSpec(
-            loop=LoopConfig(
+            trainer=TrainerConfig(
                 epochs=options.epochs or loop.epochs,
                 batch_size=task.default_batch_size,
                 lr=options.lr or default_lr(task, False),
