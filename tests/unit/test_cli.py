@@ -75,7 +75,7 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "worker": (["worker", "--bogus"], "unrecognized arguments: --bogus"),
     "fold": (["fold", "--bogus"], "unrecognized arguments: --bogus"),
     "retrain": (["retrain"], "has no champion to retrain from"),
-    "loop": (["loop"], "say exactly one of --once or --interval"),
+    "loop": (["loop", "--once", "--interval", "5m"], "--once and --interval exclude each other"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
 }
 # Verbs whose arguments come from shared.options print exactly one line; the others
