@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.options import option, start_job
+from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
 from shared.tasks import TASKS
@@ -41,25 +41,25 @@ JOB = "batch.train"
 class TrainOptions:
     task: str = option(help="what to train", choices=tuple(TASKS))
     table_path: str | None = option(None, help="gold table (default: the lake's gold/<task table>)")
-    table_version: int | None = option(None, help="Delta version to read (default: latest)")
+    table_version: int | None = option(None, help="Delta version to read (default: latest)", ge=0)
     base_model: str | None = option(None, help="HF model folder or hub name (default: offline MiniLM)")
     init_from_champion: bool = option(False, help="continue from the champion's weights")
-    max_train_samples: int | None = option(None, help="smoke mode: train on this many rows")
-    max_eval_samples: int | None = option(None, help="evaluate on this many test rows")
-    epochs: int | None = option(None, help="default: the task's (1)")
-    batch_size: int | None = option(None, help="default: the task's (16)")
-    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 2e-3 propensity)")
+    max_train_samples: int | None = option(None, help="smoke mode: train on this many rows", ge=1)
+    max_eval_samples: int | None = option(None, help="evaluate on this many test rows", ge=1)
+    epochs: int | None = option(None, help="default: the task's (1)", ge=1)
+    batch_size: int | None = option(None, help="default: the task's (16)", ge=1)
+    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 2e-3 propensity)", gt=0)
     seed: int = option(13, help="seed for sampling, batch order and init")
-    max_length: int = option(128, help="text tasks: tokens per example")
+    max_length: int = option(128, help="text tasks: tokens per example", ge=1)
     lora: bool = option(False, help="train LoRA adapters (text tasks), merged on save")
-    lora_rank: int = option(8, help="LoRA rank")
-    save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)")
-    stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)")
-    time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule")
+    lora_rank: int = option(8, help="LoRA rank", ge=1)
+    save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)", ge=0)
+    stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)", ge=1)
+    time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule", gt=0)
     resume_from: str | None = option(None, help="a checkpoint-<step> folder written by --save-steps")
     output_dir: str | None = option(None, help="where checkpoints go (default: a temp folder)")
     promote: bool = option(False, help="promote if it beats the champion on the same rows")
-    device: str | None = option(None, help="default: settings.models.device", choices=("auto", "cpu", "cuda"))
+    device: str | None = option(None, help="where to train", choices=("auto", "cpu", "cuda"), setting="models.device")
     progress: bool = option(True, help="show a progress bar")
     # Set by calling jobs only: fields added to the registry manifest.
     extra_manifest: Mapping[str, Any] = field(default_factory=dict)
@@ -101,12 +101,13 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     from batch.training.trainer import TrainerConfig
     from shared.tasks import get_task
 
+    options = resolve(options, settings)  # unset device: settings.models.device
     task = get_task(options.task)
     work_dir = Path(options.output_dir) if options.output_dir else None
     trainer = TrainerConfig(
-        epochs=options.epochs or task.default_epochs,
-        batch_size=options.batch_size or task.default_batch_size,
-        lr=options.lr or default_lr(task, options.lora),
+        epochs=options.epochs if options.epochs is not None else task.default_epochs,
+        batch_size=options.batch_size if options.batch_size is not None else task.default_batch_size,
+        lr=options.lr if options.lr is not None else default_lr(task, options.lora),
         seed=options.seed,
         save_steps=options.save_steps,
         stop_after_steps=options.stop_after_steps,

@@ -84,8 +84,8 @@ log = logging.getLogger("jobs.fold")
 @dataclass(frozen=True)
 class FoldOptions:
     follow: bool = option(False, help="keep folding new records instead of exiting at the topics' ends")
-    batch_records: int | None = option(None, help="records per Delta commit (default: settings.fold.batch_records)")
-    max_seconds: float | None = option(None, help="stop after this many seconds (useful with --follow)")
+    batch_records: int | None = option(None, help="records per Delta commit", setting="fold.batch_records", ge=1)
+    max_seconds: float | None = option(None, help="stop after this many seconds (useful with --follow)", gt=0)
 
 
 @dataclass

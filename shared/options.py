@@ -291,7 +291,9 @@ def config_document(prog: str, options: Any, settings: Settings) -> dict[str, An
     }
 
 
-def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None) -> tuple[T, Settings]:
+def start_job(
+    options_cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str | None, configure_logging: bool = True
+) -> tuple[T, Settings]:
     """What every job's `main` does first: its options from `argv`, the settings read once,
     the options resolved against them (a bad or senseless value exits 2 with one line),
     and logging at the configured level. With `--print-config` it prints the resolved
@@ -316,5 +318,6 @@ def start_job(options_cls: type[T], argv: Sequence[str] | None, *, prog: str, do
         print(json.dumps(config_document(prog, options, settings), indent=2))
         sys.stdout.flush()
         raise SystemExit(0)
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    if configure_logging:  # False: the job sets logging up itself (the Faust worker)
+        logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     return options, settings
