@@ -64,6 +64,14 @@ class TrainOptions:
     # Set by calling jobs only: fields added to the registry manifest.
     extra_manifest: Mapping[str, Any] = field(default_factory=dict)
 
+    def derived(self) -> dict[str, Any]:
+        """Unset epochs, batch size and learning rate: the task's (see shared.options.resolve)."""
+        from batch.training.stages import default_lr
+        from shared.tasks import get_task
+
+        task = get_task(self.task)
+        return {"epochs": task.default_epochs, "batch_size": task.default_batch_size, "lr": default_lr(task, self.lora)}
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -92,7 +100,6 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     from batch.training.stages import (
         FitSpec,
         check_fit_spec,
-        default_lr,
         evaluate_model,
         fit_model,
         promote_if_better,
@@ -101,13 +108,13 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     from batch.training.trainer import TrainerConfig
     from shared.tasks import get_task
 
-    options = resolve(options, settings)  # unset device: settings.models.device
+    options = resolve(options, settings)  # unset: settings.models.device, the task's epochs, batch size, lr
     task = get_task(options.task)
     work_dir = Path(options.output_dir) if options.output_dir else None
     trainer = TrainerConfig(
-        epochs=options.epochs if options.epochs is not None else task.default_epochs,
-        batch_size=options.batch_size if options.batch_size is not None else task.default_batch_size,
-        lr=options.lr if options.lr is not None else default_lr(task, options.lora),
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
         seed=options.seed,
         save_steps=options.save_steps,
         stop_after_steps=options.stop_after_steps,

@@ -63,6 +63,13 @@ class RetrainOptions:
     seed: int | None = option(None, help="random seed", setting="loop.seed")
     promote: bool = option(True, help="promote a proven better challenger (--no-promote: evaluate only)")
 
+    def derived(self) -> dict[str, Any]:
+        """An unset learning rate: the task's (see shared.options.resolve)."""
+        from batch.training.stages import default_lr
+        from shared.tasks import get_task
+
+        return {"lr": default_lr(get_task(self.task), False)} if self.task else {}
+
 
 @dataclass
 class RetrainResult:
@@ -114,13 +121,13 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
 
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.stages import FitSpec, default_lr, evaluate_model, fit_model, register_model
+    from batch.training.stages import FitSpec, evaluate_model, fit_model, register_model
     from batch.training.trainer import TrainerConfig
     from jobs.fold import committed_offsets
     from shared.registry import ModelRegistry
     from shared.tasks import get_task
 
-    options = resolve(options, settings)  # unset options: the loop's settings
+    options = resolve(options, settings)  # unset options: the loop's settings, the task's lr
     task = get_task(options.task)
     seed, margin = options.seed, options.margin
     registry = ModelRegistry(settings.models.registry_root)
@@ -151,7 +158,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
             trainer=TrainerConfig(
                 epochs=options.epochs,
                 batch_size=task.default_batch_size,
-                lr=options.lr if options.lr is not None else default_lr(task, False),
+                lr=options.lr,
                 seed=seed,
                 output_dir=work_dir,
                 progress=False,

@@ -240,8 +240,10 @@ def _check(field: dataclasses.Field, value: Any, source: str) -> None:
 def resolve(options: T, settings: Settings) -> T:
     """The job's configuration, resolved once: each option left unset that names a
     `setting` takes the settings' value (the environment's, else the default); every
-    value is checked against the bounds declared with its option, and the options'
-    own `problem()` (what no single option shows), if they have one. Resolved options
+    value is checked against the bounds declared with its option. Two optional methods of
+    the options class take part: `derived()` gives defaults that depend on other options
+    (name -> value, applied to options still unset), `problem()` says what no single
+    option shows (a message, or None). Resolved options
     come back equal, so a job's `run` resolves what its caller built. A value that makes
     no sense raises UsageError, one line naming the option and the value."""
     changes: dict[str, Any] = {}
@@ -265,6 +267,13 @@ def resolve(options: T, settings: Settings) -> T:
             source = setting_env_name(meta["setting"])
         _check(field, value, source)
     resolved = dataclasses.replace(options, **changes) if changes else options  # type: ignore[type-var]
+    derived = getattr(resolved, "derived", None)
+    if callable(derived):  # defaults that depend on other options (e.g. the task's epochs)
+        by_name = {f.name: f for f in dataclasses.fields(resolved)}  # type: ignore[arg-type]
+        fill = {name: value for name, value in derived().items() if getattr(resolved, name) is None}
+        for name, value in fill.items():
+            _check(by_name[name], value, "")
+        resolved = dataclasses.replace(resolved, **fill) if fill else resolved  # type: ignore[type-var]
     problem = getattr(resolved, "problem", None)
     if callable(problem) and (message := problem()):
         raise UsageError(message)

@@ -217,3 +217,12 @@ def test_a_loop_task_that_disagrees_with_the_served_task_is_refused(fresh_settin
     with pytest.raises(ConfigError) as exc:
         get_settings()
     assert "SHOPFLOW_LOOP__TASK=sentiment and SHOPFLOW_STREAM__MODEL_TASK=propensity disagree" in str(exc.value)
+
+
+def test_train_resolves_the_tasks_defaults_and_the_settings_device(fresh_settings):
+    fresh_settings.setenv("SHOPFLOW_MODELS__DEVICE", "cpu")
+    get_settings.cache_clear()
+    from batch.train import TrainOptions
+
+    options, _ = start_job(TrainOptions, ["--task", "propensity", "--batch-size", "8"], prog="t", doc=None)
+    assert (options.epochs, options.batch_size, options.lr, options.device) == (1, 8, 2e-3, "cpu")
