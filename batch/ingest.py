@@ -33,7 +33,7 @@ from batch.sources import KNOWN_SOURCES, Source, bronze_column_name, source_by_n
 from shared.delta import AppTxn, write_table
 from shared.errors import ConfigError, SourceReadError
 from shared.files import sha256_file
-from shared.options import build_parser, option, start_job
+from shared.options import option, start_job
 from shared.run_metrics import JobResult, JobRun
 from shared.settings import Settings
 from shared.spark import get_spark
@@ -206,9 +206,7 @@ def run(settings: Settings, options: IngestOptions, spark: SparkSession | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    options, settings = start_job(IngestOptions, argv, prog=PROG, doc=__doc__)
-    if (problem := options.problem()) is not None:
-        build_parser(IngestOptions, prog=PROG).error(problem)  # exits 2, like any bad argument
+    options, settings = start_job(IngestOptions, argv, prog=PROG, doc=__doc__)  # checks options.problem()
     run(settings, options)
     return 0
 

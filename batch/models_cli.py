@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelNotFoundError
-from shared.options import option, parse_options
+from shared.options import option, start_job
 from shared.registry import ModelRegistry
 from shared.settings import Settings
 
@@ -35,7 +35,7 @@ class ShowOptions:
 @dataclass(frozen=True)
 class PromoteOptions:
     task: str = option(help="task name", positional=True)
-    version: int = option(help="version to promote", positional=True)
+    version: int = option(help="version to promote", positional=True, ge=1)
     alias: str = option("champion", help="alias to point at it")
     reason: str = option("promoted by hand (shopflow models promote)", help="kept in the announcement and log")
 
@@ -127,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     options_cls, action, help_ = SUBCOMMANDS[command]
-    options = parse_options(options_cls, rest, prog=f"shopflow models {command}", description=help_)
-    from shared.settings import get_settings
-
-    action(get_settings(), options)
+    options, settings = start_job(options_cls, rest, prog=f"shopflow models {command}", doc=help_)
+    action(settings, options)
     return 0
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.options import option, start_job
+from shared.options import option, resolve, start_job
 from shared.settings import Settings
 from shared.tasks import TASKS
 
@@ -43,12 +43,12 @@ _PREDICTORS: dict[tuple[str, str, int], Any] = {}
 class ScoreOptions:
     task: str = option(help="which task's model scores", choices=tuple(TASKS))
     input: str | None = option(None, help="Delta table to score (default: the task's gold table)")
-    input_version: int | None = option(None, help="Delta version of the input (default: latest)")
+    input_version: int | None = option(None, help="Delta version of the input (default: latest)", ge=0)
     output: str | None = option(None, help="scored Delta table (default: <lake>/scored/<task>)")
-    version: int | None = option(None, help="model version (default: the alias)")
+    version: int | None = option(None, help="model version (default: the alias)", ge=1)
     alias: str = option("champion", help="registry alias used when --version is not given")
     mode: str = option("overwrite", help="how to write the output", choices=("overwrite", "append"))
-    batch_size: int = option(64, help="records per model call")
+    batch_size: int = option(64, help="records per model call", ge=1)
     split: str | None = option(None, help="score only rows of this split (e.g. test), when the input has one")
 
 
@@ -119,6 +119,7 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
     from shared.spark import get_spark
     from shared.tasks import get_task
 
+    options = resolve(options, settings)
     task = get_task(options.task)
     registry = ModelRegistry(settings.models.registry_root)
     version = options.version if options.version is not None else registry.resolve(task.name, options.alias)

@@ -28,39 +28,49 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.options import option, start_job
+from shared.options import option, resolve, start_job
+from shared.run_metrics import write_metrics
 from shared.settings import Settings
 from shared.tasks import TASKS
 
 log = logging.getLogger("shopflow.train")
+JOB = "batch.train"
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     task: str = option(help="what to train", choices=tuple(TASKS))
     table_path: str | None = option(None, help="gold table (default: the lake's gold/<task table>)")
-    table_version: int | None = option(None, help="Delta version to read (default: latest)")
+    table_version: int | None = option(None, help="Delta version to read (default: latest)", ge=0)
     base_model: str | None = option(None, help="HF model folder or hub name (default: offline MiniLM)")
     init_from_champion: bool = option(False, help="continue from the champion's weights")
-    max_train_samples: int | None = option(None, help="smoke mode: train on this many rows")
-    max_eval_samples: int | None = option(None, help="evaluate on this many test rows")
-    epochs: int | None = option(None, help="default: the task's (1)")
-    batch_size: int | None = option(None, help="default: the task's (16)")
-    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 2e-3 propensity)")
+    max_train_samples: int | None = option(None, help="smoke mode: train on this many rows", ge=1)
+    max_eval_samples: int | None = option(None, help="evaluate on this many test rows", ge=1)
+    epochs: int | None = option(None, help="default: the task's (1)", ge=1)
+    batch_size: int | None = option(None, help="default: the task's (16)", ge=1)
+    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 2e-3 propensity)", gt=0)
     seed: int = option(13, help="seed for sampling, batch order and init")
-    max_length: int = option(128, help="text tasks: tokens per example")
+    max_length: int = option(128, help="text tasks: tokens per example", ge=1)
     lora: bool = option(False, help="train LoRA adapters (text tasks), merged on save")
-    lora_rank: int = option(8, help="LoRA rank")
-    save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)")
-    stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)")
-    time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule")
+    lora_rank: int = option(8, help="LoRA rank", ge=1)
+    save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)", ge=0)
+    stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)", ge=1)
+    time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule", gt=0)
     resume_from: str | None = option(None, help="a checkpoint-<step> folder written by --save-steps")
     output_dir: str | None = option(None, help="where checkpoints go (default: a temp folder)")
     promote: bool = option(False, help="promote if it beats the champion on the same rows")
-    device: str | None = option(None, help="default: settings.models.device", choices=("auto", "cpu", "cuda"))
+    device: str | None = option(None, help="where to train", choices=("auto", "cpu", "cuda"), setting="models.device")
     progress: bool = option(True, help="show a progress bar")
     # Set by calling jobs only: fields added to the registry manifest.
     extra_manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    def derived(self) -> dict[str, Any]:
+        """Unset epochs, batch size and learning rate: the task's (see shared.options.resolve)."""
+        from batch.training.stages import default_lr
+        from shared.tasks import get_task
+
+        task = get_task(self.task)
+        return {"epochs": task.default_epochs, "batch_size": task.default_batch_size, "lr": default_lr(task, self.lora)}
 
 
 @dataclass(frozen=True)
@@ -87,24 +97,24 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     """Train, evaluate, register (and maybe promote) one model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.loop import LoopConfig
     from batch.training.stages import (
         FitSpec,
         check_fit_spec,
-        default_lr,
         evaluate_model,
         fit_model,
         promote_if_better,
         register_model,
     )
+    from batch.training.trainer import TrainerConfig
     from shared.tasks import get_task
 
+    options = resolve(options, settings)  # unset: settings.models.device, the task's epochs, batch size, lr
     task = get_task(options.task)
     work_dir = Path(options.output_dir) if options.output_dir else None
-    loop = LoopConfig(
-        epochs=options.epochs or task.default_epochs,
-        batch_size=options.batch_size or task.default_batch_size,
-        lr=options.lr or default_lr(task, options.lora),
+    trainer = TrainerConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
         seed=options.seed,
         save_steps=options.save_steps,
         stop_after_steps=options.stop_after_steps,
@@ -113,7 +123,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         time_budget_seconds=options.time_budget_seconds,
     )
     spec = FitSpec(
-        loop=loop,
+        trainer=trainer,
         base_model=options.base_model,
         init_from_champion=options.init_from_champion,
         resume_from=Path(options.resume_from) if options.resume_from else None,
@@ -145,8 +155,8 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     set_seed(options.seed)
     if work_dir is None:
         work_dir = Path(tempfile.mkdtemp(prefix="shopflow-train-"))
-        spec = dataclasses.replace(spec, loop=dataclasses.replace(loop, output_dir=work_dir))
-        loop = spec.loop
+        spec = dataclasses.replace(spec, trainer=dataclasses.replace(trainer, output_dir=work_dir))
+        trainer = spec.trainer
     fitted = fit_model(settings, task, data, spec)
     fit = fitted.result
     training = {
@@ -157,9 +167,9 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         "final_loss": fit.final_loss,
         "completed": fit.completed,
         "device": str(fitted.device),
-        "lr": loop.lr,
-        "epochs": loop.epochs,
-        "batch_size": loop.batch_size,
+        "lr": trainer.lr,
+        "epochs": trainer.epochs,
+        "batch_size": trainer.batch_size,
         "last_checkpoint": str(fit.last_checkpoint) if fit.last_checkpoint else None,
     }
     doc: dict[str, Any] = {
@@ -187,7 +197,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     if not fit.completed:
         # A stopped run leaves its checkpoint to resume from and registers nothing.
         log.info("stopped after %d steps; resume with --resume-from %s", fit.steps, fit.last_checkpoint)
-        path = _write_metrics(settings.metrics_dir, f"train-{task.name}-stopped-step{fit.steps}.json", doc)
+        path = write_metrics(settings.metrics_dir, JOB, doc, name=f"train-{task.name}-stopped-step{fit.steps}")
         return TrainResult(**common, completed=False, metrics_file=path, document=doc)
 
     report = evaluate_model(settings, fitted, data, seed=options.seed)
@@ -206,7 +216,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
     if promotion is not None:
         doc["announced"] = promotion.announced
         log.info("%s", promotion.summary())
-    path = _write_metrics(settings.metrics_dir, f"train-{task.name}-v{version}.json", doc)
+    path = write_metrics(settings.metrics_dir, JOB, doc, name=f"train-{task.name}-v{version}")
     doc["metrics_file"] = str(path)
     if not options.output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -223,13 +233,6 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         promoted=promotion is not None,
         announced=promotion.announced if promotion else None,
     )
-
-
-def _write_metrics(folder: Path, name: str, doc: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(json.dumps(doc, indent=2, default=str))
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

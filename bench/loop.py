@@ -1,4 +1,4 @@
-"""Loop benchmark: one iteration (fold + features + retrain + evaluate) for N new events
+"""Closed-loop benchmark: one iteration (fold + features + retrain + evaluate) for N new events
 over 1x and 4x the history; the fold's time must not grow with the history.
 
 usage: python -m bench.loop [--new-events 10000] [--history 20000] [--scales 1,4] [--fold-only]

@@ -61,7 +61,7 @@ def bench_training(
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-    from batch.training.loop import LoopConfig, batch_order, fit
+    from batch.training.trainer import TrainerConfig, batch_order, fit
     from shared.predictor import resolve_device
 
     device = resolve_device()
@@ -71,7 +71,7 @@ def bench_training(
 
     set_seed(seed)
     model, encoder = task.build(base, records, max_length=max_length)
-    cfg = LoopConfig(epochs=1, batch_size=batch_size, lr=5e-5, seed=seed, progress=False)
+    cfg = TrainerConfig(epochs=1, batch_size=batch_size, lr=5e-5, seed=seed, progress=False)
     fit(task, model, encoder, warmup, task.labels(warmup), cfg, device)  # warm-up, untimed
 
     set_seed(seed)

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("stream.worker", "the Faust worker: clicks -> validate, enrich, score -> clicks.scored"),
     "fold": ("jobs.fold", "clicks.scored + clicks.dlq -> Delta, exactly once, incrementally"),
     "retrain": ("jobs.retrain", "fine-tune from the champion; promote only a challenger proven better"),
-    "loop": ("jobs.loop", "fold -> features -> retrain -> evaluate -> promote, --once or --interval 15m"),
+    "loop": ("jobs.loop", "fold -> features -> retrain -> evaluate -> promote, --once or every 15m"),
     "demo": ("demo.cli", "the whole closed loop on the real data, ending in an HTML report"),
 }
 

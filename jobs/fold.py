@@ -59,7 +59,7 @@ from jobs.fold_kafka import FoldConsumer
 from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, quarantine_table_path, stream_table_path
 from shared.delta_merge import ensure_table
 from shared.errors import ShopflowError
-from shared.options import option, start_job
+from shared.options import option, resolve, start_job
 from shared.run_metrics import JobRun
 from shared.settings import Settings
 
@@ -69,8 +69,8 @@ log = logging.getLogger("jobs.fold")
 @dataclass(frozen=True)
 class FoldOptions:
     follow: bool = option(False, help="keep folding new records instead of exiting at the topics' ends")
-    batch_records: int | None = option(None, help="records per Delta commit (default: settings.fold.batch_records)")
-    max_seconds: float | None = option(None, help="stop after this many seconds (useful with --follow)")
+    batch_records: int | None = option(None, help="records per Delta commit", setting="fold.batch_records", ge=1)
+    max_seconds: float | None = option(None, help="stop after this many seconds (useful with --follow)", gt=0)
 
 
 def committed_offsets(settings: Settings) -> dict[str, int]:
@@ -131,6 +131,7 @@ def fold_until_done(
 def run(settings: Settings, options: FoldOptions) -> FoldResult:
     """Fold the scored and dead-letter topics into silver Delta; see the module docstring."""
     started = time.monotonic()
+    options = resolve(options, settings)  # unset options: the fold's settings
     k, f = settings.kafka, settings.fold
     # Creates the tables, or adds the columns a table written by an older fold lacks.
     ensure_table(stream_table_path(settings), STREAM_SCHEMA)
@@ -138,7 +139,7 @@ def run(settings: Settings, options: FoldOptions) -> FoldResult:
     with JobRun("jobs.fold", settings.metrics_dir) as metrics:
         result = FoldResult()
         tables = {k.scored_topic: stream_table_path(settings), k.dlq_topic: quarantine_table_path(settings)}
-        consumer = FoldConsumer(settings, options.batch_records or f.batch_records, tables)
+        consumer = FoldConsumer(settings, options.batch_records, tables)
         committer = FoldCommitter(settings, result)
         stop = threading.Event()
         # SIGTERM ends a --follow run after its current batch (only the main thread may set it).

@@ -2,6 +2,8 @@
 
 usage: python -m jobs.loop --once            # one iteration, then exit (cron, Airflow)
        python -m jobs.loop --interval 15m    # every 15 minutes until stopped
+       python -m jobs.loop                   # every SHOPFLOW_LOOP__INTERVAL (15m) until stopped
+       python -m jobs.loop --once --epochs 2 --max-train-samples 500   # retrain's options pass on
        (also: shopflow loop ...)
 
 One iteration runs the jobs in order, each through its own `run(settings, options)`:
@@ -28,8 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from jobs.retrain import RetrainOptions
 from shared.errors import ConfigError, ShopflowError, UserError
-from shared.options import option, start_job
+from shared.options import option, options_group, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
 
@@ -40,12 +43,31 @@ class LoopBusyError(UserError, ShopflowError):
     """Another loop run holds the lock."""
 
 
+def parse_interval(text: str) -> float:
+    """'90s' | '15m' | '1h' | '2h30m' -> seconds."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text or "")
+    if not match or not any(match.groups()):
+        raise ConfigError(f"interval {text!r} is not like 90s, 15m, 1h or 2h30m")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ConfigError(f"interval {text!r} must be longer than zero")
+    return float(total)
+
+
 @dataclass(frozen=True)
 class LoopOptions:
     once: bool = option(False, help="run one iteration and exit")
-    interval: str | None = option(None, help="run every INTERVAL (e.g. 90s, 15m, 1h) until stopped")
+    interval: str | None = option(
+        None,
+        help="run every INTERVAL (e.g. 90s, 15m, 1h) until stopped",
+        setting="loop.interval",
+        unless="once",
+        check=parse_interval,
+    )
     skip_retrain: bool = option(False, help="fold and rebuild features only")
-    max_iterations: int | None = option(None, help="stop after this many iterations (with --interval)")
+    max_iterations: int | None = option(None, help="stop after this many iterations (without --once)", ge=1)
+    retrain: RetrainOptions = options_group(RetrainOptions, title="the retrain step (as `shopflow retrain`)")
 
 
 @dataclass
@@ -76,18 +98,6 @@ class IterationResult:
             "ok": self.ok,
             "steps": [s.__dict__ for s in self.steps],
         }
-
-
-def parse_interval(text: str) -> float:
-    """'90s' | '15m' | '1h' | '2h30m' -> seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text or "")
-    if not match or not any(match.groups()):
-        raise ConfigError(f"interval {text!r} is not like 90s, 15m, 1h or 2h30m")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    if total <= 0:
-        raise ConfigError(f"interval {text!r} must be longer than zero")
-    return float(total)
 
 
 @contextmanager
@@ -132,7 +142,7 @@ def default_steps(options: LoopOptions) -> list[Step]:
     def retrain(settings: Settings) -> Any:
         from jobs import retrain as retrain_job
 
-        return retrain_job.run(settings, retrain_job.RetrainOptions())
+        return retrain_job.run(settings, options.retrain)
 
     steps: list[Step] = [("fold", fold), ("features", features)]
     if not options.skip_retrain:
@@ -176,14 +186,15 @@ def run_iteration(settings: Settings, steps: list[Step]) -> IterationResult:
 
 
 def run(settings: Settings, options: LoopOptions, steps: list[Step] | None = None) -> list[IterationResult]:
-    """Run once, or every `options.interval` until stopped (SIGTERM/SIGINT end it cleanly)."""
-    if options.once == bool(options.interval):
-        raise ConfigError("say exactly one of --once or --interval")
+    """Run once, or every `options.interval` (default: settings.loop.interval) until
+    stopped (SIGTERM/SIGINT end it cleanly)."""
+    options = resolve(options, settings)
     steps = steps if steps is not None else default_steps(options)
     if options.once:
         return [run_iteration(settings, steps)]
 
-    every = parse_interval(options.interval or settings.loop.interval)
+    assert options.interval is not None  # resolved: the option's, else settings.loop.interval
+    every = parse_interval(options.interval)
     stopping = {"now": False}
 
     def stop(signum: int, _frame: Any) -> None:

@@ -1,6 +1,7 @@
 """Retrain from the champion and promote only a challenger proven better on unseen data.
 
-usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 1000]
+usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 1000] [--epochs 1]
+       python -m jobs.retrain --print-config   # the resolved options and settings, as JSON
        (also: shopflow retrain ..., and step 3 of `shopflow loop`)
 
 1. read the task's gold training set at its latest Delta version (history + folded
@@ -31,23 +32,43 @@ from typing import Any
 
 from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
 from shared.errors import ModelNotFoundError, TableError
-from shared.options import option, start_job
+from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
+from shared.tasks import TASKS
 
 log = logging.getLogger("jobs.retrain")
 
 
 @dataclass(frozen=True)
 class RetrainOptions:
-    task: str | None = option(None, help="the task to retrain (default: the loop setting, propensity)")
-    margin: float | None = option(None, help="promote when the CI's lower bound of the gain exceeds this")
-    resamples: int | None = option(None, help="bootstrap resamples over users")
-    epochs: int | None = option(None, help="fine-tuning epochs from the champion")
-    lr: float | None = option(None, help="learning rate (default: the task's)")
-    max_train_samples: int | None = option(None, help="smoke mode: train on at most this many rows")
-    seed: int | None = option(None, help="random seed")
+    """Unset options take the loop's settings (`settings.loop`, SHOPFLOW_LOOP__*)."""
+
+    task: str | None = option(None, help="the task to retrain", setting="loop.task", choices=tuple(TASKS))
+    margin: float | None = option(
+        None, help="promote when the CI's lower bound of the gain exceeds this", setting="loop.promotion_margin"
+    )
+    resamples: int | None = option(
+        None, help="bootstrap resamples over users", setting="loop.bootstrap_resamples", ge=1
+    )
+    confidence: float | None = option(
+        None, help="the bootstrap interval's confidence level", setting="loop.confidence", gt=0, lt=1
+    )
+    min_eval_rows: int | None = option(
+        None, help="an evaluation slice with fewer rows decides nothing", setting="loop.min_eval_rows", ge=0
+    )
+    epochs: int | None = option(None, help="fine-tuning epochs from the champion", setting="loop.epochs", ge=1)
+    lr: float | None = option(None, help="learning rate (default: the task's)", gt=0)
+    max_train_samples: int | None = option(None, help="smoke mode: train on at most this many rows", ge=1)
+    seed: int | None = option(None, help="random seed", setting="loop.seed")
     promote: bool = option(True, help="promote a proven better challenger (--no-promote: evaluate only)")
+
+    def derived(self) -> dict[str, Any]:
+        """An unset learning rate: the task's (see shared.options.resolve)."""
+        from batch.training.stages import default_lr
+        from shared.tasks import get_task
+
+        return {"lr": default_lr(get_task(self.task), False)} if self.task else {}
 
 
 @dataclass
@@ -100,16 +121,15 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
 
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.loop import LoopConfig
-    from batch.training.stages import FitSpec, default_lr, evaluate_model, fit_model, register_model
+    from batch.training.stages import FitSpec, evaluate_model, fit_model, register_model
+    from batch.training.trainer import TrainerConfig
     from jobs.fold import committed_offsets
     from shared.registry import ModelRegistry
     from shared.tasks import get_task
 
-    loop = settings.loop
-    task = get_task(options.task or loop.task)
-    seed = options.seed if options.seed is not None else loop.seed
-    margin = loop.promotion_margin if options.margin is None else options.margin
+    options = resolve(options, settings)  # unset options: the loop's settings, the task's lr
+    task = get_task(options.task)
+    seed, margin = options.seed, options.margin
     registry = ModelRegistry(settings.models.registry_root)
     champion = registry.resolve(task.name)
     if champion is None:
@@ -135,10 +155,10 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
     work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
     try:
         spec = FitSpec(
-            loop=LoopConfig(
-                epochs=options.epochs or loop.epochs,
+            trainer=TrainerConfig(
+                epochs=options.epochs,
                 batch_size=task.default_batch_size,
-                lr=options.lr or default_lr(task, False),
+                lr=options.lr,
                 seed=seed,
                 output_dir=work_dir,
                 progress=False,
@@ -159,11 +179,11 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
             examples.candidate[:, task.score_index],
             examples.groups,
             metric=task.primary_metric,
-            resamples=options.resamples or loop.bootstrap_resamples,
-            confidence=loop.confidence,
+            resamples=options.resamples,
+            confidence=options.confidence,
             seed=seed,
         )
-        decision = decide(comparison, margin=margin, min_rows=loop.min_eval_rows)
+        decision = decide(comparison, margin=margin, min_rows=options.min_eval_rows)
         seconds["compare"], clock = time.perf_counter() - clock, time.perf_counter()
         evaluated = slice_of(data.test, examples.groups)
         offsets = committed_offsets(settings)

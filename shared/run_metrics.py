@@ -117,11 +117,16 @@ class JobRun:
         self.path = write_metrics(self.metrics_dir, self.job, self.as_dict())
 
 
-def write_metrics(directory: Path, job: str, payload: dict[str, Any]) -> Path:
-    """`payload` as <directory>/<job>-<UTC timestamp>.json; returns the path."""
+def write_metrics(directory: Path, job: str, payload: dict[str, Any], *, name: str | None = None) -> Path:
+    """`payload` as <directory>/<job>-<UTC timestamp>.json, or as <directory>/<name>.json
+    when the file has a name people look for (e.g. train-<task>-v<N>); returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = directory / f"{job}-{stamp}.json"
+    if name is None:
+        name = f"{job}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    log.info("%s %s in %.1fs; metrics: %s", job, payload.get("status"), payload.get("seconds", 0), path)
+    if "status" in payload:
+        log.info("%s %s in %.1fs; metrics: %s", job, payload["status"], payload.get("seconds", 0), path)
+    else:
+        log.info("%s metrics: %s", job, path)
     return path

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,19 +134,25 @@ class ModelSettings(_Group):
 
 
 class LoopSettings(_Group):
-    """The periodic loop: fold -> features -> retrain -> evaluate -> promote."""
+    """The closed loop (fold -> features -> retrain -> evaluate -> promote): which task it
+    retrains and how often, and the knobs of its retrain step, which `shopflow retrain`
+    run on its own reads too (fine-tuning and the promotion rule). Each can be given on
+    the command line of `shopflow loop` or `shopflow retrain` instead (--print-config).
+
+    `task` is the task the stream serves: it follows `stream.model_task` when only that
+    is set (and the other way round); the two set apart are refused (see Settings)."""
 
     task: str = "propensity"
     interval: str = "15m"
     # Promote only when the lower bound of the paired-bootstrap interval of
     # (challenger - champion) on the primary metric is above this margin.
     promotion_margin: float = 0.0
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
+    bootstrap_resamples: int = Field(default=1000, ge=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
     # An evaluation slice smaller than this decides nothing (not promoted).
-    min_eval_rows: int = 200
+    min_eval_rows: int = Field(default=200, ge=0)
     # Fine-tuning the challenger from the champion.
-    epochs: int = 1
+    epochs: int = Field(default=1, ge=1)
     seed: int = 13
 
 
@@ -194,6 +200,28 @@ class Settings(BaseSettings):
     loop: LoopSettings = Field(default_factory=LoopSettings)
     fold: FoldSettings = Field(default_factory=FoldSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_served_task(cls, data: Any) -> Any:
+        """The loop retrains the task the worker serves: `loop.task` and
+        `stream.model_task` name one thing. Set one and the other follows; set both,
+        they must agree."""
+        if not isinstance(data, dict):
+            return data
+        given = {group: _given(data.get(group), key) for group, key in _SERVED_TASK}
+        named = {value for value in given.values() if value is not None}
+        if len(named) > 1:
+            raise ValueError(
+                f"SHOPFLOW_LOOP__TASK={given['loop']} and SHOPFLOW_STREAM__MODEL_TASK={given['stream']} disagree: "
+                "the loop retrains the task the worker serves; set one of them"
+            )
+        if named:
+            data = dict(data)
+            for group, key in _SERVED_TASK:
+                if given[group] is None:
+                    data[group] = _with(data.get(group), key, next(iter(named)))
+        return data
+
     @model_validator(mode="after")
     def _cluster_needs_real_key(self) -> Settings:
         if self.profile == "cluster" and self.pseudonymization_key.get_secret_value() == EMBEDDED_PSEUDONYMIZATION_KEY:
@@ -202,6 +230,25 @@ class Settings(BaseSettings):
                 "the embedded development key is public"
             )
         return self
+
+
+_SERVED_TASK = (("loop", "task"), ("stream", "model_task"))
+
+
+def _given(group: Any, key: str) -> Any:
+    """The value of `key` in a settings group as given (a dict from the environment, or a
+    group object), or None where it was not given."""
+    if isinstance(group, dict):
+        return group.get(key)
+    if isinstance(group, BaseModel) and key in group.model_fields_set:
+        return getattr(group, key)
+    return None
+
+
+def _with(group: Any, key: str, value: Any) -> Any:
+    if isinstance(group, BaseModel):
+        return group.model_copy(update={key: value})
+    return {**(group or {}), key: value}
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,6 @@ topics there.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 from shared.brokers import broker_accepts_connections
 from shared.errors import BrokerError
 from shared.files import sha256_file
+from shared.options import option, start_job
 from shared.settings import Settings, get_settings
 from stream.topics import TopicSpec, required_topics
 
@@ -255,13 +255,14 @@ def status(settings: Settings | None = None) -> BrokerStatus:
     return BrokerStatus(bootstrap, pid, answering, topics)
 
 
+@dataclass(frozen=True)
+class BrokerOptions:
+    action: str = option(help="what to do", choices=("start", "stop", "status", "topics"), positional=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shopflow broker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["start", "stop", "status", "topics"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args, settings = start_job(BrokerOptions, argv, prog="shopflow broker", doc=__doc__)
     logging.getLogger("kafka").setLevel(logging.WARNING)  # per-connection chatter
-    settings = get_settings()
     try:
         if args.action == "start":
             st = start(settings)

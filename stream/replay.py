@@ -13,7 +13,6 @@ fold back into Delta drops the repeats.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import sys
@@ -36,8 +35,9 @@ from shared.click_sources import (
     TAOBAO_SOURCE,
 )
 from shared.errors import BrokerError, SourceReadError
+from shared.options import option, start_job
 from shared.schemas import click_event_id, to_wire
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -189,28 +189,40 @@ def replay(
     return sent
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shopflow replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", choices=["taobao", "diginetica"], default="taobao")
-    parser.add_argument(
-        "--speed", default="1", help="'max' (as fast as possible) or a multiple of real time, e.g. 1, 20"
+def replay_speed(text: str) -> float | None:
+    """'max' -> None (as fast as possible); '20' -> 20.0 times the recorded pace."""
+    if text == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = float("nan")
+    if not speed > 0 or speed == float("inf"):
+        raise ValueError(f"{text!r} is not 'max' or a positive multiple of real time")
+    return speed
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    source: str = option("taobao", help="the click log to replay", choices=("taobao", "diginetica"))
+    speed: str = option(
+        "1", help="'max' (as fast as possible) or a multiple of real time, e.g. 1, 20", check=replay_speed
     )
-    parser.add_argument("--limit", type=int, default=None, help="send at most this many events")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level)
+    limit: int | None = option(None, help="send at most this many events", ge=1)
+    progress: bool = option(True, help="show a progress bar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = start_job(ReplayOptions, argv, prog="shopflow replay", doc=__doc__)
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    speed = None if args.speed == "max" else float(args.speed)
-    if speed is not None and speed <= 0:
-        parser.error("--speed must be positive or 'max'")
+    speed = replay_speed(args.speed)
     try:
         events, malformed = read_source(args.source, settings.data_root)
         if args.limit is not None:
             events = events[: args.limit]
         for row in malformed:
             log.warning("%s: %s (sent as is; the worker dead-letters it): %r", row.where, row.error, row.raw)
-        sent = replay(events, settings, speed=speed, progress=not args.no_progress, malformed=malformed)
+        sent = replay(events, settings, speed=speed, progress=args.progress, malformed=malformed)
     except (SourceReadError, BrokerError) as exc:
         print(f"shopflow replay: {exc}", file=sys.stderr)
         return 1

@@ -11,16 +11,17 @@ again (at-least-once, same features).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.settings import REPO_ROOT, get_settings
+from shared.options import start_job
+from shared.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 # Allocations between two young-generation collections (CPython's default is 700).
@@ -71,10 +72,14 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """None: the worker reads everything from settings (see --print-config)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shopflow worker", description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
-    settings = get_settings()
+    # Faust sets up logging itself (see Worker below).
+    _, settings = start_job(WorkerOptions, argv, prog="shopflow worker", doc=__doc__, configure_logging=False)
 
     import faust
 

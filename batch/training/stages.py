@@ -1,7 +1,7 @@
 """The trainer's four stages, each callable on its own (batch.train chains them; the
 retrain job calls them with its own data and decision rule):
 
-    fitted = fit_model(settings, task, data, FitSpec(init_from_champion=True, loop=LoopConfig()))
+    fitted = fit_model(settings, task, data, FitSpec(init_from_champion=True, trainer=TrainerConfig()))
     report = evaluate_model(settings, fitted, data, seed=13)        # challenger vs champion, same rows
     version, manifest = register_model(settings, fitted, report, data, work_dir, extra={"why": ...})
     promotion = promote_if_better(settings, task, version, report, reason="...")
@@ -20,7 +20,7 @@ import torch
 
 from batch.training.data import TrainingData
 from batch.training.evaluate import EvaluationReport, evaluate_all
-from batch.training.loop import FitResult, LoopConfig, fit
+from batch.training.trainer import FitResult, TrainerConfig, fit
 from shared.errors import ModelError, UsageError
 from shared.manifest import Manifest, TrainingTable
 from shared.predictor import Predictor, resolve_device
@@ -43,9 +43,9 @@ class ChampionRef:
 
 @dataclass(frozen=True)
 class FitSpec:
-    """How to fit: where the weights start and the loop's knobs."""
+    """How to fit: where the weights start and the trainer's knobs."""
 
-    loop: LoopConfig = field(default_factory=LoopConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     base_model: str | None = None  # None: the task's default (settings.models.base_model)
     init_from_champion: bool = False  # start from the champion's weights instead
     resume_from: Path | None = None  # a checkpoint-<step> folder of an interrupted run
@@ -102,7 +102,7 @@ def check_fit_spec(task: Task, spec: FitSpec) -> None:
 
 def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec) -> FittedModel:
     """Build (or load) the model and train it on `data.train`; a stopped run
-    (`loop.stop_after_steps`) returns with `result.completed` False."""
+    (`trainer.stop_after_steps`) returns with `result.completed` False."""
     check_fit_spec(task, spec)
     registry = ModelRegistry(settings.models.registry_root)
     device = resolve_device(spec.device or settings.models.device)
@@ -123,7 +123,7 @@ def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec)
     if spec.lora:
         model = _apply_lora(model, spec.lora_rank)
     result = fit(
-        task, model, encoder, data.train, task.labels(data.train), spec.loop, device, resume_from=spec.resume_from
+        task, model, encoder, data.train, task.labels(data.train), spec.trainer, device, resume_from=spec.resume_from
     )
     if spec.lora:
         model = model.merge_and_unload()  # the registry holds a plain HF model
@@ -135,7 +135,7 @@ def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec)
         base_model=init_from.base_model if init_from else task.base_model_name(base_model),
         init_from=init_from,
         result=result,
-        lr=spec.loop.lr,
+        lr=spec.trainer.lr,
         lora=spec.lora,
     )
 

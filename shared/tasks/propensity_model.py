@@ -82,7 +82,7 @@ class PropensityConfig(PretrainedConfig):
 
 
 class PropensityModel(PreTrainedModel):
-    """Inputs are built by `shared.tasks.propensity.PropensityEncoder`.
+    """Inputs are built by `shared.tasks.propensity_encoder.PropensityEncoder`.
 
     Sequences are right-aligned: position -1 is the candidate (the viewed item, type
     token "candidate"), the positions before it the session history (most recent last);

@@ -190,15 +190,18 @@ def test_promote_if_better_refuses_a_worse_challenger_and_takes_a_better_one(gol
 
     import torch
 
-    from batch.training.loop import LoopConfig
     from batch.training.stages import FitSpec, evaluate_model, fit_model, promote_if_better, register_model
+    from batch.training.trainer import TrainerConfig
     from shared.promotion import promote
 
     settings = get_settings()
     task = get_task("propensity")
     data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=256, max_eval_samples=200)
     fitted = fit_model(
-        settings, task, data, FitSpec(loop=LoopConfig(epochs=2, batch_size=32, lr=2e-3, progress=False), device="cpu")
+        settings,
+        task,
+        data,
+        FitSpec(trainer=TrainerConfig(epochs=2, batch_size=32, lr=2e-3, progress=False), device="cpu"),
     )
     inverted_model = copy.deepcopy(fitted.model)
     with torch.no_grad():  # negated logits: softmax swaps the two classes' probabilities
@@ -238,8 +241,8 @@ def test_promote_if_better_refuses_a_worse_challenger_and_takes_a_better_one(gol
 def test_stages_give_paired_per_row_predictions(gold) -> None:
     """What the retrain job builds on: fit from the champion, then challenger and champion
     predictions on the same rows, keyed by event and grouped by user."""
-    from batch.training.loop import LoopConfig
     from batch.training.stages import FitSpec, evaluate_model, fit_model
+    from batch.training.trainer import TrainerConfig
 
     settings = get_settings()
     task = get_task("propensity")
@@ -255,7 +258,9 @@ def test_stages_give_paired_per_row_predictions(gold) -> None:
         task,
         data,
         FitSpec(
-            loop=LoopConfig(epochs=1, batch_size=32, lr=1e-3, progress=False), init_from_champion=True, device="cpu"
+            trainer=TrainerConfig(epochs=1, batch_size=32, lr=1e-3, progress=False),
+            init_from_champion=True,
+            device="cpu",
         ),
     )
     assert fitted.init_from is not None and fitted.init_from.version == champion

@@ -75,12 +75,11 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "worker": (["worker", "--bogus"], "unrecognized arguments: --bogus"),
     "fold": (["fold", "--bogus"], "unrecognized arguments: --bogus"),
     "retrain": (["retrain"], "has no champion to retrain from"),
-    "loop": (["loop"], "say exactly one of --once or --interval"),
+    "loop": (["loop", "--once", "--interval", "5m"], "--once and --interval exclude each other"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
 }
-# Verbs whose arguments come from shared.options print exactly one line; the others
-# still print argparse's usage block above their error line.
-ONE_LINE = {"pipeline", "train", "models", "score", "fold", "retrain", "loop", "demo"}
+# Every verb's arguments come from shared.options: a mistake is exactly one line.
+ONE_LINE = set(cli.COMMANDS)
 
 
 @pytest.mark.parametrize("verb", list(cli.COMMANDS))
@@ -93,3 +92,18 @@ def test_every_verb_reports_a_mistake_in_one_line(verb: str, tmp_path: Path) -> 
     assert lines[-1].startswith(f"shopflow {verb}") and says in lines[-1], done.stderr
     if verb in ONE_LINE:
         assert len(lines) == 1, done.stderr
+
+
+def test_a_senseless_value_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    done = shopflow("retrain", "--epochs", "0", tmp_path=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "shopflow retrain: error: --epochs must be at least 1 (got 0) (see `shopflow retrain --help`)"
+    ]
+
+
+def test_print_config_masks_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPFLOW_PSEUDONYMIZATION_KEY", "k-7c1e-not-for-your-eyes")
+    done = shopflow("loop", "--once", "--epochs", "2", "--print-config", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "k-7c1e-not-for-your-eyes" not in done.stdout + done.stderr
+    assert '"pseudonymization_key": "**********"' in done.stdout and '"epochs": 2' in done.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.loop import LoopBusyError, LoopOptions, parse_interval, run, run_iteration, run_lock
-from shared.errors import ConfigError, TableNotFoundError
+from shared.errors import ConfigError, TableNotFoundError, UsageError
 from shared.settings import Settings
 
 
@@ -65,9 +65,7 @@ def test_a_failed_step_stops_the_iteration(tmp_path: Path):
 
 
 def test_once_and_interval_are_exclusive(tmp_path: Path):
-    with pytest.raises(ConfigError):
-        run(_settings(tmp_path), LoopOptions(), steps=[])
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError, match="--once and --interval exclude each other"):
         run(_settings(tmp_path), LoopOptions(once=True, interval="1m"), steps=[])
 
 

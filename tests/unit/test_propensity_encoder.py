@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.tasks.propensity import (
+from shared.tasks.propensity_encoder import (
     CANDIDATE_TOKEN,
     UNKNOWN_TYPE_TOKEN,
     PropensityEncoder,

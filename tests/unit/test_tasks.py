@@ -12,7 +12,7 @@ import torch
 
 from shared.errors import ModelError
 from shared.tasks import TASKS, classification_metrics, get_task, is_better
-from shared.tasks.propensity import CANDIDATE_TOKEN, PropensityEncoder, bucket
+from shared.tasks.propensity_encoder import CANDIDATE_TOKEN, PropensityEncoder, bucket
 from shared.tasks.propensity_model import PropensityConfig, PropensityModel
 
 
@@ -120,7 +120,7 @@ def test_propensity_model_round_trips_through_save_pretrained(tmp_path: Path) ->
 
 def test_propensity_baselines_include_fitted_models_and_prior_rates() -> None:
     from shared.features import PRIOR_CART_RATE, PRIOR_PURCHASE_RATE
-    from shared.tasks.propensity import user_prior_rate
+    from shared.tasks.propensity_baselines import user_prior_rate
 
     task = get_task("propensity")
     train = [

@@ -1,11 +1,11 @@
-"""Pure pieces of the training loop: batch order, learning-rate schedule, class weights."""
+"""Pure pieces of the trainer: batch order, learning-rate schedule, class weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from batch.training.loop import batch_order, class_weights, lr_at
+from batch.training.trainer import batch_order, class_weights, lr_at
 
 
 def test_batch_order_is_a_seeded_permutation_per_epoch() -> None:

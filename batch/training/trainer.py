@@ -1,10 +1,10 @@
-"""The training loop: AdamW, linear warmup/decay, optional class-weighted loss,
+"""The trainer: AdamW, linear warmup/decay, optional class-weighted loss,
 checkpoints every N steps, and exact resume.
 
 Batch order is a pure function of (seed, epoch), and the learning rate a pure function of
 the step, so resuming needs only the weights, the optimizer tensors and the RNG state.
 
-    result = fit(task, model, encoder, records, labels, LoopConfig(epochs=1), device)
+    result = fit(task, model, encoder, records, labels, TrainerConfig(epochs=1), device)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _BUDGET_PROBE_STEPS = 3
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class TrainerConfig:
     epochs: int = 1
     batch_size: int = 16
     lr: float = 5e-5
@@ -80,7 +80,7 @@ def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainerConfig) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -91,7 +91,7 @@ def fit(
     encoder: Any,
     records: Sequence[dict[str, Any]],
     labels: np.ndarray,
-    cfg: LoopConfig,
+    cfg: TrainerConfig,
     device: torch.device,
     *,
     resume_from: Path | None = None,
