@@ -9,9 +9,9 @@ bash scripts/bootstrap.sh
 bash scripts/checks.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 # Most of the suite waits on brokers, workers and Spark jobs rather than computing, so
-# test files run in parallel workers (pytest-xdist; tests/conftest.py groups them so the
-# SparkSession, its lake and module fixtures are built once). SHOPFLOW_TEST_WORKERS=0
+# test files run in parallel workers (pytest-xdist; tests/conftest.py's scheduler keeps
+# the SparkSession, its lake and module fixtures built once). SHOPFLOW_TEST_WORKERS=0
 # runs everything in this process.
 workers=${SHOPFLOW_TEST_WORKERS:-3}
 if [ "$workers" = 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
-exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -n "$workers" "$@"

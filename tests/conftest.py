@@ -6,7 +6,9 @@ below a temporary folder and never touches var/ of the checkout.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -25,26 +27,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-# Fixtures behind which stands one local SparkSession and the lake it built.
-SPARK_FIXTURES = frozenset({"spark", "gold_lake"})
+# A test function or fixture that takes one of these uses the session's SparkSession
+# and the gold lake it built.
+_SPARK_ARGUMENT = re.compile(r"def \w+\([^)]*\b(?:spark|gold_lake)\b", re.S)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (scripts/test.sh runs workers in parallel).
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """How pytest-xdist's workers share the suite (scripts/test.sh runs them in parallel).
 
-    Every integration file that uses the session's SparkSession or gold lake runs in one
-    group, so one worker builds them once (a second driver would build a second lake);
-    every other integration file is a group of its own, so its module-scoped fixtures (a
-    demo run, a trained model) are built once. Unit tests go wherever a worker is free.
-    Each worker is its own process with its own temporary lake, registry and broker.
+    Every integration file whose tests or fixtures take the session's SparkSession or gold
+    lake goes to one worker, so one driver builds the lake once; every other integration
+    file goes whole to one worker, so its module fixtures (a demo run, a trained model)
+    are built once; unit tests go wherever a worker is free. Each worker is its own
+    process with its own temporary lake, registry and broker. (xdist's own `loadgroup`
+    marks do not group under pytest 9, whose node ids xdist can no longer suffix.)
     """
-    spark_files = {item.path for item in items if SPARK_FIXTURES & set(getattr(item, "fixturenames", ()))}
-    for item in items:
-        if item.get_closest_marker("integration") is None:
-            continue
-        group = "spark" if item.path in spark_files else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = config.rootpath
+
+    @functools.cache
+    def scope_of_file(path: str) -> str:
+        if "/integration/" not in f"/{path}":
+            return ""
+        return "spark" if _SPARK_ARGUMENT.search((root / path).read_text()) else path
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of_file(nodeid.split("::", 1)[0]) or nodeid
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
