@@ -98,6 +98,15 @@ class Outbox:
         return acks
 
     async def deliver(self, topic: str, record: OutRecord) -> None:
-        """Send one record and return once the broker acknowledged it; raises when the
-        producer or the broker refuses it (for rare records, e.g. dead letters)."""
-        await asyncio.gather(*await self.send(topic, [record]))
+        """Send one record and return once the broker acknowledged it (for rare records:
+        dead letters); raises when the producer or the broker refuses it.
+
+        Through the producer's own `send`: it refuses a record over its request limit at
+        once, where a record batch would carry it to the broker unchecked (aiokafka takes
+        the first record of a batch whatever its size).
+        """
+        producer = self._producer_of()
+        partition, key, value = record
+        if partition is None:
+            partition = (await self._key_partitions(producer, topic, [record]))[key]  # type: ignore[index]
+        await (await producer.send(topic, value, key=key, partition=partition))

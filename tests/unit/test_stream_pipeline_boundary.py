@@ -27,13 +27,10 @@ T0 = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
 
 
 class _RecordBatch:
-    def __init__(self, limit: int) -> None:
+    def __init__(self) -> None:
         self.records: list[tuple] = []
-        self.limit = limit
 
     def append(self, key, value, timestamp):
-        if len(value) > self.limit:
-            return None  # does not fit a record batch: aiokafka's answer
         self.records.append((key, value))
         return True
 
@@ -43,21 +40,20 @@ class _RecordBatch:
 
 class _Producer:
     """Records what reaches the broker, by topic: (partition, key, value). Refuses values
-    the way aiokafka and a broker do: one over `batch_limit` bytes does not fit a record
-    batch and goes through `send`, which raises at once over `request_limit`; the broker
-    refuses a batch holding one over `broker_limit` (its acknowledgement fails). Its
+    the way aiokafka and a broker do: `send` raises at once for one over `request_limit`
+    bytes; the broker refuses one over `broker_limit` (its acknowledgement fails). Its
     acknowledgements are done at once, or held until `release(topic)` when `hold`."""
 
-    def __init__(self, batch_limit=10**9, request_limit=10**9, broker_limit=10**9, hold=False) -> None:
+    def __init__(self, request_limit=10**9, broker_limit=10**9, hold=False) -> None:
         self.sent: dict[str, list[tuple]] = {}
-        self.batch_limit, self.request_limit, self.broker_limit = batch_limit, request_limit, broker_limit
+        self.request_limit, self.broker_limit = request_limit, broker_limit
         self.held: list[tuple[str, asyncio.Future]] | None = [] if hold else None
 
     async def partitions_for(self, topic):
         return {0}  # one partition: the scored events keep the batch's order
 
     def create_batch(self):
-        return _RecordBatch(self.batch_limit)
+        return _RecordBatch()
 
     def _ack(self, topic, partition, records) -> asyncio.Future:
         ack = asyncio.get_running_loop().create_future()
@@ -208,7 +204,7 @@ def test_a_model_that_fails_on_every_record_is_an_infrastructure_failure():
 @pytest.mark.parametrize(
     "refusing",
     [
-        pytest.param({"batch_limit": 600, "request_limit": 600}, id="by-the-producer"),
+        pytest.param({"request_limit": 600}, id="by-the-producer"),
         pytest.param({"broker_limit": 600}, id="by-the-broker"),
     ],
 )
