@@ -101,6 +101,10 @@ class _Part:
 
 
 class Pipeline:
+    """The worker's batch flow (see the module's doc). `sessions` is the session table
+    (Faust's, or a dict with a `data` attribute); `changelog_record(user, entry)` gives
+    the (key, value) of an entry's changelog record; every output goes through `outbox`."""
+
     def __init__(
         self,
         settings: Settings,
