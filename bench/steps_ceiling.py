@@ -24,16 +24,6 @@ class _Table(dict):
         return self
 
 
-class _DeadLetters:
-    """Faust's `topic.send` shape over a bare producer (for the dead-letter topic)."""
-
-    def __init__(self, producer: Any, topic: str) -> None:
-        self._producer, self._topic = producer, topic
-
-    async def send(self, *, value: bytes, partition: int) -> Any:
-        return await self._producer.send(self._topic, value, partition=partition)
-
-
 async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expect: int, group: str) -> dict[str, Any]:
     """Consume `expect` events from `in_topic` through the pipeline into `out_topic`.
 
@@ -47,7 +37,7 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     from stream.champion import champion_functions
     from stream.metrics import WorkerMetrics
     from stream.outbox import Outbox
-    from stream.pipeline import Origin, Pipeline
+    from stream.pipeline import InputPosition, Pipeline
     from stream.scoring import ModelHolder
     from stream.sessions import changelog_record
     from stream.worker import set_torch_threads, settle_garbage_collector
@@ -71,8 +61,8 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
         outbox=Outbox(lambda: producer),
         scored_topic=out_topic,
         changelog_topic=f"{out_topic}-changelog",
+        dlq_topic=f"{out_topic}-dlq",
         changelog_record=changelog_record,
-        dlq_topic=_DeadLetters(producer, f"{out_topic}-dlq"),
         sessions=_Table(),
         holder=ModelHolder(resolve, load, fingerprint=fingerprint),
         metrics=WorkerMetrics(),
@@ -92,9 +82,9 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
                 continue
             if started is None:
                 started = time.perf_counter()
-            await pipeline.process_values(
+            await pipeline.process(
                 [r.value for r in records],
-                [Origin(r.topic, r.partition, r.offset, r.timestamp / 1000.0) for r in records],
+                [InputPosition(r.topic, r.partition, r.offset, r.timestamp / 1000.0) for r in records],
             )
             done += len(records)
             # As often as the worker commits; every batch read so far is acknowledged.

@@ -82,7 +82,7 @@ class StreamSettings(_Group):
     # (below) gets the batch as one part, in one forward pass.
     score_part_events: int = Field(default=256, ge=1)
     # A part the model scores in at most this long is scored on the event loop, not in
-    # the model thread (see stream.pipeline): the GRU takes ~5 ms for 1,024 events, a
+    # the model thread (see stream.model_runner): the GRU takes ~5 ms for 1,024 events, a
     # text model seconds. 0 always uses the thread.
     inline_score_max_ms: float = Field(default=25.0, ge=0)
     # The producer's record batch per partition. A part's scored events or a batch's

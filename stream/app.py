@@ -69,7 +69,6 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     clicks = app.topic(k.clicks_topic, **raw)
-    dlq = app.topic(k.dlq_topic, **raw)
     sessions = app.Table(
         SESSION_TABLE,
         default=None,
@@ -87,7 +86,8 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
                 pipeline.last_offsets.pop(tp.partition, None)
 
     app.broker_loss.subscribe(on_broker_data_lost)
-    # Scored events and session entries leave in one produce request per partition.
+    # Every output (scored events, session entries, dead letters) leaves through the
+    # outbox, on Faust's producer: one produce request per partition.
     outbox = Outbox(lambda: aiokafka_producer(app))
     app.broker_loss.subscribe(lambda where, tps: outbox.forget_partitions())
 
@@ -106,8 +106,8 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         outbox=outbox,
         scored_topic=k.scored_topic,
         changelog_topic=sessions.changelog_topic_name,
+        dlq_topic=k.dlq_topic,
         changelog_record=changelog_record,
-        dlq_topic=dlq,
         sessions=sessions,
         holder=holder,
         metrics=metrics,
@@ -118,7 +118,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         # partitions stalled; every exit path here ends the process instead.
         try:
             async for events in stream.take_events(s.batch_max_events, within=s.batch_max_wait_ms / 1000):
-                await pipeline.process(events)
+                await pipeline.process_events(events)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -3,7 +3,9 @@
 A `send` per record costs the worker more than the scoring itself (a future, a buffer
 entry, a partitioner call per record); one record batch per partition carries the same
 records, in the same order per partition, with the same keys. The caller awaits the
-returned acknowledgements before the input offsets are committed (at least once).
+returned acknowledgements before the input offsets are committed (at least once). It is
+the worker's one way out: scored events, session changelog and dead letters all leave
+through it (`stream.pipeline`, `stream.dead_letters`), on the one producer.
 
 Keyed records go to the partition Kafka's default partitioner (murmur2 of the key) picks,
 as a plain `send` would: a batch's new keys are hashed together (`stream.partitioning`)
@@ -12,6 +14,7 @@ and every answer is remembered per key.
     outbox = Outbox(lambda: producer)                   # an aiokafka.AIOKafkaProducer
     acks = await outbox.send("clicks.scored", [(None, b"user", b"{...}")])
     await asyncio.gather(*acks)
+    await outbox.deliver("clicks.dlq", (3, None, b"{...}"))  # one record, acknowledged
 """
 
 from __future__ import annotations
@@ -93,3 +96,17 @@ class Outbox:
             if batch.record_count():
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
         return acks
+
+    async def deliver(self, topic: str, record: OutRecord) -> None:
+        """Send one record and return once the broker acknowledged it (for rare records:
+        dead letters); raises when the producer or the broker refuses it.
+
+        Through the producer's own `send`: it refuses a record over its request limit at
+        once, where a record batch would carry it to the broker unchecked (aiokafka takes
+        the first record of a batch whatever its size).
+        """
+        producer = self._producer_of()
+        partition, key, value = record
+        if partition is None:
+            partition = (await self._key_partitions(producer, topic, [record]))[key]  # type: ignore[index]
+        await (await producer.send(topic, value, key=key, partition=partition))

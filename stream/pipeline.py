@@ -1,17 +1,19 @@
-"""The scoring pipeline's runtime: runs the steps of `stream.steps` on Faust micro-batches.
+"""The stream worker's batch flow: a micro-batch of input records in, its outputs acknowledged.
 
-The agent hands `process` each micro-batch of events (`stream.take_events`). Per batch:
-parse, validate, pseudonymize and enrich every event (the session table read once and
-written once per user), score the views with the model serving this batch (a new
-champion is swapped in only here, between batches), then produce the scored events and
-the changed session entries with one produce request per partition. Records that fail
-any step go to the dead-letter topic. Faust acks the batch's offsets only after
-`process` returns, and it returns only after the broker has acknowledged every scored,
-dead-lettered and changelog record of the batch: at least once, and a replayed event
-gets the features it had the first time (see `stream.sessions`).
+Per batch: parse, validate, pseudonymize and enrich every event (`stream.steps`; each
+user's session entry is read once and written once), score the views with the model
+serving this batch (a new champion is swapped in only here, between batches;
+`stream.model_runner` calls it), then hand the scored events and the changed session
+entries to the outbox, one produce request per partition (`stream.outbox`). A record
+that fails any step is dead-lettered through the same outbox (`stream.dead_letters`).
+`process` returns only after the broker has acknowledged every scored, dead-lettered
+and changelog record of the batch, and the caller commits the batch's input offsets
+only after it returns: at least once, and a replayed event gets the features it had
+the first time (see `stream.sessions`).
 
-    pipeline = Pipeline(settings, outbox=..., dlq_topic=..., sessions=..., holder=..., metrics=...)
-    async for events in stream.take_events(n, within=t): await pipeline.process(events)
+    pipeline = Pipeline(settings, outbox=outbox, scored_topic=..., changelog_topic=..., dlq_topic=..., ...)
+    async for events in stream.take_events(n, within=t): await pipeline.process_events(events)  # Faust
+    await pipeline.process(values, [InputPosition(topic, partition, offset, timestamp), ...])  # any consumer
 """
 
 from __future__ import annotations
@@ -22,20 +24,16 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, NoReturn
 
-import numpy as np
-
-from shared.click_rules import excerpt
-from shared.contract.dead_letter import dlq_entry, minimal_dlq_entry
-from shared.errors import ModelError
 from shared.settings import Settings
 from stream import steps
+from stream.dead_letters import DeadLetters
 from stream.items import ItemSnapshot
 from stream.metrics import WorkerMetrics, observe_many
+from stream.model_runner import ModelRunner
 from stream.outbox import Outbox
 from stream.scoring import ModelHolder
 
@@ -44,10 +42,8 @@ log = logging.getLogger(__name__)
 # Exit status of a worker whose agent died. Nonzero so a supervisor (systemd, k8s,
 # the tests) sees the failure and restarts it.
 EXIT_AGENT_DIED = 70
-# Scored events serialized and handed to the producer at a time (see Pipeline._finish).
+# Scored events serialized and handed to the producer at a time (see Pipeline._send_scored).
 SEND_SLICE_EVENTS = 256
-# Probe records a new model scores once, to time it (see Pipeline._calibrate).
-CALIBRATION_RECORDS = 32
 
 
 def die(where: str, exc: BaseException) -> NoReturn:
@@ -63,9 +59,10 @@ def die(where: str, exc: BaseException) -> NoReturn:
     os._exit(EXIT_AGENT_DIED)
 
 
-class Origin(NamedTuple):
-    """Where a record came from: for dead-letter entries, lag and latency (a tuple: one
-    is made per event)."""
+class InputPosition(NamedTuple):
+    """Where an input record was read, and when it was produced: the source a dead-letter
+    entry names, and where a scored event's latency counts from (a tuple: one is made
+    per event)."""
 
     topic: str
     partition: int
@@ -73,46 +70,41 @@ class Origin(NamedTuple):
     timestamp: float  # Kafka record timestamp (seconds), set by the producer
 
 
-class _ScoringTime:
-    """Seconds per record of the serving model, from its calls; decides where to score."""
+@dataclass
+class _Batch:
+    """One micro-batch on its way through: its inputs, and what has left for it."""
 
-    def __init__(self, inline_max_seconds: float) -> None:
-        self._inline_max = inline_max_seconds
-        self._per_record: dict[tuple[str, str], float] = {}  # (model, version) -> seconds per record
-
-    def timed(self, scorer: Any, records: list[dict[str, Any]]) -> Any:
-        started = time.perf_counter()
-        scores = scorer.score(records)
-        seconds = (time.perf_counter() - started) / max(1, len(records))
-        key = (scorer.model_name, scorer.version)
-        known = self._per_record.get(key)
-        if len(self._per_record) > 8:  # older models are gone
-            self._per_record.clear()
-        self._per_record[key] = seconds if known is None else min(seconds, 0.8 * known + 0.2 * seconds)
-        return scores
-
-    def known(self, scorer: Any) -> bool:
-        return (scorer.model_name, scorer.version) in self._per_record
-
-    def inline(self, scorer: Any, n: int) -> bool:
-        """True once the model scored `n` records in under the inline budget (its fastest
-        calls count most: a call slowed by the event loop beside it says little)."""
-        known = self._per_record.get((scorer.model_name, scorer.version))
-        return known is not None and known * n <= self._inline_max
+    values: list[bytes | None]
+    inputs: list[InputPosition]  # where each value was read, index by index
+    received_at: datetime
+    # Each user's session entry, read once for the whole batch, and the index of the
+    # user's last event whose entry changed (its changelog goes to that event's partition).
+    entries: dict[str, Any] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    acks: list[Awaitable[Any]] = field(default_factory=list)  # of every output handed to the producer
+    scored: list[InputPosition] = field(default_factory=list)  # inputs whose scored event was sent
+    reached_scoring: int = 0
 
 
 @dataclass
 class _Part:
-    """A slice of a micro-batch on its way through the steps."""
+    """The records of a slice of the batch that passed the steps before scoring, each beside
+    its index in the batch. The model scores the views; other events pass with no score."""
 
-    start: int  # position of its first record in the batch
-    records: list[Any]  # scoring records, or steps.Failed
-    good: list[int] = field(default_factory=list)  # positions (in the part) that reach scoring
-    to_score: list[int] = field(default_factory=list)  # indexes into `good` of the views
-    scoring: asyncio.Future[Any] | None = None  # the model's answer for `to_score`
+    indexes: list[int] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    is_view: list[bool] = field(default_factory=list)
+    scoring: asyncio.Future[Any] | None = None  # the model's answer for `views()`, in order
+
+    def views(self) -> list[dict[str, Any]]:
+        return [record for record, view in zip(self.records, self.is_view) if view]
 
 
 class Pipeline:
+    """The worker's batch flow (see the module's doc). `sessions` is the session table
+    (Faust's, or a dict with a `data` attribute); `changelog_record(user, entry)` gives
+    the (key, value) of an entry's changelog record; every output goes through `outbox`."""
+
     def __init__(
         self,
         settings: Settings,
@@ -120,28 +112,33 @@ class Pipeline:
         outbox: Outbox,
         scored_topic: str,
         changelog_topic: str,
+        dlq_topic: str,
         changelog_record: Callable[[str, Any], tuple[bytes, bytes]],
-        dlq_topic: Any,
         sessions: Any,
         holder: ModelHolder,
         metrics: WorkerMetrics,
     ) -> None:
+        s = settings.stream
         self._settings = settings
         self._outbox = outbox
-        self._scored = scored_topic
-        self._changelog = changelog_topic
+        self._scored_topic = scored_topic
+        self._changelog_topic = changelog_topic
         self._changelog_record = changelog_record
-        self._part_size = max(1, settings.stream.score_part_events)
-        self._timing = _ScoringTime(settings.stream.inline_score_max_ms / 1000)
-        self._dlq = dlq_topic
+        self._dead_letters = DeadLetters(
+            outbox, dlq_topic, metrics, max_raw_bytes=s.dlq_max_raw_bytes, max_reason_chars=s.dlq_max_reason_chars
+        )
+        self._part_size = max(1, s.score_part_events)
         self._sessions = sessions
         self._holder = holder
         self._metrics = metrics
         self._pseudonym = steps.Pseudonyms(settings.pseudonymization_key.get_secret_value().encode("utf-8"))
         self._items: ItemSnapshot | None = None
+        self._model = ModelRunner(
+            s.inline_score_max_ms / 1000,
+            probe=lambda: steps.probe_record(self._items),
+            on_call=metrics.step_seconds.labels(step=steps.STEP_SCORE).observe,
+        )
         self._ready = asyncio.Event()
-        # Scoring runs in its own thread so the event loop keeps fetching and heartbeating.
-        self._score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
         self.last_offsets: dict[int, int] = {}
 
     def load(self) -> None:
@@ -169,71 +166,92 @@ class Pipeline:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    # ------------------------------------------------------------------ dead letters
+    async def process_events(self, events: Sequence[Any]) -> None:
+        """`process` for a micro-batch of Faust events (`stream.take_events`)."""
+        await self.process(
+            [e.value for e in events],
+            [
+                InputPosition(e.message.topic, e.message.partition, e.message.offset, e.message.timestamp)
+                for e in events
+            ],
+        )
 
-    async def _deliver_dlq(
-        self,
-        raw: bytes | None,
-        reasons: list[str],
-        code: str,
-        step: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        failed_at: datetime,
-    ) -> None:
-        """Send the bounded entry; if the producer refuses it, the minimal one.
-
-        Only a failure to send the minimal entry (a few hundred bytes) propagates: that is
-        the broker, not the record, and ends the process (status 70) when awaited.
-        """
-        where = {"step": step, "topic": topic, "partition": partition, "offset": offset, "failed_at": failed_at}
-        stream = self._settings.stream
+    async def process(self, values: list[bytes | None], inputs: list[InputPosition]) -> None:
+        """One micro-batch of Kafka values and where each was read (any consumer loop);
+        returns once the broker has acknowledged all its outputs. An infrastructure
+        failure ends the process (status 70): a restart reads the batch again."""
         try:
-            entry = dlq_entry(
-                raw,
-                reasons,
-                reason_code=code,
-                max_raw_bytes=stream.dlq_max_raw_bytes,
-                max_reason_chars=stream.dlq_max_reason_chars,
-                **where,
-            )
-            await (await self._dlq.send(value=entry, partition=partition))
+            await self._score_batch(values, inputs)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any refusal of this entry: fall back
-            log.warning(
-                "dead-letter entry for %s[%d]@%d refused (%s); sending the minimal entry",
-                topic,
-                partition,
-                offset,
-                excerpt(f"{type(exc).__name__}: {exc}"),
-            )
-            minimal = minimal_dlq_entry(raw, reason_code=code, **where)
-            await (await self._dlq.send(value=minimal, partition=partition))
-
-    def _dead_letter(
-        self, raw: bytes | None, step: str, exc: BaseException, origin: Origin, failed_at: datetime
-    ) -> Awaitable[Any]:
-        """Count and log the failure; returns the entry's delivery (awaited with the batch)."""
-        code, reasons = steps.failure_reason(step, exc)
-        self._metrics.dlq.labels(step=step).inc()
-        self._metrics.dlq_reasons.labels(reason_code=code).inc()
-        log.info(
-            "dead-lettered %s[%d]@%d at %s (%s, %d bytes): %s",
-            origin.topic,
-            origin.partition,
-            origin.offset,
-            step,
-            code,
-            -1 if raw is None else len(raw),
-            excerpt("; ".join(reasons)),
-        )
-        return asyncio.ensure_future(
-            self._deliver_dlq(raw, reasons, code, step, origin.topic, origin.partition, origin.offset, failed_at)
-        )
+        except Exception as exc:
+            die("score_batch", exc)
 
     # ------------------------------------------------------------------ per batch
+
+    async def _score_batch(self, values: list[bytes | None], inputs: list[InputPosition]) -> None:
+        """`process`, raising what ends the process there."""
+        await self._ready.wait()
+        batch = _Batch(values, inputs, received_at=datetime.now(timezone.utc))
+        self._metrics.events_in.inc(len(values))
+        # The swap happens here, between batches: the whole batch sees one model. (None:
+        # no champion yet; the first part with a record to score waits for one.)
+        scorer = self._holder.swap()
+        serving = False  # the batch's scorer is ready (waited for, timed)
+        # The batch goes through in parts: while the model scores one part in its thread,
+        # the event loop prepares the next and sends the one before (the model releases
+        # the interpreter lock while it computes). Parts finish in order. A model fast
+        # enough to score the whole batch on the event loop gets it as one part: one
+        # encoding and one forward pass cost less per event than four.
+        part_size = self._part_size
+        if scorer is not None and self._model.inline(scorer, len(values)):
+            part_size = max(part_size, len(values))
+        in_flight: _Part | None = None
+        for start in range(0, len(values), part_size):
+            part = self._prepare_part(batch, start, start + part_size)
+            if start + part_size >= len(values):
+                # Every entry is final once the last part is prepared: the changelog goes
+                # out now, so the broker stores it while the model scores.
+                batch.acks += await self._send_changelog(batch)
+            if part.records:
+                if not serving:
+                    scorer = await self._serving_scorer(scorer)
+                    self._metrics.serving(scorer.model_name, scorer.version)
+                    serving = True
+                if any(part.is_view):
+                    part.scoring = self._model.submit(scorer, part.views())
+            if in_flight is not None:
+                await self._send_scored(in_flight, scorer, batch)
+            in_flight = part
+        if in_flight is not None:
+            await self._send_scored(in_flight, scorer, batch)
+        await self._await_acks(batch)
+
+    def _prepare_part(self, batch: _Batch, start: int, stop: int) -> _Part:
+        """Parse, validate, pseudonymize and enrich `batch.values[start:stop]`; the records
+        that fail are dead-lettered, the others make the part."""
+        started = time.perf_counter()
+        prepared = steps.prepare_batch(
+            batch.values[start:stop],
+            entry_of=self._sessions.get,
+            pseudonym=self._pseudonym,
+            items=self._items,
+            now=batch.received_at,
+            entries=batch.entries,
+        )
+        self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
+        self._metrics.replayed.inc(prepared.replayed)
+        batch.changed.update((user, start + i) for user, i in prepared.changed.items())
+        part = _Part()
+        for index, record in enumerate(prepared.records, start):
+            if isinstance(record, steps.Failed):
+                self._dead_letter(batch, index, record.step, record.error, batch.received_at)
+            else:
+                part.indexes.append(index)
+                part.records.append(record)
+                part.is_view.append(steps.is_scored(record))
+        batch.reached_scoring += len(part.records)
+        return part
 
     async def _serving_scorer(self, scorer: Any = None):
         """The batch's model (`scorer`, swapped in at the batch's start), or the first
@@ -249,169 +267,11 @@ class Pipeline:
             waited += 1.0
             await self._holder.refresh()
             scorer = self._holder.swap()
-        if not self._timing.known(scorer):
-            await self._calibrate(scorer)
+        if not self._model.known(scorer):
+            await self._model.calibrate(scorer)
         return scorer
 
-    async def _calibrate(self, scorer: Any) -> None:
-        """Time the model on probe records in its thread, the loop waiting: where its
-        parts are scored follows from that (see `_start_scoring`)."""
-        probes = [steps.probe_record(self._items)] * CALIBRATION_RECORDS
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._score_pool, self._timing.timed, scorer, probes)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the first batch finds out what is wrong
-            log.warning(
-                "timing model %s v%s on probe records failed: %s",
-                scorer.model_name,
-                scorer.version,
-                excerpt(f"{type(exc).__name__}: {exc}"),
-            )
-
-    async def process(self, events: Sequence[Any]) -> None:
-        """One micro-batch of Faust events; returns once the broker has all its outputs."""
-        await self.process_values(
-            [e.value for e in events],
-            [Origin(e.message.topic, e.message.partition, e.message.offset, e.message.timestamp) for e in events],
-        )
-
-    async def process_values(self, values: list[bytes | None], origins: list[Origin]) -> None:
-        """`process` for Kafka values and where each came from (any consumer loop)."""
-        try:
-            await self._process(values, origins)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            die("score_batch", exc)
-
-    async def _score(
-        self, scorer: Any, records: list[dict[str, Any]], first_try: asyncio.Future[Any] | None = None
-    ) -> list[Any]:
-        """A score per record; if the batch fails, record by record, a failing record's
-        score being its exception. `first_try`: the batch's scoring, already submitted."""
-        loop = asyncio.get_running_loop()
-        try:
-            scores = await (first_try or loop.run_in_executor(self._score_pool, scorer.score, records))
-            if len(scores) != len(records):
-                raise ModelError(
-                    f"model {scorer.model_name} v{scorer.version} returned "
-                    f"{len(scores)} scores for {len(records)} records"
-                )
-            # Python floats: each is checked and written out one by one, and numpy's
-            # scalars are slower at both.
-            return scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - find out whether the model or records cause it
-            batch_error = exc
-        # A model that cannot score a plain first view is broken: that is no record's
-        # fault, so it ends the process (status 70) and the batch is read again on restart.
-        try:
-            await loop.run_in_executor(self._score_pool, scorer.score, [steps.probe_record(self._items)])
-        except asyncio.CancelledError:
-            raise
-        except Exception as probe_error:
-            raise ModelError(
-                f"model {scorer.model_name} v{scorer.version} cannot score a known-good "
-                f"record: {excerpt(f'{type(probe_error).__name__}: {probe_error}')}"
-            ) from batch_error
-        log.warning(
-            "scoring a batch of %d failed (%s); scoring its records one by one",
-            len(records),
-            excerpt(f"{type(batch_error).__name__}: {batch_error}"),
-        )
-        out: list[Any] = []
-        for record in records:
-            try:
-                one = await loop.run_in_executor(self._score_pool, scorer.score, [record])
-                if len(one) != 1:
-                    raise ModelError(f"model returned {len(one)} scores for 1 record")
-                out.append(one[0])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this record's fault
-                out.append(exc)
-        return out
-
-    async def _process(self, values: list[bytes | None], origins: list[Origin]) -> None:
-        await self._ready.wait()
-        received_at = datetime.now(timezone.utc)
-        self._metrics.events_in.inc(len(values))
-        receipts: list[Awaitable[Any]] = []
-        outputs: list[Origin] = []
-        entries: dict[str, Any] = {}  # each user's entry, read once for the whole batch
-        changed: dict[str, int] = {}  # user -> position of the user's last new event
-        # The swap happens here, between batches: the whole batch sees one model. (None:
-        # no champion yet; the first part with a record to score waits for one.)
-        scorer = self._holder.swap()
-        parts: list[_Part] = []
-        in_flight: _Part | None = None
-        serving = False  # the batch's scorer is ready (waited for, timed)
-        # The batch goes through in parts: while the model scores one part in its thread,
-        # the event loop prepares the next and sends the one before (the model releases
-        # the interpreter lock while it computes). Parts finish in order. A model fast
-        # enough to score the whole batch on the event loop gets it as one part: one
-        # encoding and one forward pass cost less per event than four.
-        part_size = self._part_size
-        if scorer is not None and self._timing.inline(scorer, len(values)):
-            part_size = max(part_size, len(values))
-        for start in range(0, len(values), part_size):
-            started = time.perf_counter()
-            prepared = steps.prepare_batch(
-                values[start : start + part_size],
-                entry_of=self._sessions.get,
-                pseudonym=self._pseudonym,
-                items=self._items,
-                now=received_at,
-                entries=entries,
-            )
-            self._metrics.step_seconds.labels(step=steps.STEP_ENRICH).observe(time.perf_counter() - started)
-            self._metrics.replayed.inc(prepared.replayed)
-            changed.update((user, start + i) for user, i in prepared.changed.items())
-            part = _Part(start=start, records=prepared.records)
-            parts.append(part)
-            for i, record in enumerate(prepared.records):
-                if isinstance(record, steps.Failed):
-                    receipts.append(
-                        self._dead_letter(values[start + i], record.step, record.error, origins[start + i], received_at)
-                    )
-                else:
-                    part.good.append(i)
-            if start + part_size >= len(values):
-                # Every entry is final once the last part is prepared: the changelog goes
-                # out now, so the broker stores it while the model scores.
-                receipts += await self._send_changelog(changed, entries, origins)
-            if part.good and not serving:
-                scorer = await self._serving_scorer(scorer)
-                self._metrics.serving(scorer.model_name, scorer.version)
-                serving = True
-            if part.good:
-                self._start_scoring(scorer, part)
-            if in_flight is not None:
-                await self._finish(in_flight, scorer, values, origins, received_at, receipts, outputs)
-            in_flight = part
-        if in_flight is not None:
-            await self._finish(in_flight, scorer, values, origins, received_at, receipts, outputs)
-
-        # Wait for the broker to acknowledge every record before Faust acks the offsets.
-        started = time.perf_counter()
-        if receipts:
-            await asyncio.gather(*receipts)
-        done = time.time()
-        self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(time.perf_counter() - started)
-        observe_many(self._metrics.latency, [max(0.0, done - origin.timestamp) for origin in outputs])
-        self._metrics.scored.inc(len(outputs))
-        reached_scoring = sum(len(part.good) for part in parts)
-        if reached_scoring:
-            self._metrics.batch_size.observe(reached_scoring)
-        for origin in origins:
-            if origin.offset > self.last_offsets.get(origin.partition, -1):
-                self.last_offsets[origin.partition] = origin.offset
-
-    async def _send_changelog(
-        self, changed: dict[str, int], entries: dict[str, Any], origins: list[Origin]
-    ) -> list[Awaitable[Any]]:
+    async def _send_changelog(self, batch: _Batch) -> list[Awaitable[Any]]:
         """Each changed entry once: into the table, and to its changelog on the partition
         of the user's input (the table is co-partitioned with clicks). Returns the acks.
 
@@ -419,101 +279,85 @@ class Pipeline:
         finds itself in its user's entry and gets the features it had the first time.
         """
         changelog = []
-        for user, position in changed.items():
-            entry = entries[user]
+        for user, index in batch.changed.items():
+            entry = batch.entries[user]
             self._sessions.data[user] = entry
-            changelog.append((origins[position].partition, *self._changelog_record(user, entry)))
-        return await self._outbox.send(self._changelog, changelog)
-
-    def _start_scoring(self, scorer: Any, part: _Part) -> None:
-        """Score the part's views on the event loop when the model is fast enough, else
-        submit them to the model thread now (it runs while the loop works).
-
-        A thread only pays when the model is slow: CPython hands the interpreter lock to
-        a waiting thread every 5 ms, and a forward pass releases and retakes it at every
-        operation, so next to a busy event loop the same forward pass took 25x longer
-        (bench note in README). A fast model blocks the loop for a few ms per part.
-        """
-        records = [part.records[i] for i in part.good]
-        part.to_score = [k for k, record in enumerate(records) if steps.is_scored(record)]
-        if not part.to_score:
-            return
-        views = [records[k] for k in part.to_score]
-        loop = asyncio.get_running_loop()
-        if self._timing.inline(scorer, len(views)):
-            part.scoring = loop.create_future()
-            try:
-                part.scoring.set_result(self._score_views(scorer, views))
-            except Exception as exc:  # noqa: BLE001 - handled where the scores are awaited
-                part.scoring.set_exception(exc)
-        else:
-            part.scoring = loop.run_in_executor(self._score_pool, self._score_views, scorer, views)
-
-    def _score_views(self, scorer: Any, views: list[dict[str, Any]]) -> Any:
-        """The model's call, timed for `_ScoringTime` and the score step's metric."""
-        started = time.perf_counter()
-        try:
-            return self._timing.timed(scorer, views)
-        finally:
-            self._metrics.step_seconds.labels(step=steps.STEP_SCORE).observe(time.perf_counter() - started)
+            changelog.append((batch.inputs[index].partition, *self._changelog_record(user, entry)))
+        return await self._outbox.send(self._changelog_topic, changelog)
 
     async def _part_scores(self, scorer: Any, part: _Part) -> list[Any]:
-        """Scores of the part's good records: None for events that are not scored."""
-        scores: list[Any] = [None] * len(part.good)
-        if part.to_score:
-            records = [part.records[part.good[k]] for k in part.to_score]
-            for k, score in zip(part.to_score, await self._score(scorer, records, part.scoring)):
-                scores[k] = score
-        return scores
+        """A score per record of the part: the model's for a view (its exception for a
+        view the model cannot score), None for the other events."""
+        if part.scoring is None:
+            return [None] * len(part.records)
+        view_scores = iter(await self._model.scores(scorer, part.views(), part.scoring))
+        return [next(view_scores) if view else None for view in part.is_view]
 
-    async def _finish(
-        self,
-        part: _Part,
-        scorer: Any,
-        values: list[bytes | None],
-        origins: list[Origin],
-        received_at: datetime,
-        receipts: list[Awaitable[Any]],
-        outputs: list[Origin],
-    ) -> None:
-        """Serialize a scored part and hand its records to the producer (acks awaited later)."""
-        if not part.good:
+    async def _send_scored(self, part: _Part, scorer: Any, batch: _Batch) -> None:
+        """Serialize a scored part and hand its events to the producer (acks awaited with
+        the batch); a record that cannot be scored or written out is dead-lettered."""
+        if not part.records:
             return
         scores = await self._part_scores(scorer, part)
         scored_at = datetime.now(timezone.utc)
-        kept: list[int] = []
-        for k, score in enumerate(scores):
-            position = part.start + part.good[k]
+        kept: list[tuple[int, dict[str, Any], Any]] = []  # (index in the batch, record, score)
+        for index, record, score in zip(part.indexes, part.records, scores):
             if isinstance(score, BaseException):
-                receipts.append(
-                    self._dead_letter(values[position], steps.STEP_SCORE, score, origins[position], scored_at)
-                )
+                self._dead_letter(batch, index, steps.STEP_SCORE, score, scored_at)
             else:
-                kept.append(k)
+                kept.append((index, record, score))
         # Sent in slices: the broker stores one while the next is serialized.
         for first in range(0, len(kept), SEND_SLICE_EVENTS):
             sliced = kept[first : first + SEND_SLICE_EVENTS]
-            records = [part.records[part.good[k]] for k in sliced]
             wire = steps.scored_values(
-                records,
-                [scores[k] for k in sliced],
+                [record for _, record, _ in sliced],
+                [score for _, _, score in sliced],
                 model_name=scorer.model_name,
                 model_version=scorer.version,
-                received_at=received_at,
+                received_at=batch.received_at,
                 scored_at=scored_at,
             )
-            batch = []
-            for k, record, value in zip(sliced, records, wire):
-                position = part.start + part.good[k]
+            out = []
+            for (index, record, _), value in zip(sliced, wire):
                 if isinstance(value, steps.Failed):
-                    receipts.append(
-                        self._dead_letter(values[position], value.step, value.error, origins[position], scored_at)
-                    )
+                    self._dead_letter(batch, index, value.step, value.error, scored_at)
                 else:
-                    batch.append((None, record["user_id"].encode("utf-8"), value))
-                    outputs.append(origins[position])
-            receipts += await self._outbox.send(self._scored, batch)
+                    out.append((None, record["user_id"].encode("utf-8"), value))
+                    batch.scored.append(batch.inputs[index])
+            batch.acks += await self._outbox.send(self._scored_topic, out)
+
+    def _dead_letter(self, batch: _Batch, index: int, step: str, error: BaseException, failed_at: datetime) -> None:
+        """Dead-letter the batch's record at `index`, on its input's partition; its
+        delivery is awaited with the batch's acks."""
+        read = batch.inputs[index]
+        batch.acks.append(
+            self._dead_letters.send(
+                batch.values[index],
+                step,
+                error,
+                topic=read.topic,
+                partition=read.partition,
+                offset=read.offset,
+                failed_at=failed_at,
+            )
+        )
+
+    async def _await_acks(self, batch: _Batch) -> None:
+        """Wait for the broker to acknowledge every output before the caller commits the
+        batch's input offsets; then count the batch."""
+        started = time.perf_counter()
+        if batch.acks:
+            await asyncio.gather(*batch.acks)
+        done = time.time()
+        self._metrics.step_seconds.labels(step=steps.STEP_PRODUCE).observe(time.perf_counter() - started)
+        observe_many(self._metrics.latency, [max(0.0, done - read.timestamp) for read in batch.scored])
+        self._metrics.scored.inc(len(batch.scored))
+        if batch.reached_scoring:
+            self._metrics.batch_size.observe(batch.reached_scoring)
+        for read in batch.inputs:
+            if read.offset > self.last_offsets.get(read.partition, -1):
+                self.last_offsets[read.partition] = read.offset
 
     def close(self) -> None:
-        self._score_pool.shutdown(wait=False, cancel_futures=True)
+        self._model.close()
         self._holder.close()

@@ -91,3 +91,78 @@ def test_lone_surrogates_are_dead_lettered(stream_env, tmp_path):
     _, dlq = _run(stream_env, tmp_path, [SURROGATE_USER, SURROGATE_ITEM])
     assert sorted(d["raw"].encode("latin-1") for d in dlq) == sorted([SURROGATE_USER, SURROGATE_ITEM])
     assert all(d["reason_code"] == "not_utf8" and d["raw_truncated"] is False for d in dlq)
+
+
+def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env):
+    """The worker's own producer takes every bounded entry (6 x 128 KiB of escaped bytes is
+    under its 1 MB request limit), so a real producer with a smaller limit stands in for
+    one that refuses: the full entry of an oversized record is refused by aiokafka, and
+    the minimal one reaches the real broker through the same outbox, on the partition of
+    the record it describes, before the batch returns."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from stream.broker import ensure_topics
+    from stream.metrics import WorkerMetrics
+    from stream.outbox import Outbox
+    from stream.pipeline import InputPosition, Pipeline
+    from stream.scoring import ModelHolder
+    from stream.sessions import changelog_record
+    from stream.topics import TopicSpec
+
+    tag = uuid.uuid4().hex[:8]
+    dlq, scored, changelog = f"refused-{tag}.dlq", f"refused-{tag}.scored", f"refused-{tag}-changelog"
+    settings = kit.settings_from(broker_env)
+    bootstrap = settings.kafka.bootstrap_servers
+    ensure_topics(bootstrap, [TopicSpec(t, 4) for t in (dlq, scored, changelog)])
+    big = os.urandom(300_000)  # its full entry: 64 KiB of raw bytes, ~390 KB escaped
+
+    async def run() -> list:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks=-1, max_batch_size=16 * 1024, max_request_size=100_000
+        )
+        await producer.start()
+        holder = ModelHolder(resolve=lambda: None, load=lambda version: None)  # no record reaches scoring
+        pipeline = Pipeline(
+            settings,
+            outbox=Outbox(lambda: producer),
+            scored_topic=scored,
+            changelog_topic=changelog,
+            dlq_topic=dlq,
+            changelog_record=changelog_record,
+            sessions={},
+            holder=holder,
+            metrics=WorkerMetrics(),
+        )
+        pipeline._ready.set()  # no item snapshot: no record reaches enrichment
+        try:
+            now = time.time()
+            await pipeline.process(
+                [big, b"{not json"], [InputPosition("clicks", 2, 40, now), InputPosition("clicks", 1, 41, now)]
+            )
+            assert pipeline.last_offsets == {2: 40, 1: 41}
+        finally:
+            await producer.stop()
+            pipeline.close()
+        # Acknowledged before `process` returned: both entries are on the broker now.
+        consumer = AIOKafkaConsumer(dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            got = []
+            deadline = time.monotonic() + 30
+            while len(got) < 2 and time.monotonic() < deadline:
+                got += [r for records in (await consumer.getmany(timeout_ms=500)).values() for r in records]
+            return got
+        finally:
+            await consumer.stop()
+
+    records = asyncio.run(run())
+    entries = {r.partition: json.loads(r.value) for r in records}
+    assert len(records) == 2 and set(entries) == {1, 2}
+    minimal, full = entries[2], entries[1]
+    assert minimal["raw"] is None and minimal["reasons"] == [] and minimal["reason_code"] == "not_utf8"
+    assert minimal["raw_size"] == len(big) and minimal["raw_sha256"] == hashlib.sha256(big).hexdigest()
+    assert minimal["source"] == {"topic": "clicks", "partition": 2, "offset": 40}
+    assert full["raw"] == "{not json" and full["reason_code"] == "not_json"
