@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from shared.errors import TableError
 from shared.pseudonymize import pseudonymize_column
-from shared.schemas import RecordSchema
+from shared.schemas import RecordSchema, personal_columns
 from shared.silver import SILVER_QUARANTINE
 
 REASON = "_reason"
@@ -76,15 +76,16 @@ def split_rejected(
     *,
     source_table: str,
     raw_columns: Sequence[str],
-    pii_columns: dict[str, str],
     key: bytes,
     silver_columns: Sequence[Column | str],
 ) -> CleanResult:
     """Untagged rows -> silver columns; tagged rows -> quarantine with the raw record.
 
-    The raw record is kept as JSON for replay and debugging, with its PII columns
-    replaced by their pseudonyms: quarantine is silver-level, raw identifiers stop at bronze.
+    The raw record is kept as JSON for replay and debugging, with its personal columns
+    (`shared.schemas.PERSONAL_FIELDS`) replaced by their pseudonyms: quarantine is
+    silver-level, raw identifiers stop at bronze.
     """
+    pii_columns = personal_columns(raw_columns)
     record_fields = [
         (pseudonymize_column(F.col(c), ns, key=key) if (ns := pii_columns.get(c)) else F.col(c)).alias(c)
         for c in raw_columns

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from batch.cleaning.common import CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
 from batch.sources import UCI_OVERLAP_SOURCE, UCI_OVERLAP_START
 from shared.pseudonymize import pseudonymize_column
+from shared.schemas import PERSONAL_FIELDS
 
 RAW_COLUMNS = (
     "invoice_no",
@@ -92,7 +93,6 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
         tagged,
         source_table="orders",
         raw_columns=RAW_COLUMNS,
-        pii_columns={"customer_id": "customer"},
         key=key,
         silver_columns=[
             F.concat_ws("-", F.substring("_batch_id", 1, 16), F.col("_row_number").cast("string")).alias(
@@ -105,7 +105,7 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
             F.col("_price").alias("unit_price"),
             F.round(F.col("_quantity") * F.col("_price"), 2).alias("line_total"),
             F.col("_invoice_ts").alias("invoice_ts"),
-            pseudonymize_column(F.col("_customer"), "customer", key=key).alias("customer_key"),
+            pseudonymize_column(F.col("_customer"), PERSONAL_FIELDS["customer_id"], key=key).alias("customer_key"),
             F.col("_customer").isNull().alias("is_guest"),
             F.trim(F.col("country")).alias("country"),
             "_source",

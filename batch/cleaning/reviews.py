@@ -59,7 +59,7 @@ def _repair_mojibake_udf(texts: pd.Series) -> pd.Series:
     return texts.map(repair_mojibake, na_action="ignore")
 
 
-def clean_reviews(bronze: DataFrame) -> CleanResult:
+def clean_reviews(bronze: DataFrame, *, key: bytes) -> CleanResult:
     ints = {
         c: F.col(c).try_cast("int")
         for c in ("review_id", "clothing_id", "age", "rating", "recommended_ind", "positive_feedback_count")
@@ -94,8 +94,7 @@ def clean_reviews(bronze: DataFrame) -> CleanResult:
         tagged,
         source_table="reviews",
         raw_columns=RAW_COLUMNS,
-        pii_columns={},
-        key=b"",
+        key=key,
         silver_columns=[
             F.col("_review_id").cast("long").alias("review_id"),
             F.col("_clothing_id").cast("long").alias("clothing_id"),

@@ -25,5 +25,5 @@ def test_spark_hmac_equals_python_hmac(spark, key):
 def test_spark_event_ids_equal_python_event_ids(spark):
     rows = [("543462", "1715", "1464116", "pv", "1511658000"), ("1", "2", "3", "buy", "4")]
     df = spark.createDataFrame(rows, ", ".join(f"{c} string" for c in TAOBAO_RAW))
-    got = [r.id for r in df.select(event_id_column("taobao", TAOBAO_RAW).alias("id")).collect()]
-    assert got == [click_event_id("taobao", list(r)) for r in rows]
+    got = [r.id for r in df.select(event_id_column("taobao", TAOBAO_RAW, key=b"k").alias("id")).collect()]
+    assert got == [click_event_id("taobao", list(r), key=b"k") for r in rows]

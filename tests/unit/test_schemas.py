@@ -3,6 +3,7 @@ and validation by the click rules that read it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -13,11 +14,13 @@ from shared.click_rules import ClickRejected, check_click, check_click_bytes
 from shared.errors import ValidationError
 from shared.schemas import (
     CLICK_EVENT,
+    PERSONAL_FIELDS,
     SCORED_EVENT,
     NoTimeZoneError,
     click_event_id,
     format_timestamp,
     parse_timestamp,
+    personal_columns,
     to_wire,
 )
 from tests.scored_events import check_scored
@@ -136,7 +139,18 @@ def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
             check_scored({**scored, **wrong})
 
 
-def test_event_ids_are_deterministic_and_source_scoped():
-    assert click_event_id("taobao", ["1", "2"]) == click_event_id("taobao", ("1", "2"))
-    assert click_event_id("taobao", ["1", "2"]) != click_event_id("diginetica_views", ["1", "2"])
-    assert len(click_event_id("taobao", ["1"])) == 24
+def test_event_ids_are_deterministic_source_scoped_and_keyed():
+    key = b"k"
+    assert click_event_id("taobao", ["1", "2"], key=key) == click_event_id("taobao", ("1", "2"), key=key)
+    assert click_event_id("taobao", ["1", "2"], key=key) != click_event_id("diginetica_views", ["1", "2"], key=key)
+    assert len(click_event_id("taobao", ["1"], key=key)) == 24
+    # Keyed: without the key, enumerating small user ids recovers nothing.
+    assert click_event_id("taobao", ["1", "2"], key=key) != click_event_id("taobao", ["1", "2"], key=b"other")
+    unkeyed = hashlib.sha1(b"taobao:1,2").hexdigest()[:24]
+    assert click_event_id("taobao", ["1", "2"], key=key) != unkeyed
+
+
+def test_one_list_of_personal_fields_covers_the_click_schema_and_the_sources():
+    assert {"user_id", "session_id", "customer_id", "email"} <= set(PERSONAL_FIELDS)
+    assert personal_columns(["item_id", "session_id", "user_id"]) == {"session_id": "session", "user_id": "user"}
+    assert PERSONAL_FIELDS["user_id"] == "user" and PERSONAL_FIELDS["customer_id"] == "customer"

@@ -47,10 +47,14 @@ def test_parse_validate_returns_typed_event_and_lists_every_problem():
         steps.parse_validate(None)
 
 
-def test_pseudonymize_replaces_only_the_user_id():
-    out = steps.pseudonymize_user(_event(1), key=KEY)
+def test_pseudonymize_replaces_only_the_user_and_session_ids():
+    out = steps.pseudonymize_user({**_event(1), "session_id": "s9"}, key=KEY)
     assert out["user_id"] == pseudonymize("u1", "user", key=KEY) != "u1"
-    assert {k: v for k, v in out.items() if k != "user_id"} == {k: v for k, v in _event(1).items() if k != "user_id"}
+    assert out["session_id"] == pseudonymize("s9", "session", key=KEY)
+    personal = ("user_id", "session_id")
+    assert {k: v for k, v in out.items() if k not in personal} == {
+        k: v for k, v in _event(1).items() if k not in personal
+    }
 
 
 def test_enrich_matches_the_shared_fold_and_adds_item_features():
