@@ -69,8 +69,16 @@ def pseudonymize_column(column: Column, namespace: str, *, key: bytes) -> Column
     """
     from pyspark.sql import functions as F
 
-    inner_pad, outer_pad = _padded_keys(key)
     message = F.concat(F.lit(f"{namespace}:"), column.cast("string")).cast("binary")
+    return F.when(column.isNull(), F.lit(None)).otherwise(
+        F.substring(hmac_sha256_column(message, key=key), 1, PSEUDONYM_HEX_CHARS)
+    )
+
+
+def hmac_sha256_column(message: Column, *, key: bytes) -> Column:
+    """Spark expression: the hex HMAC-SHA256 (64 characters) of the binary `message`."""
+    from pyspark.sql import functions as F
+
+    inner_pad, outer_pad = _padded_keys(key)
     inner_hash = F.unhex(F.sha2(F.concat(F.lit(inner_pad), message), 256))
-    outer_hash = F.sha2(F.concat(F.lit(outer_pad), inner_hash), 256)
-    return F.when(column.isNull(), F.lit(None)).otherwise(F.substring(outer_hash, 1, PSEUDONYM_HEX_CHARS))
+    return F.sha2(F.concat(F.lit(outer_pad), inner_hash), 256)
