@@ -14,7 +14,7 @@ rejected value goes to the dead-letter topic, the quarantine or a log, it is red
   line that does not split, or bytes cut at a size cap) cannot be redacted field by
   field. It is kept as a summary only: its size, a keyed hash of its bytes and a
   redacted outline (the first OUTLINE_CHARS characters with every letter written 'a',
-  every digit '9' and every other character outside printable ASCII '?'; ASCII
+  every digit 'n' and every other character outside printable ASCII '?'; ASCII
   punctuation and spaces stay, so the outline shows the shape: separators, quotes,
   field lengths, and no identifier byte). The reason code travels beside it. The bytes
   themselves are not kept, not even encrypted: nothing downstream needs them back, a
@@ -27,7 +27,7 @@ pseudonymization key), so a small value cannot be recovered by hashing guesses.
     from shared.redaction import Redactor
     redactor = Redactor(key=b"...")
     redactor.click_value(raw_bytes)    # {"form": "fields", "record": {...}, ...}
-    redactor.summary_text(raw_bytes)   # 'unparseable: 57 bytes, hmac-sha256 3f1c..., outline "9999,aaa"'
+    redactor.summary_text(raw_bytes)   # 'unparseable: 57 bytes, hmac-sha256 3f1c..., outline "nnnn,aaa"'
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def keyed_hash(data: bytes, *, key: bytes) -> str:
 
 
 def outline(text: str, limit: int = OUTLINE_CHARS) -> str:
-    """The shape of `text` without its content: letters -> 'a', digits -> '9', printable
+    """The shape of `text` without its content: letters -> 'a', digits -> 'n', printable
     ASCII punctuation and spaces kept, anything else '?'; the first `limit` characters,
     then '...' when there were more. (batch.cleaning's Spark twin: `outline_column`.)"""
     out = []
@@ -69,7 +69,7 @@ def outline(text: str, limit: int = OUTLINE_CHARS) -> str:
         if category in "LM":
             out.append("a")
         elif category == "N":
-            out.append("9")
+            out.append("n")
         elif " " <= ch <= "~":
             out.append(ch)
         else:

@@ -33,6 +33,7 @@ from batch.cleaning.common import (
     split_rejected,
     tag_duplicates,
     tag_first_reason,
+    unsplit_row_detail,
 )
 from shared.click_rules import CANDIDATE_COLUMNS, check_click_columns
 from shared.click_sources import (
@@ -214,7 +215,7 @@ def clean_clicks(
     events = reduce(lambda a, b: a.unionByName(b), [_with_all_raw_columns(p) for p in parts])
 
     tagged = tag_first_reason(
-        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record"))]
+        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), unsplit_row_detail(key=key))]
     )
     tagged = apply_click_rules(tagged, now)
     tagged = tag_duplicates(tagged, ["_event_id"], ["_source", "_row_number"])
