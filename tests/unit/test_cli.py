@@ -77,10 +77,11 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "retrain": (["retrain"], "has no champion to retrain from"),
     "loop": (["loop"], "say exactly one of --once or --interval"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
+    "privacy": (["privacy", "forget"], "invalid choice: 'forget'"),
 }
 # Verbs whose arguments come from shared.options print exactly one line; the others
 # still print argparse's usage block above their error line.
-ONE_LINE = {"pipeline", "train", "models", "score", "fold", "retrain", "loop", "demo"}
+ONE_LINE = {"pipeline", "train", "models", "score", "fold", "retrain", "loop", "demo", "privacy"}
 
 
 @pytest.mark.parametrize("verb", list(cli.COMMANDS))
