@@ -19,6 +19,10 @@ the column statistics in their `_delta_log`. This command, run once after upgrad
    (vacuum with no retention) and the log before a fresh checkpoint, whose statistics
    describe only the rewritten rows. Bronze keeps raw identifiers by design.
 
+Tables under `scored/` (`shopflow score`) are not rewritten: score again after it. The
+topics keep what they hold until their retention ends; dead letters still there are
+redacted when folded.
+
 Run it with the worker and the fold stopped (the vacuum keeps no file a concurrent
 writer may still need). Running it again is harmless: rewritten rows are recognized.
 """

@@ -26,6 +26,18 @@ EMAIL, SESSION = "legacy.person@example.com", "Wilhelmina Legacy"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
+def _past_bronze(root: Path) -> bytes:
+    """Every byte under silver and gold, parquet pages decoded (they are compressed)."""
+    out = b""
+    for layer in ("silver", "gold"):
+        for f in (root / layer).rglob("*"):
+            if f.is_file():
+                out += f.read_bytes()
+                if f.suffix == ".parquet":
+                    out += json.dumps(pq.read_table(f).to_pylist(), default=str).encode()
+    return out
+
+
 def test_migrate_rewrites_old_rows_and_leaves_no_copy(gold_lake, spark, tmp_path: Path):
     settings = get_settings()
     root = tmp_path / "lake"
@@ -76,18 +88,14 @@ def test_migrate_rewrites_old_rows_and_leaves_no_copy(gold_lake, spark, tmp_path
     quarantine = read_arrow(root / "silver" / "quarantine")
     write_arrow(pa.Table.from_pylist([old], schema=quarantine.schema), root / "silver" / "quarantine", mode="append")
 
+    needles = [EMAIL.encode(), SESSION.encode(), event["event_id"].encode()]
+    assert all(needle in _past_bronze(root) for needle in needles)  # the test has teeth
+
     migrate(settings, spark=spark)
 
-    needles = [EMAIL.encode(), SESSION.encode(), event["event_id"].encode()]
-    for layer in ("silver", "gold"):
-        for f in (root / layer).rglob("*"):
-            if not f.is_file():
-                continue
-            blob = f.read_bytes()
-            if f.suffix == ".parquet":
-                blob += json.dumps(pq.read_table(f).to_pylist(), default=str).encode()
-            for needle in needles:
-                assert needle not in blob, f"{needle!r} left in {f}"
+    blob = _past_bronze(root)
+    for needle in needles:
+        assert needle not in blob, f"{needle!r} left under silver or gold"
     stream = read_arrow(root / "silver" / "clicks_stream").to_pylist()
     assert stream[0]["event_id"] == click_event_id("taobao", fields, key=key)
     assert stream[0]["session_id"] == pseudonymize(SESSION, "session", key=key)
