@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from shared.click_sources import (
 )
 from shared.delta import read_arrow, table_exists, write_arrow
 from shared.options import option, start_job
-from shared.pseudonymize import PSEUDONYM_HEX_CHARS, Pseudonymizer
+from shared.pseudonymize import Pseudonymizer, is_pseudonym
 from shared.redaction import Redactor
 from shared.schemas import PERSONAL_FIELDS, click_event_id
 from shared.settings import Settings
@@ -66,7 +65,6 @@ CLICK_BRONZE: dict[str, tuple[str, tuple[str, ...]]] = {
     "views_diginetica": (DIGINETICA_VIEWS_SOURCE, DIGINETICA_VIEWS_RAW),
     "purchases_diginetica": (DIGINETICA_PURCHASES_SOURCE, DIGINETICA_PURCHASES_RAW),
 }
-_PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}")
 # What `Redactor.click_value_text` writes starts so (its keys are sorted).
 _REDACTED_PREFIX = '{"form":'
 _DEFAULT_LOG_RETENTION = "interval 30 days"
@@ -110,7 +108,7 @@ def migrate_stream_clicks(rows: pa.Table, id_map: Mapping[str, str], *, key: byt
     for i, (event_id, session_id) in enumerate(zip(data["event_id"], data["session_id"])):
         new_id = id_map.get(event_id, event_id)
         new_session = session_id
-        if session_id is not None and not _PSEUDONYM.fullmatch(session_id):
+        if session_id is not None and not is_pseudonym(session_id):
             new_session = session(session_id)
         if (new_id, new_session) != (event_id, session_id):
             data["event_id"][i], data["session_id"][i] = new_id, new_session

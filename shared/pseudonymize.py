@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 PSEUDONYM_HEX_CHARS = 32
 _BLOCK_SIZE = 64  # SHA-256 block size in bytes, fixed by RFC 2104
+_HEX = re.compile("[0-9a-f]+")
 
 
 def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None:
@@ -28,6 +30,13 @@ def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None
         return None
     message = f"{namespace}:{value}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
+def is_pseudonym(value: str | None) -> bool:
+    """Whether `value` has a pseudonym's form (PSEUDONYM_HEX_CHARS lowercase hex): how a
+    reader of rows written both before and after an id was pseudonymized tells them
+    apart (the sources' raw user and session ids are digits, names or e-mails)."""
+    return value is not None and len(value) == PSEUDONYM_HEX_CHARS and _HEX.fullmatch(value) is not None
 
 
 class Pseudonymizer:

@@ -185,3 +185,10 @@ def test_legacy_dead_letter_entries_are_redacted_when_folded():
     assert cut["reasons"] == ["unknown_event_type"]
     other = redact_legacy_dlq_entry({**entry, "step": "enrich", "reason_code": "enrich_error"}, REDACTOR)
     assert other["reasons"] == ["enrich_error"]
+
+
+def test_a_pseudonym_is_told_from_a_raw_id():
+    from shared.pseudonymize import is_pseudonym
+
+    assert is_pseudonym(pseudonymize("12345", "session", key=KEY))
+    assert not any(is_pseudonym(v) for v in (None, "12345", "alice@example.com", "A" * 32, "0" * 31))
