@@ -3,11 +3,13 @@
 Each schema is a tuple of `FieldSpec`s. The Spark `StructType` and the Arrow schema are
 derived from it here; the Faust `Record` is derived from it in the stream package; the
 rules a click event must pass are in `shared.click_rules`, which reads these fields.
-Nothing else spells these fields out by hand. The wire form of a time is here too.
+Nothing else spells these fields out by hand. The wire form of a time is here too, and
+the one list of what is personal (`PERSONAL_FIELDS`) with the keyed event id.
 
     from shared.schemas import CLICK_EVENT, parse_timestamp, to_wire
     CLICK_EVENT.spark_schema()                    # StructType for batch
     parse_timestamp("2017-11-26T09:00:00+08:00")  # -> 2017-11-26 01:00 UTC
+    PERSONAL_FIELDS["session_id"]                 # -> "session" (its pseudonym namespace)
 """
 
 from __future__ import annotations
