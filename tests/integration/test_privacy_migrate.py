@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.fold_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
 from jobs.privacy import legacy_click_event_id, migrate
 from shared.delta import read_arrow, write_arrow
 from shared.pseudonymize import pseudonymize
 from shared.schemas import click_event_id
 from shared.settings import get_settings
+from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from jobs.fold_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
 from jobs.privacy import (
     legacy_click_event_id,
     legacy_id_map,
@@ -26,6 +25,7 @@ from shared.delta import AppTxn, read_arrow, write_arrow
 from shared.pseudonymize import pseudonymize
 from shared.redaction import Redactor
 from shared.schemas import click_event_id
+from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
 
 KEY = b"migration-key"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
