@@ -280,3 +280,14 @@ def test_faust_records_are_derived_from_the_schemas():
     optional = {f.name for f in CLICK_EVENT.fields if not f.required}
     record = click_event_record()(**{k: v for k, v in _event(1).items() if k not in optional})
     assert record.session_id is None and record.item_id == "i1"
+
+
+def test_prepare_batch_leaves_only_pseudonyms_of_user_and_session_ids():
+    raws = [to_wire({**_event(1, user="alice@example.com"), "session_id": "Zelda Session"}), to_wire(_event(2))]
+    batch = steps.prepare_batch(raws, entry_of=lambda user: None, pseudonym=steps.Pseudonyms(KEY), items=_items)
+    first, second = batch.records
+    assert first["user_id"] == pseudonymize("alice@example.com", "user", key=KEY)
+    assert first["session_id"] == pseudonymize("Zelda Session", "session", key=KEY)
+    assert second["session_id"] is None  # no session: nothing to pseudonymize
+    assert set(batch.entries) == {first["user_id"], second["user_id"]}
+    assert "alice" not in repr(batch) and "Zelda" not in repr(batch)
