@@ -53,7 +53,7 @@ class SilverSpec:
 
 SILVER_TABLES: tuple[SilverSpec, ...] = (
     SilverSpec("orders", ("orders",), (), lambda b, key: clean_orders(b["orders"], key=key)),
-    SilverSpec("reviews", ("reviews",), (), lambda b, key: clean_reviews(b["reviews"])),
+    SilverSpec("reviews", ("reviews",), (), lambda b, key: clean_reviews(b["reviews"], key=key)),
     SilverSpec(
         "clicks",
         (),

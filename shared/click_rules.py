@@ -25,6 +25,10 @@ They are also the batch quarantine's `reason` (batch adds `malformed_row` before
   bad_timestamp       unreadable, without a time zone, or outside 2000-01-01 .. now + 1 day
   unknown_field       a field CLICK_EVENT does not declare
 
+No reason text quotes a sender's value, nor the name of a field the sender made up: a
+reason says which declared field is wrong and how (its type, its length, how many
+unknown fields), since reasons are written to the dead-letter topic and the quarantine.
+
 Rules, so both paths read them the same way:
 - A field declared as a string must be a JSON string: integers are rejected, not coerced.
 - user_id and item_id lose surrounding spaces (batch has always trimmed them).
@@ -71,9 +75,19 @@ _EXACT_JSON_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
-    """A bounded, escaped excerpt of sender data for messages and logs (never the whole value)."""
+    """A bounded, escaped excerpt of a value for messages and logs (never the whole value).
+
+    Not for a sender's values in reasons: those say what is wrong (`_shape`), never quote.
+    """
     text = ascii(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape(value: Any) -> str:
+    """What a sender's value is without any of its content: its type and size."""
+    if isinstance(value, str):
+        return f"text of {len(value)} characters"
+    return type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -114,15 +128,15 @@ def _check_timestamp(value: Any, now: datetime) -> tuple[datetime | None, Proble
         parsed = parse_timestamp(value)
     except TypeError as exc:
         return None, Problem("bad_type", f"{name}: {exc}")
-    except NoTimeZoneError as exc:
-        return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({exc})")
-    except ValueError as exc:
-        return None, Problem("bad_timestamp", f"{name}: bad timestamp {excerpt(value)} ({excerpt(str(exc), 120)})")
+    except NoTimeZoneError:
+        return None, Problem("bad_timestamp", f"{name}: bad timestamp, no time zone ({_shape(value)})")
+    except ValueError:
+        return None, Problem("bad_timestamp", f"{name}: bad timestamp, unreadable ({_shape(value)})")
     latest = now + MAX_FUTURE
     if not EARLIEST <= parsed < latest:
         return None, Problem(
             "bad_timestamp",
-            f"{name}: {parsed.isoformat()} is outside {EARLIEST.date()} .. {latest.isoformat(timespec='seconds')}",
+            f"{name}: bad timestamp, outside {EARLIEST.date()} .. {latest.isoformat(timespec='seconds')}",
         )
     return parsed, None
 
@@ -161,9 +175,7 @@ def _check_string(rule: _StringRule, value: Any) -> tuple[str | None, Problem | 
     if len(value) > rule.limit:
         return None, Problem("too_long", f"{name}: longer than {rule.limit} characters ({len(value)})")
     if rule.allowed is not None and value not in rule.allowed:
-        return None, Problem(
-            "unknown_event_type", f"{name}: {excerpt(value, 60)} is not one of {', '.join(rule.allowed)}"
-        )
+        return None, Problem("unknown_event_type", f"{name}: not one of {', '.join(rule.allowed)}")
     return value, None
 
 
@@ -193,12 +205,9 @@ def check_click(obj: Any, *, now: datetime | None = None) -> dict[str, Any]:
         if problem:
             problems.append(problem)
     if not _KNOWN_FIELDS.issuperset(obj):
-        unknown = [k for k in obj if k not in _KNOWN_FIELDS]
-        problems.append(
-            Problem(
-                "unknown_field", "unknown fields: " + ", ".join(excerpt(k, 40).strip("'") for k in sorted(unknown)[:10])
-            )
-        )
+        # How many, never which: a field's name is the sender's text as much as its value.
+        unknown = sum(1 for k in obj if k not in _KNOWN_FIELDS)
+        problems.append(Problem("unknown_field", f"unknown fields: {unknown} not in {CLICK_EVENT.name}"))
     if problems:
         raise ClickRejected(problems)
     return record
@@ -226,11 +235,14 @@ def decode_click_json(raw: bytes | bytearray | str) -> Any:
         try:
             raw = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ClickRejected([Problem("not_utf8", f"not UTF-8: {excerpt(str(exc), 160)}")]) from None
+            raise ClickRejected([Problem("not_utf8", f"not UTF-8: invalid byte at position {exc.start}")]) from None
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits, too deep
-        raise ClickRejected([Problem("not_json", f"not JSON: {excerpt(str(exc), 160)}")]) from None
+    except json.JSONDecodeError as exc:  # its message is the parser's, its position a number
+        message = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ClickRejected([Problem("not_json", message)]) from None
+    except (ValueError, RecursionError) as exc:  # too many digits, too deep
+        raise ClickRejected([Problem("not_json", f"not JSON: {type(exc).__name__}")]) from None
 
 
 def check_click_bytes(raw: bytes | bytearray | str, *, now: datetime | None = None) -> dict[str, Any]:

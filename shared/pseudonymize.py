@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 PSEUDONYM_HEX_CHARS = 32
 _BLOCK_SIZE = 64  # SHA-256 block size in bytes, fixed by RFC 2104
+_HEX = re.compile("[0-9a-f]+")
 
 
 def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None:
@@ -28,6 +30,13 @@ def pseudonymize(value: str | None, namespace: str, *, key: bytes) -> str | None
         return None
     message = f"{namespace}:{value}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
+def is_pseudonym(value: str | None) -> bool:
+    """Whether `value` has a pseudonym's form (PSEUDONYM_HEX_CHARS lowercase hex): how a
+    reader of rows written both before and after an id was pseudonymized tells them
+    apart (the sources' raw user and session ids are digits, names or e-mails)."""
+    return value is not None and len(value) == PSEUDONYM_HEX_CHARS and _HEX.fullmatch(value) is not None
 
 
 class Pseudonymizer:
@@ -69,8 +78,16 @@ def pseudonymize_column(column: Column, namespace: str, *, key: bytes) -> Column
     """
     from pyspark.sql import functions as F
 
-    inner_pad, outer_pad = _padded_keys(key)
     message = F.concat(F.lit(f"{namespace}:"), column.cast("string")).cast("binary")
+    return F.when(column.isNull(), F.lit(None)).otherwise(
+        F.substring(hmac_sha256_column(message, key=key), 1, PSEUDONYM_HEX_CHARS)
+    )
+
+
+def hmac_sha256_column(message: Column, *, key: bytes) -> Column:
+    """Spark expression: the hex HMAC-SHA256 (64 characters) of the binary `message`."""
+    from pyspark.sql import functions as F
+
+    inner_pad, outer_pad = _padded_keys(key)
     inner_hash = F.unhex(F.sha2(F.concat(F.lit(inner_pad), message), 256))
-    outer_hash = F.sha2(F.concat(F.lit(outer_pad), inner_hash), 256)
-    return F.when(column.isNull(), F.lit(None)).otherwise(F.substring(outer_hash, 1, PSEUDONYM_HEX_CHARS))
+    return F.sha2(F.concat(F.lit(outer_pad), inner_hash), 256)

@@ -3,22 +3,28 @@
 Each schema is a tuple of `FieldSpec`s. The Spark `StructType` and the Arrow schema are
 derived from it here; the Faust `Record` is derived from it in the stream package; the
 rules a click event must pass are in `shared.click_rules`, which reads these fields.
-Nothing else spells these fields out by hand. The wire form of a time is here too.
+Nothing else spells these fields out by hand. The wire form of a time is here too, and
+the one list of what is personal (`PERSONAL_FIELDS`) with the keyed event id.
 
     from shared.schemas import CLICK_EVENT, parse_timestamp, to_wire
     CLICK_EVENT.spark_schema()                    # StructType for batch
     parse_timestamp("2017-11-26T09:00:00+08:00")  # -> 2017-11-26 01:00 UTC
+    PERSONAL_FIELDS["session_id"]                 # -> "session" (its pseudonym namespace)
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+
+from shared.pseudonymize import pseudonymize
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -85,7 +91,7 @@ CLICK_EVENT = RecordSchema(
     (
         FieldSpec("event_id", "string", doc="Unique id; producers derive it from content"),
         FieldSpec("user_id", "string", doc="Raw on the input topic, pseudonymized after it"),
-        FieldSpec("session_id", "string", required=False, doc="Source session, if any"),
+        FieldSpec("session_id", "string", required=False, doc="Source session, if any; pseudonymized like user_id"),
         FieldSpec("item_id", "string"),
         FieldSpec("event_type", "string", allowed=EVENT_TYPES),
         FieldSpec("ts", "timestamp", doc="Event time, UTC"),
@@ -109,6 +115,30 @@ SCORED_EVENT = CLICK_EVENT.extend(
         FieldSpec("scored_at", "timestamp", doc="When the score was produced"),
     ),
 )
+
+
+# ----------------------------------------------------------------------- personal fields
+
+#: What identifies a person, by field name, and the pseudonymization namespace of each:
+#: the one list batch cleaning, the stream worker and the fold read. The names are those
+#: of CLICK_EVENT and of the bronze tables (batch.sources renames the upstream headers,
+#: Diginetica's userId/sessionId and UCI's CustomerID, to these). No source has an e-mail
+#: column today; a sender may still put one in a rejected record. Past bronze and the
+#: input topic a personal value exists only as its pseudonym (`shared.pseudonymize`);
+#: a value of a field not declared by the record's schema is dropped, never kept.
+PERSONAL_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "user_id": "user",
+        "session_id": "session",
+        "customer_id": "customer",
+        "email": "email",
+    }
+)
+
+
+def personal_columns(names: Iterable[str]) -> dict[str, str]:
+    """The personal fields among `names`: name -> pseudonymization namespace, in order."""
+    return {name: PERSONAL_FIELDS[name] for name in names if name in PERSONAL_FIELDS}
 
 
 # ---------------------------------------------------------------------------- timestamps
@@ -179,14 +209,26 @@ def to_wire(record: dict[str, Any]) -> bytes:
 # ------------------------------------------------------------------------------ event ids
 
 
-def click_event_id(source: str, raw_fields: list[str] | tuple[str, ...]) -> str:
-    """Deterministic event id: sha1 of "<source>:" + the raw fields joined by ','.
+#: Hex characters kept of an event id (96 bits).
+EVENT_ID_HEX_CHARS = 24
+#: The pseudonymization namespace of event ids.
+EVENT_ID_NAMESPACE = "event"
+
+
+def click_event_payload(source: str, raw_fields: list[str] | tuple[str, ...]) -> str:
+    """What an event id is keyed over: "<source>:" + the raw fields joined by ','."""
+    return f"{source}:" + ",".join(raw_fields)
+
+
+def click_event_id(source: str, raw_fields: list[str] | tuple[str, ...], *, key: bytes) -> str:
+    """Deterministic event id: the keyed pseudonym (HMAC-SHA256 with the pseudonymization
+    key, namespace "event") of `click_event_payload`, cut to EVENT_ID_HEX_CHARS.
 
     Producers (the replay tool) and the batch clean job derive ids the same way, so an
     event replayed into Kafka and the same row cleaned from a file share one id and are
-    deduplicated when the stream is folded back into Delta.
+    deduplicated when the stream is folded back into Delta. The raw fields hold the raw
+    user id: keyed, the id cannot be recomputed (by enumerating small user ids) without
+    the key.
     """
-    import hashlib
-
-    payload = f"{source}:" + ",".join(raw_fields)
-    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:24]
+    payload = click_event_payload(source, raw_fields)
+    return str(pseudonymize(payload, EVENT_ID_NAMESPACE, key=key))[:EVENT_ID_HEX_CHARS]

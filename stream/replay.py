@@ -6,9 +6,10 @@
 
 Events are keyed by user id (so one user's events stay in order on one partition) and
 sent in (ts, event_id) order, the order the batch layer folds sessions in. An event's id
-is `shared.schemas.click_event_id` of its source and raw fields, the same id the batch
-clean job gives the same row, so a replayed file and the cleaned file share ids and the
-fold back into Delta drops the repeats.
+is `shared.schemas.click_event_id` of its source and raw fields, keyed with the
+pseudonymization key of the settings: the same id the batch clean job gives the same
+row, so a replayed file and the cleaned file share ids and the fold back into Delta
+drops the repeats.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from shared.click_sources import (
 from shared.errors import BrokerError, SourceReadError
 from shared.options import option, start_job
 from shared.schemas import click_event_id, to_wire
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class MalformedRow:
     error: str
 
 
-def _taobao(path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
+def _taobao(path: Path, key: bytes) -> Iterator[dict[str, Any] | MalformedRow]:
     with path.open("r", encoding="ascii", newline="") as fh:
         for number, line in enumerate(fh, start=1):
             raw = line.rstrip("\r\n")
@@ -66,7 +67,7 @@ def _taobao(path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
                 continue
             user, item, category, behavior, ts = parts
             yield {
-                "event_id": click_event_id(TAOBAO_SOURCE, parts),
+                "event_id": click_event_id(TAOBAO_SOURCE, parts, key=key),
                 "user_id": user,
                 "session_id": None,
                 "item_id": item,
@@ -77,7 +78,7 @@ def _taobao(path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
             }
 
 
-def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | MalformedRow]:
+def _diginetica(path: Path, categories_path: Path, key: bytes) -> Iterator[dict[str, Any] | MalformedRow]:
     categories: dict[str, str] = {}
     if categories_path.exists():
         with categories_path.open("r", encoding="utf-8", newline="") as fh:
@@ -106,7 +107,7 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | 
                 yield MalformedRow(raw, f"{path.name}:{number}", "bad eventdate/timeframe")
                 continue
             yield {
-                "event_id": click_event_id(DIGINETICA_VIEWS_SOURCE, fields),
+                "event_id": click_event_id(DIGINETICA_VIEWS_SOURCE, fields, key=key),
                 # Anonymous views (user NA) are keyed by their session: it is all we know.
                 "user_id": user if user != DIGINETICA_ANONYMOUS_USER else f"{ANONYMOUS_USER_PREFIX}{session}",
                 "session_id": session,
@@ -118,14 +119,24 @@ def _diginetica(path: Path, categories_path: Path) -> Iterator[dict[str, Any] | 
             }
 
 
-def read_source(source: Source, data_root: Path) -> tuple[list[dict[str, Any]], list[MalformedRow]]:
+def _key(key: bytes | None) -> bytes:
+    """The pseudonymization key event ids are keyed with (default: the settings')."""
+    return key if key is not None else get_settings().pseudonymization_key.get_secret_value().encode("utf-8")
+
+
+def read_source(
+    source: Source, data_root: Path, *, key: bytes | None = None
+) -> tuple[list[dict[str, Any]], list[MalformedRow]]:
     """A source's events as typed CLICK_EVENT dicts sorted by (ts, event_id), and its
-    malformed lines in file order."""
+    malformed lines in file order. `key`: the pseudonymization key the event ids are
+    keyed with, the batch clean job's (default: the settings')."""
     try:
         if source == "taobao":
-            rows = list(_taobao(data_root / TAOBAO_FILE))
+            rows = list(_taobao(data_root / TAOBAO_FILE, _key(key)))
         else:
-            rows = list(_diginetica(data_root / DIGINETICA_VIEWS_FILE, data_root / DIGINETICA_CATEGORIES_FILE))
+            rows = list(
+                _diginetica(data_root / DIGINETICA_VIEWS_FILE, data_root / DIGINETICA_CATEGORIES_FILE, _key(key))
+            )
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceReadError(f"cannot read the {source} data under {data_root}: {exc}") from exc
     events = [r for r in rows if not isinstance(r, MalformedRow)]
@@ -134,9 +145,11 @@ def read_source(source: Source, data_root: Path) -> tuple[list[dict[str, Any]], 
     return events, malformed
 
 
-def load_events(source: Source, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
+def load_events(
+    source: Source, data_root: Path, limit: int | None = None, *, key: bytes | None = None
+) -> list[dict[str, Any]]:
     """A source's well-formed events, sorted by (ts, event_id); malformed lines are logged."""
-    events, malformed = read_source(source, data_root)
+    events, malformed = read_source(source, data_root, key=key)
     for row in malformed:
         log.warning("%s: %s: %r", row.where, row.error, row.raw)
     return events[:limit] if limit is not None else events
@@ -217,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     speed = replay_speed(args.speed)
     try:
-        events, malformed = read_source(args.source, settings.data_root)
+        key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
+        events, malformed = read_source(args.source, settings.data_root, key=key)
         if args.limit is not None:
             events = events[: args.limit]
         for row in malformed:

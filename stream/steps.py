@@ -38,6 +38,7 @@ from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerp
 from shared.contract.scored import ScoredBatch
 from shared.features import ITEM_FEATURES, item_rate_features
 from shared.pseudonymize import Pseudonymizer
+from shared.schemas import PERSONAL_FIELDS
 from stream import sessions
 
 STEP_PARSE = "parse_validate"
@@ -72,12 +73,16 @@ def failure_reason(step: str, exc: BaseException) -> tuple[str, list[str]]:
 
 class Pseudonyms:
     """`pseudonymize(user_id, "user")` with the answers remembered (bounded), since a
-    user sends many events and an HMAC costs more than a dict lookup."""
+    user sends many events and an HMAC costs more than a dict lookup. `session` does the
+    same for session ids (namespace "session"): both are personal fields
+    (`shared.schemas.PERSONAL_FIELDS`) and leave the worker only as pseudonyms."""
 
     def __init__(self, key: bytes, max_size: int = PSEUDONYM_CACHE_SIZE) -> None:
-        self._pseudonym = Pseudonymizer("user", key=key)
+        self._pseudonym = Pseudonymizer(PERSONAL_FIELDS["user_id"], key=key)
+        self._session_pseudonym = Pseudonymizer(PERSONAL_FIELDS["session_id"], key=key)
         self._max_size = max_size
         self._known: dict[str, str] = {}
+        self._sessions: dict[str, str] = {}
 
     def __call__(self, user_id: str) -> str:
         known = self._known.get(user_id)
@@ -85,6 +90,14 @@ class Pseudonyms:
             if len(self._known) >= self._max_size:
                 self._known.clear()  # simpler than LRU, and a refill costs one HMAC per user
             known = self._known[user_id] = self._pseudonym(user_id)
+        return known
+
+    def session(self, session_id: str) -> str:
+        known = self._sessions.get(session_id)
+        if known is None:
+            if len(self._sessions) >= self._max_size:
+                self._sessions.clear()
+            known = self._sessions[session_id] = self._session_pseudonym(session_id)
         return known
 
 
@@ -150,7 +163,7 @@ def prepare_batch(
     values: Sequence[bytes | None],
     *,
     entry_of: Callable[[str], Mapping[str, Any] | None],
-    pseudonym: Callable[[str], str],
+    pseudonym: Pseudonyms,
     items: ItemLookup,
     now: datetime | None = None,
     entries: dict[str, dict[str, Any]] | None = None,
@@ -160,8 +173,9 @@ def prepare_batch(
     `entry_of(user)` is read once per user per batch; the batch folds each user's events
     into that one entry, and `changed` / `entries` say which entries to write back (an
     entry changed by no new event, only replays, is not). `entries`: the entries a
-    previous part of the same batch read already (filled in here). A record whose step
-    raises becomes `Failed` and the others go on.
+    previous part of the same batch read already (filled in here). `pseudonym` replaces
+    the user and session ids (the personal fields of CLICK_EVENT) by their pseudonyms. A
+    record whose step raises becomes `Failed` and the others go on.
     """
     now = now or datetime.now(timezone.utc)
     out = PreparedBatch(records=[], entries={} if entries is None else entries)
@@ -172,6 +186,8 @@ def prepare_batch(
             record = parse_validate(raw, now=now)
             step = STEP_PSEUDONYMIZE
             user = record["user_id"] = pseudonym(record["user_id"])
+            if record["session_id"] is not None:
+                record["session_id"] = pseudonym.session(record["session_id"])
             step = STEP_ENRICH
             entry = entries[user] if user in entries else entry_of(user)
             entry, scoring_record, replayed = enrich(record, entry, items, in_place=True)

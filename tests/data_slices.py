@@ -19,6 +19,51 @@ CANARY_CUSTOMER = "99999"
 CANARY_TAOBAO_USER = "987654321"
 CANARY_DIGINETICA_USER = "424242"
 
+# Raw e-mail addresses and names planted in personal fields (customer, user and session
+# ids) of rows rejected for every reason, and of rows accepted: none may appear past
+# bronze, in any file under the lake's silver and gold folders (data and _delta_log).
+PERSONAL_CANARIES = (
+    "quinn.orders@example.com",
+    "Zelda Quixotic",
+    "ursula.clicks@example.com",
+    "Ysolde Brannigan",
+    "victor.session@example.com",
+    "Wilhelmina Dusk",
+)
+_ORDER_EMAIL, _ORDER_NAME, _CLICK_EMAIL, _CLICK_NAME, _SESSION_EMAIL, _SESSION_NAME = PERSONAL_CANARIES
+PLANTED_PERSONAL_ORDERS = [
+    # one row per reason code, the customer id an e-mail address or a name
+    ["582001", "85123A", "EMAIL BAD QUANTITY", "abc", "2011-12-09 10:00:00", "2.55", _ORDER_EMAIL, "France"],
+    ["582002", "85123A", "NAME BAD DATE", "6", "someday", "2.55", _ORDER_NAME, "France"],
+    ["C582003", "85123A", "EMAIL CANCELLED", "-6", "2011-12-09 10:00:00", "2.55", _ORDER_EMAIL, "France"],
+    ["A582004", "85123A", "NAME ADJUSTMENT", "1", "2011-12-09 10:00:00", "2.55", _ORDER_NAME, "France"],
+    ["582005", "POST", "EMAIL POSTAGE", "1", "2011-12-09 10:00:00", "18.0", _ORDER_EMAIL, "France"],
+    ["582006", "85123A", "NAME FREE", "1", "2011-12-09 10:00:00", "0", _ORDER_NAME, "France"],
+    ["582007", "85123A", "EMAIL NONE", "0", "2011-12-09 10:00:00", "2.55", _ORDER_EMAIL, "France"],
+    ["582008", "85123A", "", "1", "2011-12-09 10:00:00", "2.55", _ORDER_NAME, "France"],
+    ["582009", "85123A", "EMAIL TWICE", "1", "2011-12-09 10:00:00", "2.55", _ORDER_EMAIL, "France"],
+    ["582009", "85123A", "EMAIL TWICE", "1", "2011-12-09 10:00:00", "2.55", _ORDER_EMAIL, "France"],
+    ["582010", "85123A", "NAME ACCEPTED", "1", "2011-12-09 10:00:00", "2.55", _ORDER_NAME, "France"],
+]
+MALFORMED_PERSONAL_ORDER_LINE = (
+    f'582011,85123A,"TOO, MANY",1,2011-12-09 10:00:00,2.55,{_ORDER_EMAIL},{_ORDER_NAME},extra,fields'
+)
+PLANTED_PERSONAL_TAOBAO = [
+    f"{_CLICK_EMAIL},1715,1464116,zzz,1511658100",  # unknown_event_type
+    f"{_CLICK_NAME},1715,1464116,pv,not-a-time",  # bad_timestamp
+    f"{_CLICK_EMAIL},,1464116,pv,1511658100",  # missing_field
+    f"{_CLICK_NAME},   ,1464116,pv,1511658100",  # blank_id
+    f"{_CLICK_EMAIL}{'x' * 130},1715,1464116,pv,1511658100",  # too_long
+    f"{_CLICK_NAME},1715,1464116,pv,1511658100,{_CLICK_EMAIL}",  # malformed_row
+    f"{_CLICK_EMAIL},1716,1464116,pv,1511658100",  # accepted...
+    f"{_CLICK_EMAIL},1716,1464116,pv,1511658100",  # ... and its duplicate
+]
+PLANTED_PERSONAL_VIEWS = [
+    f"{_SESSION_EMAIL};{_SESSION_NAME};81766;526309;2016-05-09",  # accepted
+    f"{_SESSION_NAME};{_SESSION_EMAIL};81766;abc;2016-05-09",  # bad_timestamp
+    f"{_SESSION_EMAIL};NA;81766;526309;2016-05-09",  # anonymous: the session stands in for the user
+]
+
 PLANTED_ORDERS = [
     # invoice, stock, description, qty, date, price, customer, country
     [
@@ -103,11 +148,17 @@ def build_slices(data_root: Path, target: Path, rows: int = 2000) -> Path:
 
     recent = _head_lines(data_root / paths["orders_2010_2011"], rows + 1)
     planted = io.StringIO()
-    csv.writer(planted, lineterminator="\n").writerows(PLANTED_ORDERS)
+    csv.writer(planted, lineterminator="\n").writerows(PLANTED_ORDERS + PLANTED_PERSONAL_ORDERS)
     duplicate = recent[1]
     _write_gz(
         target / paths["orders_2010_2011"],
-        "\n".join(recent + [duplicate]) + "\n" + planted.getvalue() + MALFORMED_ORDER_LINE + "\n",
+        "\n".join(recent + [duplicate])
+        + "\n"
+        + planted.getvalue()
+        + MALFORMED_ORDER_LINE
+        + "\n"
+        + MALFORMED_PERSONAL_ORDER_LINE
+        + "\n",
     )
     # Online Retail II: its first rows (2009) and its last rows (the overlap days).
     older_all = _head_lines(data_root / paths["orders_2009_2010"], 10**7)
@@ -118,10 +169,11 @@ def build_slices(data_root: Path, target: Path, rows: int = 2000) -> Path:
     taobao = [
         line for line in _head_lines(data_root / paths["clicks_taobao"], 10**6) if int(line.split(",", 1)[0]) % 20 == 0
     ]
-    (target / paths["clicks_taobao"]).write_text("\n".join(taobao + PLANTED_TAOBAO) + "\n")
+    (target / paths["clicks_taobao"]).write_text("\n".join(taobao + PLANTED_TAOBAO + PLANTED_PERSONAL_TAOBAO) + "\n")
 
     views = _head_lines(data_root / paths["views_diginetica"], rows // 2)
     views.append(f"1;{CANARY_DIGINETICA_USER};81766;526309;2016-05-09")
+    views += PLANTED_PERSONAL_VIEWS
     (target / paths["views_diginetica"]).write_text("\n".join(views) + "\n")
     purchases = _head_lines(data_root / paths["purchases_diginetica"], rows // 2)
     (target / paths["purchases_diginetica"]).write_text("\n".join(purchases + purchases[1:3]) + "\n")

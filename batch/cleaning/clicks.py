@@ -33,6 +33,7 @@ from batch.cleaning.common import (
     split_rejected,
     tag_duplicates,
     tag_first_reason,
+    unsplit_row_detail,
 )
 from shared.click_rules import CANDIDATE_COLUMNS, check_click_columns
 from shared.click_sources import (
@@ -47,7 +48,7 @@ from shared.click_sources import (
     TAOBAO_SOURCE,
 )
 from shared.pseudonymize import pseudonymize_column
-from shared.schemas import CLICK_EVENT
+from shared.schemas import CLICK_EVENT, EVENT_ID_HEX_CHARS, EVENT_ID_NAMESPACE, PERSONAL_FIELDS
 
 VIEWS_RAW, PURCHASES_RAW = DIGINETICA_VIEWS_RAW, DIGINETICA_PURCHASES_RAW
 # Columns the quarantine keeps for any click source (absent ones are null).
@@ -121,19 +122,19 @@ def _ts_text(epoch: Column, *raw: str) -> Column:
     return F.when(epoch.isNull() & present, F.concat_ws(" ", *[F.coalesce(F.col(c), F.lit("")) for c in raw]))
 
 
-def event_id_column(source: str, raw: tuple[str, ...]) -> Column:
+def event_id_column(source: str, raw: tuple[str, ...], *, key: bytes) -> Column:
     """Spark twin of shared.schemas.click_event_id (tested equal)."""
     payload = F.concat(F.lit(f"{source}:"), F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in raw]))
-    return F.substring(F.sha1(payload.cast("binary")), 1, 24)
+    return F.substring(pseudonymize_column(payload, EVENT_ID_NAMESPACE, key=key), 1, EVENT_ID_HEX_CHARS)
 
 
-def taobao_events(bronze: DataFrame) -> DataFrame:
+def taobao_events(bronze: DataFrame, *, key: bytes) -> DataFrame:
     mapping = F.create_map(*[F.lit(x) for kv in TAOBAO_BEHAVIOR.items() for x in kv])
     epoch = F.col("timestamp").try_cast("long")  # epoch seconds; the shared rule reads the unit
     mapped = mapping[F.col("behavior_type")]
     return bronze.select(
         "*",
-        event_id_column(TAOBAO_SOURCE, TAOBAO_RAW).alias("_event_id"),
+        event_id_column(TAOBAO_SOURCE, TAOBAO_RAW, key=key).alias("_event_id"),
         F.col("user_id").alias("_user"),
         F.lit(None).cast("string").alias("_session"),
         F.col("item_id").alias("_item"),
@@ -152,14 +153,14 @@ def taobao_events(bronze: DataFrame) -> DataFrame:
 
 
 def _diginetica_events(
-    bronze: DataFrame, categories: DataFrame, source: str, raw: tuple[str, ...], event_type: str
+    bronze: DataFrame, categories: DataFrame, source: str, raw: tuple[str, ...], event_type: str, *, key: bytes
 ) -> DataFrame:
     day_start_ms = F.unix_millis(F.try_to_timestamp(F.col("eventdate"), F.lit("yyyy-MM-dd")))
     anonymous = blank("user_id") | (F.trim("user_id") == DIGINETICA_ANONYMOUS_USER)
     epoch_ms = day_start_ms + F.col("timeframe").try_cast("long")
     return bronze.join(categories, on="item_id", how="left").select(
         *bronze.columns,
-        event_id_column(source, raw).alias("_event_id"),
+        event_id_column(source, raw, key=key).alias("_event_id"),
         F.when(anonymous, F.concat(F.lit(ANONYMOUS_USER_PREFIX), F.col("session_id")))
         .otherwise(F.col("user_id"))
         .alias("_user"),
@@ -200,7 +201,7 @@ def clean_clicks(
     cats = diginetica_categories(categories) if categories is not None else None
     parts = []
     if taobao is not None:
-        parts.append(taobao_events(taobao))
+        parts.append(taobao_events(taobao, key=key))
     for df, source, raw, kind in (
         (views, DIGINETICA_VIEWS_SOURCE, VIEWS_RAW, "view"),
         (purchases, DIGINETICA_PURCHASES_SOURCE, PURCHASES_RAW, "purchase"),
@@ -208,20 +209,20 @@ def clean_clicks(
         if df is not None:
             if cats is None:
                 cats = df.sparkSession.createDataFrame([], "item_id string, _category_id string")
-            parts.append(_diginetica_events(df, cats, source, raw, kind))
+            parts.append(_diginetica_events(df, cats, source, raw, kind, key=key))
     if not parts:
         raise ValueError("clean_clicks needs at least one click source")
     events = reduce(lambda a, b: a.unionByName(b), [_with_all_raw_columns(p) for p in parts])
 
     tagged = tag_first_reason(
-        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record"))]
+        events, [Rule("malformed_row", F.col("_corrupt_record").isNotNull(), unsplit_row_detail(key=key))]
     )
     tagged = apply_click_rules(tagged, now)
     tagged = tag_duplicates(tagged, ["_event_id"], ["_source", "_row_number"])
     event_columns = {
         "event_id": F.col("_event_id"),
-        "user_id": pseudonymize_column(F.trim(F.col("_user")), "user", key=key),
-        "session_id": F.col("_session"),
+        "user_id": pseudonymize_column(F.trim(F.col("_user")), PERSONAL_FIELDS["user_id"], key=key),
+        "session_id": pseudonymize_column(F.col("_session"), PERSONAL_FIELDS["session_id"], key=key),
         "item_id": F.trim(F.col("_item")),
         "event_type": F.col("_event_type"),
         "ts": F.col("_ts"),
@@ -233,7 +234,6 @@ def clean_clicks(
         tagged,
         source_table="clicks",
         raw_columns=RAW_COLUMNS,
-        pii_columns={"user_id": "user"},
         key=key,
         silver_columns=[
             *(expr.alias(name) for name, expr in event_columns.items()),

@@ -18,9 +18,18 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from batch.cleaning.common import CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
+from batch.cleaning.common import (
+    CleanResult,
+    Rule,
+    blank,
+    split_rejected,
+    tag_duplicates,
+    tag_first_reason,
+    unsplit_row_detail,
+)
 from batch.sources import UCI_OVERLAP_SOURCE, UCI_OVERLAP_START
 from shared.pseudonymize import pseudonymize_column
+from shared.schemas import PERSONAL_FIELDS
 
 RAW_COLUMNS = (
     "invoice_no",
@@ -52,21 +61,23 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
     tagged = tag_first_reason(
         typed,
         [
-            Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record")),
+            Rule("malformed_row", F.col("_corrupt_record").isNotNull(), unsplit_row_detail(key=key)),
             Rule(
                 "malformed_row",
                 F.col("_quantity").isNull() & ~blank("quantity"),
-                F.concat(F.lit("quantity="), F.col("quantity")),
+                "quantity: not a whole number",
             ),
             Rule(
                 "malformed_row",
                 F.col("_price").isNull() & ~blank("unit_price"),
-                F.concat(F.lit("unit_price="), F.col("unit_price")),
+                "unit_price: not a number",
             ),
             Rule(
                 "malformed_row",
                 F.col("_invoice_ts").isNull(),
-                F.concat(F.lit("invoice_date="), F.coalesce(F.col("invoice_date"), F.lit("<null>"))),
+                F.when(blank("invoice_date"), F.lit("invoice_date: missing")).otherwise(
+                    F.lit("invoice_date: not yyyy-MM-dd HH:mm:ss")
+                ),
             ),
             Rule("malformed_row", blank("invoice_no") | blank("stock_code"), "invoice_no or stock_code missing"),
             Rule(
@@ -82,9 +93,11 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
         [
             Rule("cancellation", invoice.startswith("C")),
             Rule("bad_debt_adjustment", invoice.startswith("A")),
-            Rule("non_product_code", ~F.trim(F.col("stock_code")).rlike(PRODUCT_CODE), F.col("stock_code")),
-            Rule("non_positive_price", F.col("_price") <= 0, F.concat(F.lit("unit_price="), F.col("unit_price"))),
-            Rule("non_positive_quantity", F.col("_quantity") <= 0, F.concat(F.lit("quantity="), F.col("quantity"))),
+            Rule(
+                "non_product_code", ~F.trim(F.col("stock_code")).rlike(PRODUCT_CODE), "stock_code: not a product code"
+            ),
+            Rule("non_positive_price", F.col("_price") <= 0, "unit_price: not positive"),
+            Rule("non_positive_quantity", F.col("_quantity") <= 0, "quantity: not positive"),
             Rule("missing_description", blank("description")),
         ],
     )
@@ -92,7 +105,6 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
         tagged,
         source_table="orders",
         raw_columns=RAW_COLUMNS,
-        pii_columns={"customer_id": "customer"},
         key=key,
         silver_columns=[
             F.concat_ws("-", F.substring("_batch_id", 1, 16), F.col("_row_number").cast("string")).alias(
@@ -105,7 +117,7 @@ def clean_orders(bronze: DataFrame, *, key: bytes) -> CleanResult:
             F.col("_price").alias("unit_price"),
             F.round(F.col("_quantity") * F.col("_price"), 2).alias("line_total"),
             F.col("_invoice_ts").alias("invoice_ts"),
-            pseudonymize_column(F.col("_customer"), "customer", key=key).alias("customer_key"),
+            pseudonymize_column(F.col("_customer"), PERSONAL_FIELDS["customer_id"], key=key).alias("customer_key"),
             F.col("_customer").isNull().alias("is_guest"),
             F.trim(F.col("country")).alias("country"),
             "_source",

@@ -19,7 +19,15 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from batch.cleaning.common import CleanResult, Rule, blank, split_rejected, tag_duplicates, tag_first_reason
+from batch.cleaning.common import (
+    CleanResult,
+    Rule,
+    blank,
+    split_rejected,
+    tag_duplicates,
+    tag_first_reason,
+    unsplit_row_detail,
+)
 
 RAW_COLUMNS = (
     "review_id",
@@ -59,7 +67,7 @@ def _repair_mojibake_udf(texts: pd.Series) -> pd.Series:
     return texts.map(repair_mojibake, na_action="ignore")
 
 
-def clean_reviews(bronze: DataFrame) -> CleanResult:
+def clean_reviews(bronze: DataFrame, *, key: bytes) -> CleanResult:
     ints = {
         c: F.col(c).try_cast("int")
         for c in ("review_id", "clothing_id", "age", "rating", "recommended_ind", "positive_feedback_count")
@@ -72,20 +80,18 @@ def clean_reviews(bronze: DataFrame) -> CleanResult:
     )
 
     def unreadable(column: str) -> Rule:
-        return Rule(
-            "malformed_row", F.col(f"_{column}").isNull() & ~blank(column), F.concat(F.lit(f"{column}="), F.col(column))
-        )
+        return Rule("malformed_row", F.col(f"_{column}").isNull() & ~blank(column), f"{column}: not a whole number")
 
     tagged = tag_first_reason(
         typed,
         [
-            Rule("malformed_row", F.col("_corrupt_record").isNotNull(), F.col("_corrupt_record")),
+            Rule("malformed_row", F.col("_corrupt_record").isNotNull(), unsplit_row_detail(key=key)),
             Rule(
                 "malformed_row", F.col("_review_id").isNull() | F.col("_rating").isNull(), "review_id or rating missing"
             ),
             *(unreadable(c) for c in ("clothing_id", "age", "recommended_ind", "positive_feedback_count")),
-            Rule("invalid_rating", ~F.col("_rating").between(1, 5), F.concat(F.lit("rating="), F.col("rating"))),
-            Rule("invalid_age", ~F.col("_age").between(18, 99), F.concat(F.lit("age="), F.col("age"))),
+            Rule("invalid_rating", ~F.col("_rating").between(1, 5), "rating: outside 1..5"),
+            Rule("invalid_age", ~F.col("_age").between(18, 99), "age: outside 18..99"),
             Rule("empty_review_text", blank("review_text")),
         ],
     )
@@ -94,8 +100,7 @@ def clean_reviews(bronze: DataFrame) -> CleanResult:
         tagged,
         source_table="reviews",
         raw_columns=RAW_COLUMNS,
-        pii_columns={},
-        key=b"",
+        key=key,
         silver_columns=[
             F.col("_review_id").cast("long").alias("review_id"),
             F.col("_clothing_id").cast("long").alias("clothing_id"),

@@ -12,7 +12,13 @@ import pytest
 from shared.delta import read_arrow, table_version
 from shared.pseudonymize import pseudonymize
 from shared.settings import get_settings
-from tests.data_slices import CANARY_CUSTOMER, CANARY_DIGINETICA_USER, CANARY_TAOBAO_USER
+from tests.data_slices import (
+    CANARY_CUSTOMER,
+    CANARY_DIGINETICA_USER,
+    CANARY_TAOBAO_USER,
+    PERSONAL_CANARIES,
+    PLANTED_PERSONAL_TAOBAO,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +135,9 @@ def test_clicks_quarantine_and_anonymous_users(gold_lake):
     na_rows = sum(1 for u in anonymous["user_id"].to_pylist() if u == "NA")
     assert na_rows > 0
     digi = clicks.filter(pc.equal(clicks["source"], "diginetica_views"))
-    assert digi.num_rows == anonymous.num_rows  # anonymous sessions are kept, not dropped
+    rejected = [r for r in _quarantine(gold_lake, "clicks") if r["_source"] == "views_diginetica"]
+    assert [r["reason"] for r in rejected] == ["bad_timestamp"]  # the one planted bad time
+    assert digi.num_rows == anonymous.num_rows - 1  # anonymous sessions are kept, not dropped
 
 
 def test_canary_identifiers_never_reach_silver_gold_or_quarantine(gold_lake):
@@ -151,6 +159,67 @@ def test_canary_identifiers_never_reach_silver_gold_or_quarantine(gold_lake):
     users = set(read_arrow(gold_lake["silver/clicks"])["user_id"].to_pylist())
     assert pseudonymize(CANARY_TAOBAO_USER, "user", key=key) in users
     assert pseudonymize(CANARY_DIGINETICA_USER, "user", key=key) in users
+
+
+def _lake_files(gold_lake) -> list:
+    """Every file of every silver and gold table: data files of every version (current or
+    removed) and the _delta_log (whose add actions carry column min/max statistics)."""
+    return [
+        f for name, path in gold_lake.items() if not name.startswith("bronze/") for f in path.rglob("*") if f.is_file()
+    ]
+
+
+def test_no_planted_identifier_is_anywhere_past_bronze(gold_lake):
+    import pyarrow.parquet as pq
+
+    files = _lake_files(gold_lake)
+    assert any(f.parent.name == "_delta_log" for f in files) and any(f.suffix == ".parquet" for f in files)
+    needles = [c.encode() for c in PERSONAL_CANARIES] + [c.lower().encode() for c in PERSONAL_CANARIES]
+    for f in files:
+        blob = f.read_bytes()  # footers' statistics and _delta_log JSON are plain text
+        if f.suffix == ".parquet":  # the pages are compressed: read them back too
+            blob += json.dumps(pq.read_table(f).to_pylist(), default=str).encode()
+        for needle in needles:
+            assert needle not in blob, f"raw identifier {needle!r} found in {f}"
+    # ...while the rows carrying them went through (so this test can fail).
+    key = get_settings().pseudonymization_key.get_secret_value().encode()
+    orders = read_arrow(gold_lake["silver/orders"])
+    assert pseudonymize(PERSONAL_CANARIES[1], "customer", key=key) in set(orders["customer_key"].to_pylist())
+    clicks = read_arrow(gold_lake["silver/clicks"])
+    assert pseudonymize(PERSONAL_CANARIES[4], "session", key=key) in set(clicks["session_id"].to_pylist())
+
+
+def test_quarantine_records_are_pseudonymized_and_details_quote_nothing(gold_lake):
+    key = get_settings().pseudonymization_key.get_secret_value().encode()
+    email, name = PERSONAL_CANARIES[0], PERSONAL_CANARIES[1]
+    customers = {pseudonymize(email, "customer", key=key), pseudonymize(name, "customer", key=key)}
+    orders = [r for r in _quarantine(gold_lake, "orders") if json.loads(r["record"]).get("customer_id") in customers]
+    reasons = _reasons(orders)
+    for reason in (
+        "malformed_row",
+        "duplicate",
+        "cancellation",
+        "bad_debt_adjustment",
+        "non_product_code",
+        "non_positive_price",
+        "non_positive_quantity",
+        "missing_description",
+    ):
+        assert reasons.get(reason, 0) >= 1, f"no order with a planted customer quarantined as {reason}: {reasons}"
+    click_users = {pseudonymize(line.split(",")[0].strip(" "), "user", key=key) for line in PLANTED_PERSONAL_TAOBAO}
+    clicks = [r for r in _quarantine(gold_lake, "clicks") if json.loads(r["record"]).get("user_id") in click_users]
+    reasons = _reasons(clicks)
+    for reason in ("unknown_event_type", "bad_timestamp", "missing_field", "blank_id", "too_long", "duplicate"):
+        assert reasons.get(reason, 0) >= 1, f"no click with a planted user quarantined as {reason}: {reasons}"
+    # A row the reader could not split keeps no values, and its detail only a summary.
+    unsplit = [
+        r for r in _quarantine(gold_lake, "clicks") + _quarantine(gold_lake, "orders") if r["reason"] == "malformed_row"
+    ]
+    summaries = [r for r in unsplit if r["detail"].startswith("unparseable: ")]
+    assert summaries and all(json.loads(r["record"]) == {} for r in summaries)
+    assert all(
+        re.fullmatch(r'unparseable: \d+ bytes, hmac-sha256 [0-9a-f]{64}, outline ".*"', r["detail"]) for r in summaries
+    )
 
 
 def test_silver_tables_have_their_declared_schemas(gold_lake):

@@ -1,6 +1,7 @@
 """The replay producer and the batch clean job agree on every click's identity: the
-same file row gets the same event id and the same user key on both paths, which is what
-lets the stream be folded back into the Delta tables without duplicates."""
+same file row gets the same (keyed) event id and the same user and session pseudonyms
+on both paths, which is what lets the stream be folded back into the Delta tables
+without duplicates."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def test_replayed_events_carry_the_batch_ids_and_users(gold_lake, sliced_data: P
     for event_id, row in list(silver.items())[:2000]:
         event = replayed[event_id]
         assert row["user_id"] == pseudonymize(event["user_id"], "user", key=key)
+        assert row["session_id"] == pseudonymize(event["session_id"], "session", key=key)
         assert (row["item_id"], row["event_type"], row["ts"]) == (event["item_id"], event["event_type"], event["ts"])
 
 

@@ -25,5 +25,15 @@ def test_spark_hmac_equals_python_hmac(spark, key):
 def test_spark_event_ids_equal_python_event_ids(spark):
     rows = [("543462", "1715", "1464116", "pv", "1511658000"), ("1", "2", "3", "buy", "4")]
     df = spark.createDataFrame(rows, ", ".join(f"{c} string" for c in TAOBAO_RAW))
-    got = [r.id for r in df.select(event_id_column("taobao", TAOBAO_RAW).alias("id")).collect()]
-    assert got == [click_event_id("taobao", list(r)) for r in rows]
+    got = [r.id for r in df.select(event_id_column("taobao", TAOBAO_RAW, key=b"k").alias("id")).collect()]
+    assert got == [click_event_id("taobao", list(r), key=b"k") for r in rows]
+
+
+def test_spark_summary_of_an_unsplit_line_equals_the_python_one(spark):
+    from batch.cleaning.common import unsplit_row_detail
+    from shared.redaction import Redactor
+
+    lines = ['alice@example.com,1715,"Zoë \\ Smith",pv,1511658100,extra', "x" * 100, "tab\there ✓ 42"]
+    df = spark.createDataFrame([(line,) for line in lines], "_corrupt_record string")
+    got = [r.d for r in df.select(unsplit_row_detail(key=b"k").alias("d")).collect()]
+    assert got == [Redactor(b"k").summary_text(line.encode()) for line in lines]

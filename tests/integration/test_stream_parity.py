@@ -33,7 +33,15 @@ def _same(a, b) -> bool:
 
 def _pseudonymized_clicks(spark, events: list[dict], key: bytes):
     """The events as the batch layer's silver clicks: a Spark frame, users pseudonymized."""
-    rows = [{**e, "user_id": pseudonymize(e["user_id"], "user", key=key)} for e in events]
+    # As silver holds them: user and session ids pseudonymized (shared.schemas.PERSONAL_FIELDS).
+    rows = [
+        {
+            **e,
+            "user_id": pseudonymize(e["user_id"], "user", key=key),
+            "session_id": pseudonymize(e["session_id"], "session", key=key),
+        }
+        for e in events
+    ]
     return spark.createDataFrame([tuple(r[n] for n in CLICK_EVENT.names) for r in rows], CLICK_EVENT.spark_schema())
 
 

@@ -77,6 +77,7 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "retrain": (["retrain"], "has no champion to retrain from"),
     "loop": (["loop", "--once", "--interval", "5m"], "--once and --interval exclude each other"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
+    "privacy": (["privacy", "forget"], "invalid choice: 'forget'"),
 }
 # Every verb's arguments come from shared.options: a mistake is exactly one line.
 ONE_LINE = set(cli.COMMANDS)

@@ -137,11 +137,13 @@ def _stdlib_verdict(raw: bytes | str) -> str:
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
-        return f"rejected not_utf8 {[f'not UTF-8: {excerpt(str(exc), 160)}']}"
+        return f"rejected not_utf8 {[f'not UTF-8: invalid byte at position {exc.start}']}"
     try:
         obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"rejected not_json {[f'not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}']}"
     except (ValueError, RecursionError) as exc:
-        return f"rejected not_json {[f'not JSON: {excerpt(str(exc), 160)}']}"
+        return f"rejected not_json {[f'not JSON: {type(exc).__name__}']}"
     try:
         return repr(check_click(obj, now=NOW))
     except ClickRejected as exc:
@@ -271,3 +273,36 @@ def test_a_remembered_event_time_is_still_checked_against_now():
     with pytest.raises(ClickRejected) as info:
         check_click({**GOOD, "ts": ts}, now=datetime(2025, 12, 30, tzinfo=timezone.utc))
     assert info.value.code == "bad_timestamp"
+
+
+# ------------------------------------------------------------- reasons quote no sender value
+
+SENDER_TEXT = "alice.smith@example.com"
+
+
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({"event_type": SENDER_TEXT}, "unknown_event_type"),
+        ({"ts": SENDER_TEXT}, "bad_timestamp"),
+        ({"ts": "2017-11-26 01:00:00 " + SENDER_TEXT}, "bad_timestamp"),
+        ({"ts": "2999-01-01T00:00:00Z"}, "bad_timestamp"),
+        ({SENDER_TEXT: "x"}, "unknown_field"),
+        ({"extra": SENDER_TEXT}, "unknown_field"),
+        ({"user_id": SENDER_TEXT * 10}, "too_long"),
+        ({"item_id": {SENDER_TEXT: 1}}, "bad_type"),
+    ],
+)
+def test_no_reason_quotes_a_sender_value_or_field_name(change, code):
+    with pytest.raises(ClickRejected) as info:
+        check_click({**GOOD, **change}, now=NOW)
+    assert info.value.code == code
+    text = " ".join(info.value.reasons)
+    assert "alice" not in text and "example" not in text and "2999" not in text
+
+
+def test_undecodable_values_are_described_not_quoted():
+    for raw in (b'{"user_id": "alice\xff"}', b"{alice: 1}", b'["alice"]', b"alice"):
+        with pytest.raises(ClickRejected) as info:
+            check_click_bytes(raw, now=NOW)
+        assert "alice" not in " ".join(info.value.reasons)

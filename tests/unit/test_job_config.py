@@ -103,6 +103,7 @@ PRINTABLE = {
     "fold": [],
     "retrain": [],
     "loop": [],
+    "privacy": ["migrate"],
 }
 
 

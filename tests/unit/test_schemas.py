@@ -3,6 +3,7 @@ and validation by the click rules that read it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -14,11 +15,13 @@ from shared.contract import WIRE_VERSION, WIRE_VERSION_KEY
 from shared.errors import ValidationError
 from shared.schemas import (
     CLICK_EVENT,
+    PERSONAL_FIELDS,
     SCORED_EVENT,
     NoTimeZoneError,
     click_event_id,
     format_timestamp,
     parse_timestamp,
+    personal_columns,
     to_wire,
 )
 from tests.scored_events import check_scored
@@ -63,7 +66,7 @@ def test_epoch_millis_and_offsets_are_normalized_to_utc():
         (json.dumps({**GOOD, "ts": "2017-11-26 01:00:00"}).encode(), "time zone"),
         (json.dumps({**GOOD, "user_id": None}).encode(), "user_id: required"),
         (json.dumps({**GOOD, "item_id": {"x": 1}}).encode(), "item_id: expected a string"),
-        (json.dumps({**GOOD, "surprise": 1}).encode(), "unknown fields: surprise"),
+        (json.dumps({**GOOD, "surprise": 1}).encode(), "unknown fields: 1"),
         (json.dumps({**GOOD, "user_id": "u" * 500}).encode(), "longer than"),
     ],
 )
@@ -139,7 +142,18 @@ def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
             check_scored({**scored, **wrong})
 
 
-def test_event_ids_are_deterministic_and_source_scoped():
-    assert click_event_id("taobao", ["1", "2"]) == click_event_id("taobao", ("1", "2"))
-    assert click_event_id("taobao", ["1", "2"]) != click_event_id("diginetica_views", ["1", "2"])
-    assert len(click_event_id("taobao", ["1"])) == 24
+def test_event_ids_are_deterministic_source_scoped_and_keyed():
+    key = b"k"
+    assert click_event_id("taobao", ["1", "2"], key=key) == click_event_id("taobao", ("1", "2"), key=key)
+    assert click_event_id("taobao", ["1", "2"], key=key) != click_event_id("diginetica_views", ["1", "2"], key=key)
+    assert len(click_event_id("taobao", ["1"], key=key)) == 24
+    # Keyed: without the key, enumerating small user ids recovers nothing.
+    assert click_event_id("taobao", ["1", "2"], key=key) != click_event_id("taobao", ["1", "2"], key=b"other")
+    unkeyed = hashlib.sha1(b"taobao:1,2").hexdigest()[:24]
+    assert click_event_id("taobao", ["1", "2"], key=key) != unkeyed
+
+
+def test_one_list_of_personal_fields_covers_the_click_schema_and_the_sources():
+    assert {"user_id", "session_id", "customer_id", "email"} <= set(PERSONAL_FIELDS)
+    assert personal_columns(["item_id", "session_id", "user_id"]) == {"session_id": "session", "user_id": "user"}
+    assert PERSONAL_FIELDS["user_id"] == "user" and PERSONAL_FIELDS["customer_id"] == "customer"

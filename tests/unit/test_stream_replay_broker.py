@@ -9,6 +9,7 @@ import pytest
 from shared.click_rules import check_click_bytes
 from shared.errors import BrokerError
 from shared.schemas import click_event_id, to_wire
+from shared.settings import get_settings
 from stream import broker
 from stream.replay import load_events
 from stream.topics import required_topics
@@ -27,7 +28,10 @@ def test_taobao_events_are_valid_ordered_and_deterministic(data_root: Path):
         (data_root / "taobao_user_behavior/user_behavior_2017-11-26_0100-0310utc.csv").read_text().split("\n", 1)[0]
     )
     # The batch clean job's id for the same row (tests/integration/test_spark_twins covers its Spark twin).
-    assert events_by_id_contains(load_events("taobao", data_root), click_event_id("taobao", first_line.split(",")))
+    key = get_settings().pseudonymization_key.get_secret_value().encode()
+    assert events_by_id_contains(
+        load_events("taobao", data_root), click_event_id("taobao", first_line.split(","), key=key)
+    )
     assert load_events("taobao", data_root, limit=3000) == events
     assert {e["event_type"] for e in load_events("taobao", data_root)} == {
         "view",

@@ -160,3 +160,14 @@ def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
     )
     scored = check_scored(out[0])
     assert scored["score"] is None and scored["model_version"] == "3"
+
+
+def test_prepare_batch_leaves_only_pseudonyms_of_user_and_session_ids():
+    raws = [to_wire({**_event(1, user="alice@example.com"), "session_id": "Zelda Session"}), to_wire(_event(2))]
+    batch = steps.prepare_batch(raws, entry_of=lambda user: None, pseudonym=steps.Pseudonyms(KEY), items=_items)
+    first, second = batch.records
+    assert first["user_id"] == pseudonymize("alice@example.com", "user", key=KEY)
+    assert first["session_id"] == pseudonymize("Zelda Session", "session", key=KEY)
+    assert second["session_id"] is None  # no session: nothing to pseudonymize
+    assert set(batch.entries) == {first["user_id"], second["user_id"]}
+    assert "alice" not in repr(batch) and "Zelda" not in repr(batch)
