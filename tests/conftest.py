@@ -30,13 +30,17 @@ DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 # A test function or fixture that takes one of these uses the session's SparkSession
 # and the gold lake it built.
 _SPARK_ARGUMENT = re.compile(r"def \w+\([^)]*\b(?:spark|gold_lake)\b", re.S)
+# Files marked so spend minutes in Spark jobs of their own (subprocesses, a standalone
+# cluster): they share a second worker, which builds a second copy of the gold lake.
+_SPARK_SUBPROCESSES = re.compile(r"\bmark\.spark_subprocesses\b")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """How pytest-xdist's workers share the suite (scripts/test.sh runs them in parallel).
 
     Every integration file whose tests or fixtures take the session's SparkSession or gold
-    lake goes to one worker, so one driver builds the lake once; every other integration
+    lake goes to one worker, so one driver builds the lake once; the files marked
+    `spark_subprocesses` go together to another; every other integration
     file goes whole to one worker, so its module fixtures (a demo run, a trained model)
     are built once; unit tests go wherever a worker is free. Each worker is its own
     process with its own temporary lake, registry and broker. (xdist's own `loadgroup`
@@ -50,7 +54,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     def scope_of_file(path: str) -> str:
         if "/integration/" not in f"/{path}":
             return ""
-        return "spark" if _SPARK_ARGUMENT.search((root / path).read_text()) else path
+        text = (root / path).read_text()
+        if _SPARK_SUBPROCESSES.search(text):
+            return "spark-subprocesses"
+        return "spark" if _SPARK_ARGUMENT.search(text) else path
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from shared.delta import read_arrow
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spark_subprocesses]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -26,7 +26,7 @@ from batch.sources import KNOWN_SOURCES
 from shared.delta import read_arrow
 from tests.integration.support.env import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spark_subprocesses]
 REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
