@@ -51,6 +51,11 @@ MAX_KEPT_CHARS = MAX_QUERY_LENGTH
 KEYED_HASH_NAMESPACE = b"bytes:"
 FORM_FIELDS = "fields"
 FORM_SUMMARY = "summary"
+#: How a dead-letter entry's `raw` is written: the JSON text of the fields form, or of
+#: the summary form (`Redactor.click_value`). Entries written before redaction say "latin-1".
+RAW_REDACTED_JSON = "redacted-json"
+RAW_REDACTED_SUMMARY = "redacted-summary"
+REDACTED_ENCODINGS = frozenset({RAW_REDACTED_JSON, RAW_REDACTED_SUMMARY})
 _CLICK_FIELDS = frozenset(CLICK_EVENT.names)
 
 
@@ -167,6 +172,15 @@ class Redactor:
         value = self.click_value(raw, truncated=truncated)
         return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
+    def dead_letter_raw(self, raw: bytes | None, *, truncated: bool = False) -> tuple[str | None, str | None]:
+        """(`raw`, `raw_encoding`) of a dead-letter entry: the safe form's JSON text and
+        which form it is (RAW_REDACTED_JSON or RAW_REDACTED_SUMMARY); (None, None) without a value."""
+        value = self.click_value(raw, truncated=truncated)
+        if value is None:
+            return None, None
+        encoding = RAW_REDACTED_JSON if value["form"] == FORM_FIELDS else RAW_REDACTED_SUMMARY
+        return json.dumps(value, separators=(",", ":"), sort_keys=True), encoding
+
     def reasons(self, raw: bytes | None, step: str, reason_code: str | None, *, truncated: bool = False) -> list[str]:
         """Reasons safe to write for a record that failed at `step`, re-derived from the
         value where the click rules rejected it (their reasons quote nothing), else only
@@ -191,9 +205,9 @@ def safe_failure_reason(step: str, exc: BaseException) -> tuple[str, list[str]]:
 def redact_legacy_dlq_entry(entry: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
     """A dead-letter entry as written before redaction (raw bytes as latin-1 text in
     `raw`, an unkeyed `raw_sha256`, reasons that may quote values) -> the same entry with
-    `raw` replaced by the JSON text of its safe form (`raw_encoding` "redacted-json"),
-    `raw_sha256` dropped for `raw_hmac_sha256` (of the bytes kept, null when they were
-    cut) and reasons re-derived (`Redactor.reasons`). An entry already redacted, or one
+    `raw` replaced by the JSON text of its safe form (`raw_encoding` "redacted-json" or
+    "redacted-summary"), `raw_sha256` dropped for `raw_hmac_sha256` (of the bytes kept,
+    null when they were cut) and reasons re-derived (`Redactor.reasons`). An entry already redacted, or one
     without raw bytes, only loses its unkeyed hash and unsafe reasons."""
     out = dict(entry)
     raw_text = entry.get("raw")
@@ -207,10 +221,9 @@ def redact_legacy_dlq_entry(entry: Mapping[str, Any], redactor: Redactor) -> dic
         except UnicodeEncodeError:  # not what a worker wrote: keep nothing of it
             raw = raw_text.encode("utf-8", errors="surrogatepass")
             truncated = True
-        out["raw"] = redactor.click_value_text(raw, truncated=truncated)
-        out["raw_encoding"] = "redacted-json"
+        out["raw"], out["raw_encoding"] = redactor.dead_letter_raw(raw, truncated=truncated)
         out["raw_hmac_sha256"] = None if truncated else redactor.keyed_hash(raw)
-    elif entry.get("raw_encoding") != "redacted-json":
+    elif entry.get("raw_encoding") not in REDACTED_ENCODINGS:
         out["raw"] = None
     out.pop("raw_sha256", None)
     out["reasons"] = redactor.reasons(raw, step, code, truncated=truncated)
