@@ -8,8 +8,11 @@ rejected value goes to the dead-letter topic, the quarantine or a log, it is red
   every personal field (`shared.schemas.PERSONAL_FIELDS`) replaced by its pseudonym:
   same key and namespace as accepted events, so a rejected record still joins its
   user's accepted ones. A personal value that is not a string is pseudonymized as its
-  JSON text. Values of fields the schema does not declare are dropped, names included
-  (a field's name is the sender's text too): only their count is kept.
+  JSON text. An event type of the schema's list and a readable time are kept; any other
+  declared value (item and category ids, the query, a value of the wrong type) is kept
+  as its outline (below), since a sender may put an identifier in any field. Values of
+  fields the schema does not declare are dropped, names included (a field's name is the
+  sender's text too): only their count is kept.
 * A value that cannot be parsed (not UTF-8, not JSON, JSON that is not an object, a CSV
   line that does not split, or bytes cut at a size cap) cannot be redacted field by
   field. It is kept as a summary only: its size, a keyed hash of its bytes and a
@@ -41,12 +44,10 @@ from typing import Any
 
 from shared.click_rules import TRIMMED_FIELDS, ClickRejected, check_click_bytes, decode_click_json
 from shared.pseudonymize import Pseudonymizer
-from shared.schemas import CLICK_EVENT, MAX_QUERY_LENGTH, PERSONAL_FIELDS
+from shared.schemas import CLICK_EVENT, EVENT_TYPES, PERSONAL_FIELDS, parse_timestamp
 
 #: Characters of an unparseable value's outline.
 OUTLINE_CHARS = 64
-#: The longest text kept of a declared, non-personal field of a rejected record.
-MAX_KEPT_CHARS = MAX_QUERY_LENGTH
 #: The prefix hashed before sender bytes, so a keyed hash never equals a pseudonym.
 KEYED_HASH_NAMESPACE = b"bytes:"
 FORM_FIELDS = "fields"
@@ -82,6 +83,22 @@ def outline(text: str, limit: int = OUTLINE_CHARS) -> str:
     return "".join(out) + ("..." if len(text) > limit else "")
 
 
+def _speaks_for_itself(name: str, value: Any) -> bool:
+    """An event type from the schema's list, or a time the rules can read: values kept
+    in a redacted record because they hold nothing a sender could choose freely."""
+    if not isinstance(value, str):
+        return False
+    if name == "event_type":
+        return value in EVENT_TYPES
+    if name == "ts":
+        try:
+            parse_timestamp(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+    return False
+
+
 def summary_text(size: int, hashed: str, shape: str) -> str:
     """The one-line form of an unparseable value (batch quarantine's `detail`)."""
     return f"unparseable: {size} bytes, hmac-sha256 {hashed}, outline {json.dumps(shape)}"
@@ -113,20 +130,22 @@ class Redactor:
         return self._pseudonyms[name](json.dumps(value, sort_keys=True))
 
     def record(self, obj: Mapping[str, Any], declared: frozenset[str] = _CLICK_FIELDS) -> dict[str, Any]:
-        """The declared fields of a parsed record, personal ones pseudonymized, others kept
-        when they are JSON scalars (text cut at MAX_KEPT_CHARS); a list or an object in a
-        declared field becomes a note of its size. Undeclared fields are left out."""
+        """The declared fields of a parsed record: personal ones pseudonymized; an event
+        type of the schema's list and a readable ISO-8601 time kept as they are (neither
+        can carry anyone's identifier); every other value (ids, the query, a value of the
+        wrong type) as its outline, since a sender may put an identifier in any field.
+        Booleans and nulls stay. Undeclared fields are left out."""
         out: dict[str, Any] = {}
         for name in sorted(declared & obj.keys()):
             value = obj[name]
             if name in PERSONAL_FIELDS:
                 out[name] = self.pseudonym(name, value)
-            elif isinstance(value, str):
-                out[name] = value if len(value) <= MAX_KEPT_CHARS else value[:MAX_KEPT_CHARS] + "..."
-            elif value is None or isinstance(value, (bool, int, float)):
+            elif value is None or isinstance(value, bool):
+                out[name] = value
+            elif _speaks_for_itself(name, value):
                 out[name] = value
             else:
-                out[name] = f"<{type(value).__name__} of {len(value)}>"
+                out[name] = outline(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
         return out
 
     def summary(self, raw: bytes, *, truncated: bool = False) -> dict[str, Any]:
