@@ -45,6 +45,7 @@ from shared.contract.scored import scored_row, unreadable_scored_row
 from shared.delta import AppTxn, open_table, table_exists, table_version
 from shared.delta_merge import MergeResult, insert_new_rows, keys_present
 from shared.errors import ConcurrentCommitError, TableError
+from shared.redaction import Redactor
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ class FoldCommitter:
         self.quarantine_path = quarantine_table_path(settings)
         self.silver_clicks = settings.lake.table("silver", "clicks")
         self.max_raw_bytes = settings.stream.dlq_max_raw_bytes
+        # Rows hold no raw identifier: old entries and unreadable values are redacted with the workers' key.
+        self.redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode("utf-8"))
         self.committed: dict[Any, int] = {}  # next offsets committed by the current batch
 
     def commit(self, pending: dict[Any, list[Any]], consumer: FoldConsumer) -> dict[Any, int]:
@@ -226,7 +229,9 @@ class FoldCommitter:
             for r in records:
                 pos = Position(tp.topic, tp.partition, r.offset)
                 try:
-                    rows.append(scored_row(r.value, pos, batch_id=batch_id, folded_at=folded_at))
+                    rows.append(
+                        scored_row(r.value, pos, redactor=self.redactor, batch_id=batch_id, folded_at=folded_at)
+                    )
                 except ValueError as exc:
                     log.warning("unreadable scored record at %s: %s (quarantined)", pos, exc)
                     bad.append(
@@ -234,6 +239,7 @@ class FoldCommitter:
                             r.value,
                             pos,
                             str(exc),
+                            redactor=self.redactor,
                             max_raw_bytes=self.max_raw_bytes,
                             batch_id=batch_id,
                             folded_at=folded_at,
@@ -243,6 +249,7 @@ class FoldCommitter:
             dlq_row(
                 r.value,
                 Position(tp.topic, tp.partition, r.offset),
+                redactor=self.redactor,
                 max_raw_bytes=self.max_raw_bytes,
                 batch_id=batch_id,
                 folded_at=folded_at,

@@ -119,7 +119,9 @@ def migrate_stream_clicks(rows: pa.Table, id_map: Mapping[str, str], *, key: byt
 def redact_stream_quarantine_row(row: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
     """One `silver/quarantine_stream` row as written before redaction -> its safe form:
     `record` (the dead letter's raw bytes as latin-1 text) redacted, reasons re-derived
-    into `detail`, the unkeyed `raw_sha256` dropped. A redacted row comes back as is."""
+    into `detail`, the unkeyed `raw_sha256` dropped (for the keyed `raw_hmac_sha256` of
+    the bytes, when the table has that column and they were not cut). A redacted row
+    comes back as is."""
     out = dict(row)
     record = row.get("record")
     if record is None or str(record).startswith(_REDACTED_PREFIX):
@@ -134,6 +136,8 @@ def redact_stream_quarantine_row(row: Mapping[str, Any], redactor: Redactor) -> 
     step, code = str(row.get("step") or ""), row.get("reason_code")
     out["detail"] = "; ".join(redactor.reasons(raw, step, None if code is None else str(code), truncated=truncated))
     out["raw_sha256"] = None
+    if "raw_hmac_sha256" in row and out.get("raw_hmac_sha256") is None and not truncated:
+        out["raw_hmac_sha256"] = redactor.keyed_hash(raw)  # the keyed hash, where the table has its column
     return out
 
 

@@ -8,8 +8,11 @@ rejected value goes to the dead-letter topic, the quarantine or a log, it is red
   every personal field (`shared.schemas.PERSONAL_FIELDS`) replaced by its pseudonym:
   same key and namespace as accepted events, so a rejected record still joins its
   user's accepted ones. A personal value that is not a string is pseudonymized as its
-  JSON text. Values of fields the schema does not declare are dropped, names included
-  (a field's name is the sender's text too): only their count is kept.
+  JSON text. An event type of the schema's list and a readable time are kept; any other
+  declared value (item and category ids, the query, a value of the wrong type) is kept
+  as its outline (below), since a sender may put an identifier in any field. Values of
+  fields the schema does not declare are dropped, names included (a field's name is the
+  sender's text too): only their count is kept.
 * A value that cannot be parsed (not UTF-8, not JSON, JSON that is not an object, a CSV
   line that does not split, or bytes cut at a size cap) cannot be redacted field by
   field. It is kept as a summary only: its size, a keyed hash of its bytes and a
@@ -41,16 +44,19 @@ from typing import Any
 
 from shared.click_rules import TRIMMED_FIELDS, ClickRejected, check_click_bytes, decode_click_json
 from shared.pseudonymize import Pseudonymizer
-from shared.schemas import CLICK_EVENT, MAX_QUERY_LENGTH, PERSONAL_FIELDS
+from shared.schemas import CLICK_EVENT, EVENT_TYPES, PERSONAL_FIELDS, parse_timestamp
 
 #: Characters of an unparseable value's outline.
 OUTLINE_CHARS = 64
-#: The longest text kept of a declared, non-personal field of a rejected record.
-MAX_KEPT_CHARS = MAX_QUERY_LENGTH
 #: The prefix hashed before sender bytes, so a keyed hash never equals a pseudonym.
 KEYED_HASH_NAMESPACE = b"bytes:"
 FORM_FIELDS = "fields"
 FORM_SUMMARY = "summary"
+#: How a dead-letter entry's `raw` is written: the JSON text of the fields form, or of
+#: the summary form (`Redactor.click_value`). Entries written before redaction say "latin-1".
+RAW_REDACTED_JSON = "redacted-json"
+RAW_REDACTED_SUMMARY = "redacted-summary"
+REDACTED_ENCODINGS = frozenset({RAW_REDACTED_JSON, RAW_REDACTED_SUMMARY})
 _CLICK_FIELDS = frozenset(CLICK_EVENT.names)
 
 
@@ -75,6 +81,22 @@ def outline(text: str, limit: int = OUTLINE_CHARS) -> str:
         else:
             out.append("?")
     return "".join(out) + ("..." if len(text) > limit else "")
+
+
+def _speaks_for_itself(name: str, value: Any) -> bool:
+    """An event type from the schema's list, or a time the rules can read: values kept
+    in a redacted record because they hold nothing a sender could choose freely."""
+    if not isinstance(value, str):
+        return False
+    if name == "event_type":
+        return value in EVENT_TYPES
+    if name == "ts":
+        try:
+            parse_timestamp(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+    return False
 
 
 def summary_text(size: int, hashed: str, shape: str) -> str:
@@ -108,20 +130,22 @@ class Redactor:
         return self._pseudonyms[name](json.dumps(value, sort_keys=True))
 
     def record(self, obj: Mapping[str, Any], declared: frozenset[str] = _CLICK_FIELDS) -> dict[str, Any]:
-        """The declared fields of a parsed record, personal ones pseudonymized, others kept
-        when they are JSON scalars (text cut at MAX_KEPT_CHARS); a list or an object in a
-        declared field becomes a note of its size. Undeclared fields are left out."""
+        """The declared fields of a parsed record: personal ones pseudonymized; an event
+        type of the schema's list and a readable ISO-8601 time kept as they are (neither
+        can carry anyone's identifier); every other value (ids, the query, a value of the
+        wrong type) as its outline, since a sender may put an identifier in any field.
+        Booleans and nulls stay. Undeclared fields are left out."""
         out: dict[str, Any] = {}
         for name in sorted(declared & obj.keys()):
             value = obj[name]
             if name in PERSONAL_FIELDS:
                 out[name] = self.pseudonym(name, value)
-            elif isinstance(value, str):
-                out[name] = value if len(value) <= MAX_KEPT_CHARS else value[:MAX_KEPT_CHARS] + "..."
-            elif value is None or isinstance(value, (bool, int, float)):
+            elif value is None or isinstance(value, bool):
+                out[name] = value
+            elif _speaks_for_itself(name, value):
                 out[name] = value
             else:
-                out[name] = f"<{type(value).__name__} of {len(value)}>"
+                out[name] = outline(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
         return out
 
     def summary(self, raw: bytes, *, truncated: bool = False) -> dict[str, Any]:
@@ -167,6 +191,15 @@ class Redactor:
         value = self.click_value(raw, truncated=truncated)
         return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
+    def dead_letter_raw(self, raw: bytes | None, *, truncated: bool = False) -> tuple[str | None, str | None]:
+        """(`raw`, `raw_encoding`) of a dead-letter entry: the safe form's JSON text and
+        which form it is (RAW_REDACTED_JSON or RAW_REDACTED_SUMMARY); (None, None) without a value."""
+        value = self.click_value(raw, truncated=truncated)
+        if value is None:
+            return None, None
+        encoding = RAW_REDACTED_JSON if value["form"] == FORM_FIELDS else RAW_REDACTED_SUMMARY
+        return json.dumps(value, separators=(",", ":"), sort_keys=True), encoding
+
     def reasons(self, raw: bytes | None, step: str, reason_code: str | None, *, truncated: bool = False) -> list[str]:
         """Reasons safe to write for a record that failed at `step`, re-derived from the
         value where the click rules rejected it (their reasons quote nothing), else only
@@ -191,9 +224,9 @@ def safe_failure_reason(step: str, exc: BaseException) -> tuple[str, list[str]]:
 def redact_legacy_dlq_entry(entry: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
     """A dead-letter entry as written before redaction (raw bytes as latin-1 text in
     `raw`, an unkeyed `raw_sha256`, reasons that may quote values) -> the same entry with
-    `raw` replaced by the JSON text of its safe form (`raw_encoding` "redacted-json"),
-    `raw_sha256` dropped for `raw_hmac_sha256` (of the bytes kept, null when they were
-    cut) and reasons re-derived (`Redactor.reasons`). An entry already redacted, or one
+    `raw` replaced by the JSON text of its safe form (`raw_encoding` "redacted-json" or
+    "redacted-summary"), `raw_sha256` dropped for `raw_hmac_sha256` (of the bytes kept,
+    null when they were cut) and reasons re-derived (`Redactor.reasons`). An entry already redacted, or one
     without raw bytes, only loses its unkeyed hash and unsafe reasons."""
     out = dict(entry)
     raw_text = entry.get("raw")
@@ -207,10 +240,9 @@ def redact_legacy_dlq_entry(entry: Mapping[str, Any], redactor: Redactor) -> dic
         except UnicodeEncodeError:  # not what a worker wrote: keep nothing of it
             raw = raw_text.encode("utf-8", errors="surrogatepass")
             truncated = True
-        out["raw"] = redactor.click_value_text(raw, truncated=truncated)
-        out["raw_encoding"] = "redacted-json"
+        out["raw"], out["raw_encoding"] = redactor.dead_letter_raw(raw, truncated=truncated)
         out["raw_hmac_sha256"] = None if truncated else redactor.keyed_hash(raw)
-    elif entry.get("raw_encoding") != "redacted-json":
+    elif entry.get("raw_encoding") not in REDACTED_ENCODINGS:
         out["raw"] = None
     out.pop("raw_sha256", None)
     out["reasons"] = redactor.reasons(raw, step, code, truncated=truncated)

@@ -5,10 +5,12 @@ through the `Outbox` (and producer) that also sends the scored events and the se
 changelog; the caller awaits its acknowledgement with the batch's before the input
 offsets are committed (at least once). The entry is bounded (`shared.contract.dead_letter`);
 if the producer or the broker refuses it anyway, the minimal entry (where, size, hash, code; no
-raw bytes) goes instead. Only a refusal of the minimal entry (a few hundred bytes)
+raw value) goes instead. Entries hold the record's redacted form, never its raw bytes, and
+reasons that quote no sender value (`shared.redaction`); so does the log line. Only a refusal of the minimal entry (a few hundred bytes)
 propagates: that is the broker, not the record, and it ends the process (status 70).
 
-    dead_letters = DeadLetters(outbox, "clicks.dlq", metrics, max_raw_bytes=65536, max_reason_chars=512)
+    dead_letters = DeadLetters(outbox, "clicks.dlq", metrics, redactor=Redactor(key), max_raw_bytes=65536,
+                               max_reason_chars=512)
     ack = dead_letters.send(raw, "parse_validate", exc, topic="clicks", partition=0, offset=7, failed_at=now)
     await ack
 """
@@ -21,6 +23,7 @@ from datetime import datetime
 
 from shared.click_rules import excerpt
 from shared.contract.dead_letter import dlq_entry, minimal_dlq_entry
+from shared.redaction import Redactor
 from stream import steps
 from stream.metrics import WorkerMetrics
 from stream.outbox import Outbox
@@ -30,9 +33,17 @@ log = logging.getLogger(__name__)
 
 class DeadLetters:
     def __init__(
-        self, outbox: Outbox, topic: str, metrics: WorkerMetrics, *, max_raw_bytes: int, max_reason_chars: int
+        self,
+        outbox: Outbox,
+        topic: str,
+        metrics: WorkerMetrics,
+        *,
+        redactor: Redactor,
+        max_raw_bytes: int,
+        max_reason_chars: int,
     ) -> None:
         self._outbox = outbox
+        self._redactor = redactor
         self._topic = topic
         self._metrics = metrics
         self._max_raw_bytes = max_raw_bytes
@@ -79,10 +90,12 @@ class DeadLetters:
     ) -> None:
         """Send the bounded entry; if it is refused, the minimal one (see the module's doc)."""
         where = {"step": step, "topic": topic, "partition": partition, "offset": offset, "failed_at": failed_at}
+        redactor = self._redactor
         try:
             entry = dlq_entry(
                 raw,
                 reasons,
+                redactor=redactor,
                 reason_code=code,
                 max_raw_bytes=self._max_raw_bytes,
                 max_reason_chars=self._max_reason_chars,
@@ -99,5 +112,5 @@ class DeadLetters:
                 offset,
                 excerpt(f"{type(exc).__name__}: {exc}"),
             )
-            minimal = minimal_dlq_entry(raw, reason_code=code, **where)
+            minimal = minimal_dlq_entry(raw, redactor=redactor, reason_code=code, **where)
             await self._outbox.deliver(self._topic, (partition, None, minimal))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, NoReturn
 
+from shared.redaction import Redactor
 from shared.settings import Settings
 from stream import steps
 from stream.dead_letters import DeadLetters
@@ -124,14 +125,20 @@ class Pipeline:
         self._scored_topic = scored_topic
         self._changelog_topic = changelog_topic
         self._changelog_record = changelog_record
+        key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
         self._dead_letters = DeadLetters(
-            outbox, dlq_topic, metrics, max_raw_bytes=s.dlq_max_raw_bytes, max_reason_chars=s.dlq_max_reason_chars
+            outbox,
+            dlq_topic,
+            metrics,
+            redactor=Redactor(key),
+            max_raw_bytes=s.dlq_max_raw_bytes,
+            max_reason_chars=s.dlq_max_reason_chars,
         )
         self._part_size = max(1, s.score_part_events)
         self._sessions = sessions
         self._holder = holder
         self._metrics = metrics
-        self._pseudonym = steps.Pseudonyms(settings.pseudonymization_key.get_secret_value().encode("utf-8"))
+        self._pseudonym = steps.Pseudonyms(key)
         self._items: ItemSnapshot | None = None
         self._model = ModelRunner(
             s.inline_score_max_ms / 1000,

@@ -20,7 +20,8 @@ No step does I/O, so all of them are unit-tested without a broker or a model. A 
 that fails any of them becomes `Failed(step, error)`; the worker sends it to the
 dead-letter topic (`shared.contract.dead_letter`) with a stable `reason_code` from
 `failure_reason`: the click rules' code (`shared.click_rules`) for a rejected event,
-"<step>_error" otherwise.
+"<step>_error" otherwise, with reasons that quote no sender value
+(`shared.redaction.safe_failure_reason`).
 
     record = parse_validate(raw_bytes)
     record["user_id"] = Pseudonyms(key)(record["user_id"])
@@ -34,10 +35,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.click_rules import ClickRejected, Problem, check_click_bytes, excerpt
+from shared.click_rules import ClickRejected, Problem, check_click_bytes
 from shared.contract.scored import ScoredBatch
 from shared.features import ITEM_FEATURES, item_rate_features
 from shared.pseudonymize import Pseudonymizer
+from shared.redaction import safe_failure_reason
 from shared.schemas import PERSONAL_FIELDS
 from stream import sessions
 
@@ -65,10 +67,9 @@ def parse_validate(raw: bytes | None, *, now: datetime | None = None) -> dict[st
 
 
 def failure_reason(step: str, exc: BaseException) -> tuple[str, list[str]]:
-    """(reason_code, reasons) of a record that failed at `step`, without whole sender values."""
-    if isinstance(exc, ClickRejected):
-        return exc.code, list(exc.reasons)
-    return f"{step}_error", [f"{type(exc).__name__}: {excerpt(str(exc))}"]
+    """(reason_code, reasons) of a record that failed at `step`, quoting no sender value:
+    the click rules' reasons, or the exception's type alone (its text may hold a value)."""
+    return safe_failure_reason(step, exc)
 
 
 class Pseudonyms:

@@ -2,20 +2,39 @@
 
 They live in `shared.contract` where the stream<->lake contract has landed and in
 `jobs.fold_rows` before; the privacy migration's tests read them from whichever exists.
+Where the fold now redacts what it folds, the rows are put back as the fold wrote them
+before: a dead letter's raw text, reasons and unkeyed hash, a scored event's raw session id.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 try:
     from shared.contract.dead_letter import dlq_row as _dlq_row
     from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position
-    from shared.contract.scored import scored_row
+    from shared.contract.scored import scored_row as _scored_row
+    from shared.redaction import Redactor
+
+    _REDACTOR = Redactor(b"legacy-rows")
 
     def dlq_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
-        return _dlq_row(value, pos, max_raw_bytes=64 * 1024, batch_id=batch_id, folded_at=folded_at)
+        row = _dlq_row(value, pos, redactor=_REDACTOR, max_raw_bytes=64 * 1024, batch_id=batch_id, folded_at=folded_at)
+        entry = json.loads(value)
+        row.update(
+            record=entry.get("raw"),
+            detail="; ".join(entry.get("reasons") or []),
+            raw_sha256=entry.get("raw_sha256"),
+            raw_hmac_sha256=None,
+        )
+        return row
+
+    def scored_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
+        row = _scored_row(value, pos, redactor=_REDACTOR, batch_id=batch_id, folded_at=folded_at)
+        row["session_id"] = json.loads(value).get("session_id")
+        return row
 
 except ImportError:
     from jobs.fold_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row  # type: ignore[no-redef]

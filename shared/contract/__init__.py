@@ -23,12 +23,15 @@ so rows of another writer can be found later. A change that an older reader woul
 from __future__ import annotations
 
 # The wire version this code writes. 1: the formats before they carried a version;
-# 2: the same fields plus `wire_version`.
-WIRE_VERSION = 2
+# 2: the same fields plus `wire_version`; 3: a dead-letter entry's `raw` is the record's
+# redacted form (`raw_encoding` says which) and its hash is keyed (`raw_hmac_sha256`
+# for `raw_sha256`), and scored events carry pseudonymized session ids. The fold reads
+# every version and redacts what a version-1/2 entry still holds.
+WIRE_VERSION = 3
 WIRE_VERSION_KEY = "wire_version"
 
-# A dead-letter entry (and a value the fold quarantines itself) keeps at most this many
-# raw bytes, plus the whole value's size (and hash). JSON escaping makes an entry up to
+# A dead-letter entry (and a value the fold quarantines itself) redacts at most this many
+# raw bytes (a value cut there is summarized), plus the whole value's size (and keyed hash). JSON escaping makes an entry up to
 # ~6x its raw bytes, so 64 KiB stays far below a producer's 1 MB request limit. The
 # settings default (`stream.dlq_max_raw_bytes`); code reads the setting.
 DLQ_MAX_RAW_BYTES = 64 * 1024

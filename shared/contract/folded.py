@@ -7,7 +7,8 @@
 The stream table (default `silver/clicks_stream`) holds silver clicks' columns
 (CLICK_EVENT + source + _batch_id) followed by the stream's own (model, score, times, the
 Kafka position); the quarantine table (default `silver/quarantine_stream`) holds silver
-quarantine's columns followed by what a dead-letter entry says. Readers of these tables
+quarantine's columns followed by what a dead-letter entry says (its redacted form and
+keyed hash: no raw identifier, `shared.contract.dead_letter`). Readers of these tables
 (the features job, the demo, the bench) take their names from here, so renaming one in
 settings (SHOPFLOW_FOLD__STREAM_TABLE) moves every reader with it.
 
@@ -29,6 +30,7 @@ from shared.click_sources import STREAM_SOURCE
 from shared.schemas import CLICK_EVENT
 
 if TYPE_CHECKING:
+    from shared.redaction import Redactor
     from shared.settings import Settings
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -67,6 +69,8 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("step", pa.string()),
         pa.field("reason_code", pa.string()),
         pa.field("raw_size", pa.int64()),
+        # the unkeyed hash of rows folded before hashes were keyed; written null since
+        # (`shopflow privacy migrate` clears old ones): raw_hmac_sha256 is the hash now
         pa.field("raw_sha256", pa.string()),
         pa.field("raw_truncated", pa.bool_()),
         pa.field("source_topic", pa.string()),
@@ -81,6 +85,8 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("_offset", pa.int64()),
         pa.field("_folded_at", _TS),
         pa.field(WIRE_VERSION_COLUMN, pa.int64()),
+        # HMAC-SHA256 (pseudonymization key) of the whole failed value
+        pa.field("raw_hmac_sha256", pa.string()),
     ]
 )
 
@@ -136,7 +142,7 @@ def quarantine_row(
     step: str | None,
     reason_code: str | None,
     raw_size: int | None,
-    raw_sha256: Any,
+    raw_hmac_sha256: Any,
     raw_truncated: bool | None,
     source: Position | None,
     failed_at: datetime | None,
@@ -160,7 +166,8 @@ def quarantine_row(
         "step": step,
         "reason_code": reason_code,
         "raw_size": raw_size,
-        "raw_sha256": None if raw_sha256 is None else str(raw_sha256),
+        "raw_sha256": None,  # never written again: an unkeyed hash of sender bytes
+        "raw_hmac_sha256": None if raw_hmac_sha256 is None else str(raw_hmac_sha256),
         "raw_truncated": raw_truncated,
         "source_topic": source.topic if source else None,
         "source_partition": source.partition if source else None,
@@ -176,24 +183,28 @@ def unreadable_row(
     value: bytes | None,
     pos: Position,
     *,
+    redactor: Redactor,
     reason: str,
     detail: str,
     max_raw_bytes: int,
     batch_id: str,
     folded_at: datetime,
 ) -> dict[str, Any]:
-    """A value the fold cannot read at all, kept in quarantine with why and where
-    (its first `max_raw_bytes` as latin-1 text, which keeps every byte)."""
+    """A value the fold cannot read at all, kept in quarantine with why and where, in its
+    redacted form (`shared.redaction`: its first `max_raw_bytes` parsed with personal
+    fields pseudonymized, or summarized: size, keyed hash, outline), never its bytes.
+    `detail` must quote nothing of the value."""
     raw = b"" if value is None else value
+    truncated = len(raw) > max_raw_bytes
     return quarantine_row(
         reason=reason,
         detail=detail,
-        record=raw[:max_raw_bytes].decode("latin-1"),
+        record=redactor.click_value_text(raw[:max_raw_bytes], truncated=truncated),
         step="fold",
         reason_code=reason,
         raw_size=len(raw),
-        raw_sha256=None,
-        raw_truncated=len(raw) > max_raw_bytes,
+        raw_hmac_sha256=redactor.keyed_hash(raw),
+        raw_truncated=truncated,
         source=pos,
         failed_at=folded_at,
         pos=pos,

@@ -2,12 +2,16 @@
 
     batch = ScoredBatch("propensity", "3", received_at, scored_at)   # once per micro-batch
     value = batch.value(record, 0.42)                                # wire bytes
-    row = scored_row(value, Position("clicks.scored", 0, 17), batch_id="...", folded_at=now)
+    row = scored_row(value, Position("clicks.scored", 0, 17), redactor=redactor, batch_id="...", folded_at=now)
 
 A scored event is the (pseudonymized) input event's CLICK_EVENT fields, then the model's
 name and version, the worker's received/scored times, the score (null for events the
 worker does not score) and `wire_version`; compact UTF-8 JSON, times in their wire form
 (`shared.schemas.format_timestamp`). It is the SCORED_EVENT schema plus the version.
+Its personal fields are pseudonyms; a session id that is not one yet (an event scored
+before session ids were pseudonymized) is pseudonymized by the reader, and a value the
+reader cannot read is quarantined in its redacted form, with a reason that quotes none
+of it.
 
 The writer is on the worker's hot path: what a batch shares (model, times, version) is
 built once, event times are formatted once per distinct value, and a record's fields
@@ -28,6 +32,8 @@ import orjson
 from shared.click_sources import STREAM_SOURCE
 from shared.contract import WIRE_VERSION, WIRE_VERSION_KEY, wire_version_of
 from shared.contract.folded import Position, unreadable_row, where_folded
+from shared.pseudonymize import is_pseudonym
+from shared.redaction import Redactor
 from shared.schemas import CLICK_EVENT, format_timestamp, parse_timestamp
 
 # The quarantine reason of a scored value the fold cannot read.
@@ -83,22 +89,26 @@ def _ts(value: Any) -> datetime | None:
     return None if value in (None, "") else parse_timestamp(value)
 
 
-def scored_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
-    """One stream-table row; ValueError when the value is not a readable scored event.
+def scored_row(
+    value: bytes | None, pos: Position, *, redactor: Redactor, batch_id: str, folded_at: datetime
+) -> dict[str, Any]:
+    """One stream-table row; ValueError when the value is not a readable scored event
+    (its message names what is wrong and quotes no value).
 
-    Any wire version is read: version 1 (no `wire_version`) has the same fields.
+    Any wire version is read: version 1 (no `wire_version`) has the same fields; a
+    `session_id` written raw (before version 3) is pseudonymized with `redactor`'s key.
     """
     if value is None:
         raise ValueError("empty message (tombstone)")
     try:
         event = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not UTF-8 JSON: {exc}") from exc
+        raise ValueError(f"not UTF-8 JSON ({type(exc).__name__})") from exc
     if not isinstance(event, dict):
         raise ValueError(f"expected a JSON object, got {type(event).__name__}")
     version = wire_version_of(event)
     if version is None:
-        raise ValueError(f"bad {WIRE_VERSION_KEY}: {event.get(WIRE_VERSION_KEY)!r}")
+        raise ValueError(f"bad {WIRE_VERSION_KEY}")
     missing = [name for name in _REQUIRED if not event.get(name)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
@@ -107,7 +117,7 @@ def scored_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: 
         score = event.get("score")
         score = None if score is None else float(score)
     except (ValueError, TypeError, OverflowError, OSError) as exc:
-        raise ValueError(f"bad value: {exc}") from exc
+        raise ValueError(f"bad value ({type(exc).__name__})") from exc
     row = {name: event.get(name) for name in _CLICK_FIELDS}
     row.update(times)
     row.update(
@@ -120,16 +130,27 @@ def scored_row(value: bytes | None, pos: Position, *, batch_id: str, folded_at: 
     for name in _TEXT:
         if row[name] is not None:
             row[name] = str(row[name])
+    if row["session_id"] is not None and not is_pseudonym(row["session_id"]):
+        row["session_id"] = redactor.pseudonym("session_id", row["session_id"])
     return row
 
 
 def unreadable_scored_row(
-    value: bytes | None, pos: Position, problem: str, *, max_raw_bytes: int, batch_id: str, folded_at: datetime
+    value: bytes | None,
+    pos: Position,
+    problem: str,
+    *,
+    redactor: Redactor,
+    max_raw_bytes: int,
+    batch_id: str,
+    folded_at: datetime,
 ) -> dict[str, Any]:
-    """A scored value the fold cannot read (`scored_row` raised `problem`), as a quarantine row."""
+    """A scored value the fold cannot read (`scored_row` raised `problem`, which quotes
+    none of it), as a quarantine row holding its redacted form."""
     return unreadable_row(
         value,
         pos,
+        redactor=redactor,
         reason=UNREADABLE_SCORED,
         detail=problem,
         max_raw_bytes=max_raw_bytes,

@@ -433,14 +433,18 @@ def _v1_dlq(i: int) -> bytes:
 
 
 def test_tables_written_before_wire_versions_evolve_in_place(fold_env):
+    """Tables of the schemas before `_wire_version` and `raw_hmac_sha256` gain both columns
+    in place; entries of every version are folded redacted, with keyed hashes only."""
     from kafka import KafkaProducer
 
     from shared.contract import WIRE_VERSION
     from shared.contract.dead_letter import dlq_entry
     from shared.contract.folded import QUARANTINE_SCHEMA, WIRE_VERSION_COLUMN
     from shared.contract.scored import ScoredBatch
+    from shared.redaction import Redactor
 
     settings = kit.settings_from(fold_env)
+    redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode())
     stream_path, quarantine_path = stream_table_path(settings), quarantine_table_path(settings)
     # The lake as the fold left it before: one folded event, one dead letter, today's schemas.
     old_event = {**_event(0), "event_id": "old-0", "source": "stream", "_batch_id": "old"}
@@ -457,6 +461,7 @@ def test_tables_written_before_wire_versions_evolve_in_place(fold_env):
         dlq_entry(
             b"bad",
             ["not JSON"],
+            redactor=redactor,
             step="parse_validate",
             reason_code="not_json",
             topic="clicks",
@@ -494,6 +499,15 @@ def test_tables_written_before_wire_versions_evolve_in_place(fold_env):
         **{f"input:clicks[0]@{500 + i}": 1 for i in range(3)},
         **{f"input:clicks[1]@{900 + i}": WIRE_VERSION for i in range(3)},
     }
+    rows = {r["dedupe_key"]: r for r in quarantine.to_pylist()}
+    assert all(r["raw_sha256"] is None for r in rows.values())  # no unkeyed hash is written
+    assert rows["input:clicks[0]@1"]["raw_hmac_sha256"] is None  # the old row reads the new column as null
+    for i in range(3):
+        old, new = rows[f"input:clicks[0]@{500 + i}"], rows[f"input:clicks[1]@{900 + i}"]
+        assert old["raw_hmac_sha256"] == redactor.keyed_hash(f"bad-{i}".encode())  # redacted as it was folded
+        assert json.loads(old["record"]) == redactor.click_value(f"bad-{i}".encode())
+        assert new["raw_hmac_sha256"] == redactor.keyed_hash(b"bad")
+        assert json.loads(new["record"]) == redactor.click_value(b"bad")
     # Both tables keep working: a second run finds nothing new.
     code, again, err = _finish(_fold(fold_env))
     assert code == 0 and again["records_read"] == 0, err[-2000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.pseudonymize import pseudonymize
+from shared.redaction import Redactor
 from shared.schemas import to_wire
 from stream.replay import replay
 from tests.integration import kit
@@ -60,14 +61,16 @@ def test_every_event_is_scored_or_dead_lettered(stream_env, champion, taobao_eve
         assert s["user_id"] not in raw_users
     assert all(s["user_id"] == pseudonymize(by_id[s["event_id"]]["user_id"], "user", key=key) for s in scored)
 
-    # Every bad record dead-lettered with its raw bytes, reasons and origin.
-    assert sorted(d["raw"].encode("latin-1") for d in dlq) == sorted(v for _, v in bad)
+    # Every bad record dead-lettered in its redacted form, with its keyed hash, reasons and origin.
+    redactor = Redactor(key)
+    assert sorted(d["raw_hmac_sha256"] for d in dlq) == sorted(redactor.keyed_hash(v) for _, v in bad)
+    assert sorted(d["raw"] for d in dlq) == sorted(redactor.click_value_text(v) for _, v in bad)
     for d in dlq:
         assert d["reasons"] and d["step"] == "parse_validate"
         assert d["source"]["topic"] == settings.kafka.clicks_topic and d["source"]["offset"] >= 0
-    reasons = {d["raw"]: d["reasons"] for d in dlq}
-    assert any("event_type" in r for r in reasons[bad[2][1].decode("latin-1")])
-    assert any("required" in r for r in reasons[bad[1][1].decode("latin-1")])
+    reasons = {d["raw_hmac_sha256"]: d["reasons"] for d in dlq}
+    assert any("event_type" in r for r in reasons[redactor.keyed_hash(bad[2][1])])
+    assert any("required" in r for r in reasons[redactor.keyed_hash(bad[1][1])])
 
     assert kit.metric_value(page, "shopflow_stream_events_in_total") == N_GOOD + len(bad)
     assert kit.metric_value(page, "shopflow_stream_scored_total") == N_GOOD

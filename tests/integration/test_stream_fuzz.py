@@ -10,7 +10,6 @@ request limit to 3 MB (kafka-python's default is 1 MB).
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import uuid
 
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from shared.click_rules import check_click_bytes
 from shared.contract import DLQ_MAX_RAW_BYTES
 from shared.errors import ValidationError
+from shared.redaction import Redactor
 from shared.schemas import CLICK_EVENT, EVENT_TYPES, to_wire
 from tests.integration import kit
 
@@ -118,6 +118,7 @@ def _is_invalid(raw: bytes) -> bool:
 
 def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
     settings = kit.settings_from(stream_env)
+    redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode())
     port = int(stream_env["SHOPFLOW_STREAM__METRICS_PORT"])
     worker = kit.start_worker(stream_env, tmp_path / "worker.log")
     watcher = None
@@ -138,11 +139,11 @@ def test_fuzzed_malformed_events_reach_the_dlq(stream_env, tmp_path):
             kit.send_raw(
                 settings, [(b"k", raw) for raw in bad] + [(b"k", to_wire(g)) for g in goods], max_request_size=3_000_000
             )
-            want = collections.Counter(hashlib.sha256(raw).hexdigest() for raw in bad)
+            want = collections.Counter(redactor.keyed_hash(raw) for raw in bad)
 
             def arrived(w: kit.TopicWatcher) -> bool:
                 assert worker.poll() is None, f"the worker exited with status {worker.returncode}"
-                dlq = collections.Counter(json.loads(v)["raw_sha256"] for v in w.values[settings.kafka.dlq_topic])
+                dlq = collections.Counter(json.loads(v)["raw_hmac_sha256"] for v in w.values[settings.kafka.dlq_topic])
                 scored = {json.loads(v)["event_id"] for v in w.values[settings.kafka.scored_topic]}
                 return {g["event_id"] for g in goods} <= scored and all(dlq[digest] >= n for digest, n in want.items())
 

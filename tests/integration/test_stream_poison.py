@@ -3,14 +3,15 @@ goes to the DLQ, the worker stays up, and the valid events sent after it are sco
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
 
 import pytest
 
+from shared.click_rules import ClickRejected, check_click_bytes
 from shared.contract import DLQ_MAX_RAW_BYTES
+from shared.redaction import Redactor
 from shared.schemas import to_wire
 from tests.integration import kit
 
@@ -75,30 +76,41 @@ def _run(stream_env, tmp_path, bad: list[bytes]) -> tuple[list[dict], list[dict]
     return scored, dlq
 
 
+def _redactor(env) -> Redactor:
+    return Redactor(kit.settings_from(env).pseudonymization_key.get_secret_value().encode())
+
+
 def test_an_oversized_record_is_dead_lettered_bounded(stream_env, tmp_path):
     big = os.urandom(300_000)
     _, dlq = _run(stream_env, tmp_path, [big])
     assert len(dlq) == 1
     entry = dlq[0]
     assert entry["raw_size"] == len(big) and entry["raw_truncated"] is True
-    assert entry["raw_sha256"] == hashlib.sha256(big).hexdigest()
-    assert big.startswith(entry["raw"].encode("latin-1")) and len(entry["raw"]) == DLQ_MAX_RAW_BYTES
+    assert entry["raw_hmac_sha256"] == _redactor(stream_env).keyed_hash(big) and "raw_sha256" not in entry
+    # Cut at the cap, so summarized: size of what was read, keyed hash, outline; no bytes.
+    summary = json.loads(entry["raw"])
+    assert entry["raw_encoding"] == "redacted-summary" and summary["form"] == "summary"
+    assert summary["size"] == DLQ_MAX_RAW_BYTES and summary["truncated"] is True and len(entry["raw"]) < 1000
     assert entry["reason_code"] == "not_utf8" and entry["step"] == "parse_validate"
     assert all(len(r) <= 512 for r in entry["reasons"])
 
 
 def test_lone_surrogates_are_dead_lettered(stream_env, tmp_path):
     _, dlq = _run(stream_env, tmp_path, [SURROGATE_USER, SURROGATE_ITEM])
-    assert sorted(d["raw"].encode("latin-1") for d in dlq) == sorted([SURROGATE_USER, SURROGATE_ITEM])
+    redactor = _redactor(stream_env)
+    assert sorted(d["raw_hmac_sha256"] for d in dlq) == sorted(
+        map(redactor.keyed_hash, [SURROGATE_USER, SURROGATE_ITEM])
+    )
+    assert sorted(d["raw"] for d in dlq) == sorted(map(redactor.click_value_text, [SURROGATE_USER, SURROGATE_ITEM]))
     assert all(d["reason_code"] == "not_utf8" and d["raw_truncated"] is False for d in dlq)
 
 
 def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env):
-    """The worker's own producer takes every bounded entry (6 x 128 KiB of escaped bytes is
-    under its 1 MB request limit), so a real producer with a smaller limit stands in for
-    one that refuses: the full entry of an oversized record is refused by aiokafka, and
-    the minimal one reaches the real broker through the same outbox, on the partition of
-    the record it describes, before the batch returns."""
+    """The worker's own producer takes every bounded entry (a redacted record is a few KiB
+    at most, under its 1 MB request limit), so a real producer with a smaller limit stands
+    in for one that refuses: the full entry of a record of long fields (each kept cut) is
+    refused by aiokafka, and the minimal one reaches the real broker through the same
+    outbox, on the partition of the record it describes, before the batch returns."""
     import asyncio
     import time
 
@@ -117,11 +129,15 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
     settings = kit.settings_from(broker_env)
     bootstrap = settings.kafka.bootstrap_servers
     ensure_topics(bootstrap, [TopicSpec(t, 4) for t in (dlq, scored, changelog)])
-    big = os.urandom(300_000)  # its full entry: 64 KiB of raw bytes, ~390 KB escaped
+    # Parses (under the raw cap), rejected: its full entry keeps 5 declared fields of ~1 KiB.
+    fields = ("event_id", "item_id", "event_type", "query", "category_id")
+    big = json.dumps({"user_id": "u", "ts": "2017-11-26T01:00:00Z", **{f: "x" * 5000 for f in fields}}).encode()
+    with pytest.raises(ClickRejected) as rejected:
+        check_click_bytes(big)
 
     async def run() -> list:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks=-1, max_batch_size=16 * 1024, max_request_size=100_000
+            bootstrap_servers=bootstrap, acks=-1, max_batch_size=16 * 1024, max_request_size=3_000
         )
         await producer.start()
         holder = ModelHolder(resolve=lambda: None, load=lambda version: None)  # no record reaches scoring
@@ -162,7 +178,8 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
     entries = {r.partition: json.loads(r.value) for r in records}
     assert len(records) == 2 and set(entries) == {1, 2}
     minimal, full = entries[2], entries[1]
-    assert minimal["raw"] is None and minimal["reasons"] == [] and minimal["reason_code"] == "not_utf8"
-    assert minimal["raw_size"] == len(big) and minimal["raw_sha256"] == hashlib.sha256(big).hexdigest()
+    assert minimal["raw"] is None and minimal["reasons"] == [] and minimal["reason_code"] == rejected.value.code
+    redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode())
+    assert minimal["raw_size"] == len(big) and minimal["raw_hmac_sha256"] == redactor.keyed_hash(big)
     assert minimal["source"] == {"topic": "clicks", "partition": 2, "offset": 40}
-    assert full["raw"] == "{not json" and full["reason_code"] == "not_json"
+    assert full["raw"] == redactor.click_value_text(b"{not json") and full["reason_code"] == "not_json"

@@ -25,6 +25,8 @@ from shared.contract.folded import (
     to_arrow,
 )
 from shared.contract.scored import ScoredBatch, scored_row, unreadable_scored_row
+from shared.pseudonymize import pseudonymize
+from shared.redaction import Redactor, keyed_hash
 from shared.schemas import CLICK_EVENT, SCORED_EVENT, to_wire
 from shared.settings import Settings
 from tests.faust_records import click_event_record, scored_event_record
@@ -34,6 +36,9 @@ NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 T0 = datetime(2017, 11, 26, 1, 0, tzinfo=timezone.utc)
 POS = Position("clicks.scored", 2, 41)
 CAP = DLQ_MAX_RAW_BYTES
+KEY = b"contract-test-key"
+REDACTOR = Redactor(KEY)
+EMAIL = "alice.zelda@example.com"
 
 # Written by the worker before the formats carried a version (wire version 1), byte for byte.
 V1_SCORED = (
@@ -101,7 +106,7 @@ def _event_fields(wire: bytes) -> dict:
 # ---------------------------------------------------------------------- the tables
 
 
-def test_silver_columns_come_first_and_the_wire_version_last():
+def test_silver_columns_come_first_and_later_columns_at_the_end():
     assert STREAM_SCHEMA.names[: len(CLICK_EVENT.names) + 2] == [*CLICK_EVENT.names, "source", "_batch_id"]
     assert QUARANTINE_SCHEMA.names[:7] == [
         "source_table",
@@ -112,8 +117,10 @@ def test_silver_columns_come_first_and_the_wire_version_last():
         "_batch_id",
         "_row_number",
     ]
-    for schema in (STREAM_SCHEMA, QUARANTINE_SCHEMA):
-        assert schema.names[-1] == WIRE_VERSION_COLUMN and schema.field(WIRE_VERSION_COLUMN).nullable
+    assert STREAM_SCHEMA.names[-1] == WIRE_VERSION_COLUMN and STREAM_SCHEMA.field(WIRE_VERSION_COLUMN).nullable
+    # Columns are only added, at the end, in the order they came.
+    assert QUARANTINE_SCHEMA.names[-2:] == [WIRE_VERSION_COLUMN, "raw_hmac_sha256"]
+    assert all(QUARANTINE_SCHEMA.field(name).nullable for name in QUARANTINE_SCHEMA.names[-2:])
 
 
 def test_table_paths_follow_the_settings(tmp_path):
@@ -168,14 +175,14 @@ def test_a_score_that_is_not_a_number_is_refused():
 
 def test_what_the_worker_writes_the_fold_reads_with_its_version():
     wire = ScoredBatch("propensity", "3", T0, T0).value(_event(1), 0.25)
-    row = scored_row(wire, POS, batch_id="b", folded_at=NOW)
+    row = scored_row(wire, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
     assert row["event_id"] == "e1" and row["score"] == 0.25 and row["ts"] == T0
-    assert row[WIRE_VERSION_COLUMN] == WIRE_VERSION == 2
+    assert row[WIRE_VERSION_COLUMN] == WIRE_VERSION == 3
     assert to_arrow([row], STREAM_SCHEMA).num_rows == 1
 
 
 def test_scored_events_already_in_the_topic_are_read_as_version_1():
-    row = scored_row(V1_SCORED, POS, batch_id="b", folded_at=NOW)
+    row = scored_row(V1_SCORED, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
     assert row[WIRE_VERSION_COLUMN] == 1
     assert (row["event_id"], row["model_version"], row["score"]) == ("e1", "3", 0.25)
     assert row["scored_at"] == T0.replace(microsecond=9000)
@@ -183,16 +190,18 @@ def test_scored_events_already_in_the_topic_are_read_as_version_1():
     now = ScoredBatch("propensity", "3", T0.replace(microsecond=5000), T0.replace(microsecond=9000)).value(
         {**_event(1), "session_event_index": 0}, 0.25
     )
-    assert {**json.loads(V1_SCORED), WIRE_VERSION_KEY: 2} == json.loads(now)
+    assert {**json.loads(V1_SCORED), WIRE_VERSION_KEY: WIRE_VERSION} == json.loads(now)
 
 
 def test_a_newer_version_is_read_for_the_fields_it_shares():
-    row = scored_row(_scored(**{WIRE_VERSION_KEY: 9, "new_field": 1}), POS, batch_id="b", folded_at=NOW)
+    row = scored_row(
+        _scored(**{WIRE_VERSION_KEY: 9, "new_field": 1}), POS, redactor=REDACTOR, batch_id="b", folded_at=NOW
+    )
     assert row[WIRE_VERSION_COLUMN] == 9 and row["event_id"] == "e1"
 
 
 def test_scored_row_keeps_the_event_model_and_position():
-    row = scored_row(_scored(), POS, batch_id="b", folded_at=NOW)
+    row = scored_row(_scored(), POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
     assert row["event_id"] == "e1" and row["score"] == 0.5 and row["model_version"] == "7"
     assert row["ts"] == datetime(2017, 11, 25, 10, tzinfo=timezone.utc)
     assert (row["_topic"], row["_partition"], row["_offset"]) == ("clicks.scored", 2, 41)
@@ -200,7 +209,12 @@ def test_scored_row_keeps_the_event_model_and_position():
 
 
 def test_a_null_score_is_kept_as_null():
-    assert scored_row(_scored(score=None, event_type="purchase"), POS, batch_id="b", folded_at=NOW)["score"] is None
+    assert (
+        scored_row(_scored(score=None, event_type="purchase"), POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)[
+            "score"
+        ]
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -217,17 +231,53 @@ def test_a_null_score_is_kept_as_null():
 )
 def test_unreadable_scored_values_raise(value):
     with pytest.raises(ValueError):
-        scored_row(value, POS, batch_id="b", folded_at=NOW)
+        scored_row(value, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
 
 
-def test_unreadable_scored_value_becomes_a_quarantine_row_cut_at_the_cap():
-    row = unreadable_scored_row(b"junk", POS, "not UTF-8 JSON", max_raw_bytes=CAP, batch_id="b", folded_at=NOW)
-    assert row["reason"] == "unreadable_scored_event" and row["record"] == "junk" and row["raw_size"] == 4
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"{EMAIL},bob".encode(),
+        b"\xff" + EMAIL.encode(),
+        _scored(ts="yesterday", user_id=EMAIL, session_id=EMAIL),
+        _scored(**{WIRE_VERSION_KEY: EMAIL}),
+        _scored(event_id=None, user_id=EMAIL),
+    ],
+)
+def test_why_a_scored_value_is_unreadable_quotes_none_of_it(value):
+    with pytest.raises(ValueError) as info:
+        scored_row(value, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
+    assert "alice" not in str(info.value)
+    row = unreadable_scored_row(
+        value, POS, str(info.value), max_raw_bytes=CAP, redactor=REDACTOR, batch_id="b", folded_at=NOW
+    )
+    assert "alice" not in json.dumps(row, default=str)
+
+
+def test_unreadable_scored_value_becomes_a_redacted_quarantine_row_cut_at_the_cap():
+    row = unreadable_scored_row(
+        b"junk", POS, "not UTF-8 JSON", max_raw_bytes=CAP, redactor=REDACTOR, batch_id="b", folded_at=NOW
+    )
+    assert row["reason"] == "unreadable_scored_event" and row["raw_size"] == 4
+    assert json.loads(row["record"]) == REDACTOR.click_value(b"junk")  # a summary: size, keyed hash, outline
+    assert row["raw_hmac_sha256"] == keyed_hash(b"junk", key=KEY) and row["raw_sha256"] is None
     assert row["dedupe_key"] == "input:clicks.scored[2]@41" and row["source_offset"] == 41
     assert row[WIRE_VERSION_COLUMN] is None
     assert to_arrow([row], QUARANTINE_SCHEMA).num_rows == 1
-    cut = unreadable_scored_row(b"x" * 100, POS, "bad", max_raw_bytes=10, batch_id="b", folded_at=NOW)
-    assert cut["record"] == "x" * 10 and cut["raw_truncated"] is True and cut["raw_size"] == 100
+    cut = unreadable_scored_row(
+        b"x" * 100, POS, "bad", max_raw_bytes=10, redactor=REDACTOR, batch_id="b", folded_at=NOW
+    )
+    summary = json.loads(cut["record"])
+    assert summary["form"] == "summary" and summary["size"] == 10 and summary["outline"] == "a" * 10
+    assert cut["raw_truncated"] is True and cut["raw_size"] == 100
+
+
+def test_a_session_id_scored_before_it_was_pseudonymized_is_pseudonymized_when_folded():
+    row = scored_row(_scored(session_id=EMAIL), POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
+    assert row["session_id"] == pseudonymize(EMAIL, "session", key=KEY)
+    already = pseudonymize("s1", "session", key=KEY)
+    row = scored_row(_scored(session_id=already), POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
+    assert row["session_id"] == already
 
 
 def test_faust_records_are_derived_from_the_schemas():
@@ -241,53 +291,78 @@ def test_faust_records_are_derived_from_the_schemas():
 # ------------------------------------------------------------ dead-letter entries
 
 
-def test_dlq_entry_keeps_raw_bytes_reasons_and_origin():
-    raw = b"\xff\x00not json"
-    entry = json.loads(
-        dlq_entry(
-            raw,
-            ["not UTF-8"],
-            step="parse_validate",
-            reason_code="not_utf8",
-            topic="clicks",
-            partition=2,
-            offset=41,
-            failed_at=T0,
-            max_raw_bytes=CAP,
-        )
-    )
-    assert entry["raw"].encode("latin-1") == raw and entry[WIRE_VERSION_KEY] == WIRE_VERSION
+def _entry(raw: bytes | None, reasons: list[str], **over) -> bytes:
+    where = {
+        "step": "parse_validate",
+        "reason_code": "not_utf8",
+        "topic": "clicks",
+        "partition": 2,
+        "offset": 41,
+        "failed_at": T0,
+        "max_raw_bytes": CAP,
+    }
+    return dlq_entry(raw, reasons, redactor=REDACTOR, **{**where, **over})
+
+
+def test_dlq_entry_keeps_the_redacted_value_reasons_and_origin():
+    raw = b"\xff\x00not json " + EMAIL.encode()
+    entry = json.loads(_entry(raw, ["not UTF-8"]))
+    assert entry[WIRE_VERSION_KEY] == WIRE_VERSION == 3
+    assert entry["raw_encoding"] == "redacted-summary" and json.loads(entry["raw"]) == REDACTOR.click_value(raw)
     assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
     assert entry["reason_code"] == "not_utf8" and entry["raw_size"] == len(raw) and entry["raw_truncated"] is False
-    assert entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert entry["raw_hmac_sha256"] == keyed_hash(raw, key=KEY) and "raw_sha256" not in entry
+    assert b"alice" not in _entry(raw, ["not UTF-8"])
+
+
+def test_a_dlq_entry_that_parses_keeps_its_declared_fields_with_pseudonyms():
+    raw = json.dumps(
+        {
+            "user_id": EMAIL,
+            "session_id": "Zelda Smith",
+            "item_id": "1",
+            "event_type": "teleport",
+            "ts": 1511658100,
+            "Alice Zelda": EMAIL,
+        }
+    ).encode()
+    wire = _entry(raw, ["event_type: not one of view"], reason_code="unknown_event_type")
+    entry = json.loads(wire)
+    assert entry["raw_encoding"] == "redacted-json"
+    record = json.loads(entry["raw"])
+    assert record["record"]["user_id"] == pseudonymize(EMAIL, "user", key=KEY)
+    assert record["record"]["session_id"] == pseudonymize("Zelda Smith", "session", key=KEY)
+    # An event type off the list is the sender's free text: only its outline is kept.
+    assert record["record"]["event_type"] == "aaaaaaaa" and record["unknown_fields"] == 1
+    assert b"alice" not in wire.lower() and b"zelda" not in wire.lower()
 
 
 def test_dlq_entry_is_bounded_whatever_the_record():
     raw = bytes(range(256)) * 8000  # 2 MB of the bytes JSON escapes the most
     reasons = ["x" * 5000] * 100
-    wire = dlq_entry(
-        raw,
-        reasons,
-        step="enrich",
-        reason_code="enrich_error",
-        topic="clicks",
-        partition=0,
-        offset=1,
-        failed_at=T0,
-        max_raw_bytes=CAP,
-        max_reason_chars=512,
-    )
+    wire = _entry(raw, reasons, step="enrich", reason_code="enrich_error", max_reason_chars=512)
     assert len(wire) < 500_000  # a producer's request limit is 1,000,000 bytes
     entry = json.loads(wire)
-    assert entry["raw"].encode("latin-1") == raw[:CAP] and entry["raw_truncated"] is True
-    assert entry["raw_size"] == len(raw) and entry["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    summary = json.loads(entry["raw"])
+    assert summary["form"] == "summary" and summary["size"] == CAP and entry["raw_truncated"] is True
+    assert entry["raw_size"] == len(raw) and entry["raw_hmac_sha256"] == keyed_hash(raw, key=KEY)
     assert len(entry["reasons"]) == MAX_DLQ_REASONS + 1 and all(len(r) <= 512 for r in entry["reasons"])
+    # A value that parses is bounded too: its declared fields only, each cut.
+    big = json.dumps({"user_id": "u", "query": "q" * 900_000, **{f"f{i}": "v" * 100 for i in range(5000)}}).encode()
+    assert len(_entry(big, ["too long"], max_raw_bytes=2_000_000)) < 10_000
     minimal = json.loads(
         minimal_dlq_entry(
-            raw, step="enrich", reason_code="enrich_error", topic="clicks", partition=0, offset=1, failed_at=T0
+            raw,
+            redactor=REDACTOR,
+            step="enrich",
+            reason_code="enrich_error",
+            topic="clicks",
+            partition=0,
+            offset=1,
+            failed_at=T0,
         )
     )
-    assert minimal["raw"] is None and minimal["raw_sha256"] == entry["raw_sha256"] and minimal["reason_code"]
+    assert minimal["raw"] is None and minimal["raw_hmac_sha256"] == entry["raw_hmac_sha256"] and minimal["reason_code"]
     assert (
         set(entry)
         == set(minimal)
@@ -300,7 +375,7 @@ def test_dlq_entry_is_bounded_whatever_the_record():
             "failed_at",
             "reason_code",
             "raw_size",
-            "raw_sha256",
+            "raw_hmac_sha256",
             "raw_truncated",
             WIRE_VERSION_KEY,
         }
@@ -310,78 +385,106 @@ def test_dlq_entry_is_bounded_whatever_the_record():
 DLQ_POS = Position("clicks.dlq", 0, 3)
 
 
-def _dlq(value: bytes) -> dict:
-    return dlq_row(value, DLQ_POS, max_raw_bytes=CAP, batch_id="b", folded_at=NOW)
+def _dlq(value: bytes | None, max_raw_bytes: int = CAP, pos: Position = DLQ_POS) -> dict:
+    return dlq_row(value, pos, redactor=REDACTOR, max_raw_bytes=max_raw_bytes, batch_id="b", folded_at=NOW)
 
 
 def test_what_the_worker_dead_letters_the_fold_reads_with_its_version():
-    wire = dlq_entry(
-        b"\xffnot json",
-        ["not UTF-8"],
-        step="parse_validate",
-        reason_code="not_utf8",
-        topic="clicks",
-        partition=2,
-        offset=41,
-        failed_at=T0,
-        max_raw_bytes=CAP,
-    )
-    assert _dlq(wire) == {**_dlq(V1_DLQ), WIRE_VERSION_COLUMN: WIRE_VERSION}
-    assert json.loads(wire) == {**json.loads(V1_DLQ), WIRE_VERSION_KEY: WIRE_VERSION}
+    raw = b"\xffnot json"
+    wire = _entry(raw, REDACTOR.reasons(raw, "parse_validate", "not_utf8"))
+    row = _dlq(wire)
+    assert row[WIRE_VERSION_COLUMN] == WIRE_VERSION and row["record"] == json.loads(wire)["raw"]
+    assert row["raw_hmac_sha256"] == keyed_hash(raw, key=KEY) and row["raw_sha256"] is None
+    # The same record dead-lettered before (version 1) is folded into the same row, bar its version.
+    assert {**row, WIRE_VERSION_COLUMN: 1} == _dlq(V1_DLQ)
 
 
 @pytest.mark.parametrize("value", [V1_DLQ, V1_MINIMAL_DLQ])
-def test_dead_letters_already_in_the_topic_are_read_as_version_1(value):
+def test_dead_letters_already_in_the_topic_are_read_as_version_1_and_redacted(value):
     row = _dlq(value)
     assert row[WIRE_VERSION_COLUMN] == 1 and row["dedupe_key"] == "input:clicks[2]@41"
-    assert row["raw_sha256"] == "7de3f1be82fb9268cc4eb1a2fd8a9eab636f0577eb0ccbd2ab30480d0771b5ef"
+    assert row["raw_sha256"] is None  # never an unkeyed hash again
     assert row["failed_at"] == T0 and row["raw_size"] == 9
     assert to_arrow([row], QUARANTINE_SCHEMA).num_rows == 1
+
+
+def test_a_legacy_dead_letter_holding_an_address_is_redacted_when_folded():
+    raw = json.dumps({"user_id": EMAIL, "item_id": "1", "event_type": "teleport", "ts": 1511658100}).encode()
+    for version in (None, 2):
+        entry = {
+            "raw": raw.decode("latin-1"),
+            "raw_encoding": "latin-1",
+            "raw_truncated": False,
+            "reasons": [f"event_type: {EMAIL!r} is not one of view"],
+            "step": "parse_validate",
+            "reason_code": "unknown_event_type",
+            "source": {"topic": "clicks", "partition": 0, "offset": 9},
+            "raw_size": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
+            **({} if version is None else {WIRE_VERSION_KEY: version}),
+        }
+        row = _dlq(json.dumps(entry).encode())
+        assert "alice" not in json.dumps(row, default=str) and row["raw_sha256"] is None
+        assert json.loads(row["record"])["record"]["user_id"] == pseudonymize(EMAIL, "user", key=KEY)
+        assert row["raw_hmac_sha256"] == keyed_hash(raw, key=KEY)
+
+
+def test_a_current_entry_in_an_unknown_raw_form_keeps_no_raw():
+    entry = {WIRE_VERSION_KEY: WIRE_VERSION, "raw": EMAIL, "raw_encoding": "latin-1", "reasons": ["x"]}
+    assert _dlq(json.dumps(entry).encode())["record"] is None
 
 
 def test_dlq_entry_old_format_uses_the_step_as_reason():
     entry = {
         "raw": "x",
         "raw_encoding": "latin-1",
-        "step": "parse_validate",
+        "step": "enrich",
         "reasons": ["a", "b"],
         "source": {"topic": "clicks", "partition": 1, "offset": 9},
         "failed_at": "2024-01-01T00:00:00.000Z",
     }
     row = _dlq(json.dumps(entry).encode())
-    assert row["reason"] == "parse_validate" and row["detail"] == "a; b" and row["reason_code"] is None
+    # Reasons written before they were safe are not kept: an old entry without a code keeps none.
+    assert row["reason"] == "enrich" and row["detail"] == "" and row["reason_code"] is None
     assert row["raw_size"] is None and row["source_offset"] == 9
     assert row["dedupe_key"] == "input:clicks[1]@9" and row["key_offset"] == 9
 
 
 def test_dlq_entry_new_fields_are_kept():
     entry = {
-        "raw": "x",
+        WIRE_VERSION_KEY: 7,
+        "raw": None,
         "step": "parse_validate",
         "reason_code": "not_utf8",
         "reasons": ["bad"],
         "raw_size": 300000,
         "raw_truncated": True,
-        "raw_sha256": "ab" * 32,
+        "raw_hmac_sha256": "ab" * 32,
         "source": {"topic": "clicks", "partition": 0, "offset": 1},
         "failed_at": "2024-01-01T00:00:00.000Z",
+        "new_field": 1,
     }
     row = _dlq(json.dumps(entry).encode())
     assert row["reason"] == "not_utf8" and row["raw_size"] == 300000 and row["raw_truncated"] is True
-    assert row["raw_sha256"] == "ab" * 32
+    assert row["raw_hmac_sha256"] == "ab" * 32 and row["detail"] == "bad" and row[WIRE_VERSION_COLUMN] == 7
     assert to_arrow([row], QUARANTINE_SCHEMA).num_rows == 1
 
 
 @pytest.mark.parametrize("value", [None, b"\xff\xfe", b"[]", b'{"reasons": 3, "source": "nowhere", "failed_at": "x"}'])
 def test_any_dlq_value_becomes_a_row(value):
-    row = dlq_row(value, Position("clicks.dlq", 1, 5), max_raw_bytes=CAP, batch_id="b", folded_at=NOW)
+    row = _dlq(value, pos=Position("clicks.dlq", 1, 5))
     assert row["reason"] and row["dedupe_key"]
     assert to_arrow([row], QUARANTINE_SCHEMA).num_rows == 1
 
 
-def test_an_unreadable_dlq_value_is_cut_at_the_cap_it_is_given():
-    row = dlq_row(b"\xff" * 100, Position("clicks.dlq", 1, 5), max_raw_bytes=10, batch_id="b", folded_at=NOW)
-    assert row["reason"] == "unreadable_dlq_entry" and len(row["record"]) == 10 and row["raw_truncated"] is True
+def test_an_unreadable_dlq_value_is_summarized_from_at_most_the_cap_it_is_given():
+    value = b"\xff" + EMAIL.encode() * 10
+    row = _dlq(value, max_raw_bytes=10, pos=Position("clicks.dlq", 1, 5))
+    assert row["reason"] == "unreadable_dlq_entry" and row["raw_truncated"] is True and row["raw_size"] == len(value)
+    summary = json.loads(row["record"])
+    assert summary == {**REDACTOR.click_value(value[:10], truncated=True)}
+    assert "alice" not in json.dumps(row, default=str) and row["raw_hmac_sha256"] == keyed_hash(value, key=KEY)
+    assert "ä" not in row["detail"] and "0xff" not in row["detail"]
 
 
 # ------------------------------------------------------------------ announcements

@@ -23,7 +23,7 @@ from jobs.privacy import (
 from shared.click_sources import TAOBAO_RAW
 from shared.delta import AppTxn, read_arrow, write_arrow
 from shared.pseudonymize import pseudonymize
-from shared.redaction import Redactor
+from shared.redaction import Redactor, keyed_hash
 from shared.schemas import click_event_id
 from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
 
@@ -130,6 +130,7 @@ def test_migration_rewrites_the_stream_tables_and_removes_every_older_copy(tmp_p
     first = json.loads(letters[0]["record"])
     assert first["form"] == "fields" and first["record"]["user_id"] == pseudonymize(EMAIL, "user", key=KEY)
     assert first["unknown_fields"] == 1 and letters[0]["raw_sha256"] is None
+    assert letters[0]["raw_hmac_sha256"] == keyed_hash(bad, key=KEY) and letters[1]["raw_hmac_sha256"] is None
     assert json.loads(letters[1]["record"])["form"] == "summary"
     assert json.loads(letters[2]["record"])["form"] == "summary"
     assert "event_type: not one of" in letters[0]["detail"] and "unknown fields: 1" in letters[0]["detail"]

@@ -138,11 +138,26 @@ def test_outline_keeps_the_shape_and_no_letter_or_digit():
     assert summary_text(3, "ab", 'a"b') == 'unparseable: 3 bytes, hmac-sha256 ab, outline "a\\"b"'
 
 
-def test_declared_fields_keep_scalars_and_note_containers():
-    raw = json.dumps({**GOOD, "item_id": {"nested": "alice"}, "query": "q" * 5000}).encode()
+def test_declared_fields_keep_only_what_names_no_one():
+    raw = json.dumps({**GOOD, "item_id": {"nested": "alice"}, "query": "q" * 5000, "category_id": 17}).encode()
     record = REDACTOR.click_value(raw)["record"]
-    assert record["item_id"] == "<dict of 1>" and record["query"].endswith("...") and len(record["query"]) < 1100
-    assert record["event_type"] == "view" and record["user_id"] == pseudonymize("u1", "user", key=KEY)
+    assert record["item_id"] == outline(json.dumps({"nested": "alice"})) and "alice" not in record["item_id"]
+    assert record["query"] == outline("q" * 5000) and record["query"].endswith("...") and len(record["query"]) < 100
+    assert record["category_id"] == "nn" and record["event_id"] == "an" and record["session_id"] is None
+    assert record["event_type"] == "view" and record["ts"] == GOOD["ts"]  # a listed type, a readable time
+    assert record["user_id"] == pseudonymize("u1", "user", key=KEY)
+    odd = REDACTOR.click_value(json.dumps({**GOOD, "event_type": "Visit", "ts": "Tuesday"}).encode())["record"]
+    assert odd["event_type"] == "aaaaa" and odd["ts"] == "aaaaaaa"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(identifier=IDENTIFIERS, field=st.sampled_from(CLICK_EVENT.names), as_number=st.booleans())
+def test_an_identifier_in_any_declared_field_never_leaves(identifier, field, as_number):
+    value: object = int(identifier) if as_number and identifier.isdigit() else identifier
+    safe = REDACTOR.click_value(json.dumps({**GOOD, field: value}).encode())
+    out = _text(safe) + json.dumps(safe)
+    for piece in _pieces(identifier):
+        assert piece not in out
 
 
 def test_blank_and_null_personal_values_stay_as_they_are():

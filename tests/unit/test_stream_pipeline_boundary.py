@@ -168,7 +168,8 @@ def test_a_record_that_fails_validation_is_dead_lettered_with_its_code():
     _run(pipeline, [_event(0, "a"), (b"{not json", InputPosition("clicks", 3, 9, 0.0))])
     [entry] = [json.loads(v) for v in producer.values("clicks.dlq")]
     assert entry["reason_code"] == "not_json" and entry["source"] == {"topic": "clicks", "partition": 3, "offset": 9}
-    assert entry["raw"] == "{not json"
+    # Not JSON: kept only as a summary (size, keyed hash, outline), never its bytes.
+    assert entry["raw_encoding"] == "redacted-summary" and json.loads(entry["raw"])["outline"] == "{aaa aaaa"
     assert [json.loads(v)["event_id"] for v in producer.values("clicks.scored")] == ["e0"]
     assert pipeline.last_offsets == {0: 0, 3: 9}
     pipeline.close()
@@ -200,7 +201,7 @@ def test_a_model_that_fails_on_every_record_is_an_infrastructure_failure():
     pipeline.close()
 
 
-# The full entry (the raw bytes and a long reason) is larger than 600 bytes, the minimal one is not.
+# The full entry (the redacted value and its reason) is larger than 600 bytes, the minimal one is not.
 @pytest.mark.parametrize(
     "refusing",
     [
@@ -225,9 +226,9 @@ def test_a_refused_entry_is_replaced_by_the_minimal_one_on_the_same_way_out(refu
     minimal, small = sorted((json.loads(v) for v in producer.values("clicks.dlq")), key=lambda e: e["source"]["offset"])
     assert {(p, json.loads(v)["source"]["partition"]) for p, _, v in producer.sent["clicks.dlq"]} == {(2, 2), (3, 3)}
     assert minimal["raw"] is None and minimal["reasons"] == [] and minimal["reason_code"] == "score_error"
-    assert minimal["raw_sha256"] and minimal["raw_size"] == len(boom)
+    assert minimal["raw_hmac_sha256"] and minimal["raw_size"] == len(boom)
     assert minimal["source"] == {"topic": "clicks", "partition": 2, "offset": 7}
-    assert small["raw"] == "{not json" and small["reason_code"] == "not_json"  # small enough: the full entry
+    assert small["raw_encoding"] == "redacted-summary" and small["reason_code"] == "not_json"  # the full entry
     assert pipeline.last_offsets == {0: 6, 2: 7, 3: 8}
     pipeline.close()
 

@@ -151,6 +151,8 @@ def test_parse_validate_rejects_with_a_reason_code(raw, code):
 def test_a_failure_outside_validation_has_a_step_code_and_a_bounded_reason():
     code, reasons = steps.failure_reason(steps.STEP_ENRICH, KeyError("k" * 10_000))
     assert code == "enrich_error" and len(reasons) == 1 and len(reasons[0]) < 260
+    # The exception's text may hold a sender's value: only its type is kept.
+    assert steps.failure_reason(steps.STEP_ENRICH, KeyError("alice@example.com")) == ("enrich_error", ["KeyError"])
 
 
 def test_only_views_are_scored_and_the_others_pass_with_a_null_score():
