@@ -12,6 +12,6 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 # test files run in parallel workers (pytest-xdist; tests/conftest.py's scheduler keeps
 # the SparkSession, its lake and module fixtures built once). SHOPFLOW_TEST_WORKERS=0
 # runs everything in this process.
-workers=${SHOPFLOW_TEST_WORKERS:-3}
+workers=${SHOPFLOW_TEST_WORKERS:-4}
 if [ "$workers" = 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
 exec .venv/bin/python -m pytest -n "$workers" "$@"
