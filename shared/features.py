@@ -173,16 +173,6 @@ def session_step(
     return state, features
 
 
-def fold_user_events(events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Session features of one user's events, which must be sorted by (ts, event_id)."""
-    state: SessionState | None = None
-    out = []
-    for event in events:
-        state, features = session_step(state, event)
-        out.append(features)
-    return out
-
-
 def smoothed_rate(positives: Any, total: Any, prior_rate: float) -> Any:
     """(positives + prior) / (total + prior weight): scalars or numpy/pandas columns."""
     return (np.asarray(positives, dtype="float64") + prior_rate * PRIOR_WEIGHT) / (

@@ -109,7 +109,7 @@ class StreamSettings(_Group):
     dlq_max_reason_chars: int = Field(default=512, ge=32, le=4096)
     # Torch intra-op threads in the worker. Its default (one per core) fights the event
     # loop that fetches, heartbeats and produces: measured 366 events/s with 2 threads
-    # under load against 43,800 with 1 (issue 10). 0 keeps torch's default.
+    # under load against 43,800 with 1. 0 keeps torch's default.
     torch_threads: int = Field(default=1, ge=0)
     # A worker that finds no broker accepting connections for this long exits with
     # status 70 so its supervisor sees it (a broker restart takes a second or two).

@@ -8,7 +8,7 @@ Faust (0.15) trusts them:
 * its table recovery compares the changelog offset it read last with the new high
   watermark and raises `ConsistencyError` ("persisted offset N > highwater -1"), which
   ended the worker with status 1 whenever it had recovered its session table from a
-  non-empty changelog (issue 10, defect 3);
+  non-empty changelog;
 * its consumer drops fetched records below the offset it read last, and never commits
   an offset below the one it committed last, so the first records of the new logs
   would be skipped and commits would stall.

@@ -1,4 +1,4 @@
-"""One event, one verdict (issue 10, defect 5): generated click events go through the
+"""One event, one verdict (the stream once scored events that batch quarantined): generated click events go through the
 stream worker's validator (the JSON bytes a producer sends) and through batch cleaning's
 click rules on real local Spark (the candidate columns a click log row becomes); both
 must accept or reject each one, with the same reason code and the same event time."""

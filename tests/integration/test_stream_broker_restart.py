@@ -129,7 +129,7 @@ def test_idle_worker_reports_no_loss_after_a_broker_restart(champion, taobao_eve
     worker = kit.start_worker(env, log)
     try:
         kit.wait_serving(port, worker)
-        # Also the worker's torch default (issue 10: two threads fight the event loop).
+        # Also the worker's torch default (two threads fight the event loop).
         assert kit.metric_value(kit.metrics_text(port), "shopflow_stream_torch_threads") == 1
         since = _restart_broker(settings)
         after = taobao_events[21_000:21_300]
@@ -144,7 +144,7 @@ def test_idle_worker_reports_no_loss_after_a_broker_restart(champion, taobao_eve
 
 
 def test_worker_that_recovered_its_table_survives_a_broker_restart(champion, taobao_events, tmp_path):
-    """Issue 10 defect 3: this worker exited 1 on Faust's ConsistencyError ("persisted
+    """This worker once exited 1 on Faust's ConsistencyError ("persisted
     offset ... > highwater -1"): its recovery remembered changelog offsets that the new,
     empty broker does not have."""
     env = _private_env(champion, tmp_path)

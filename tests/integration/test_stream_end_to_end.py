@@ -53,7 +53,7 @@ def test_every_event_is_scored_or_dead_lettered(stream_env, champion, taobao_eve
         check_scored(s)
         assert s["model_name"] == "shopflow-propensity"
         assert s["model_version"] == str(champion["version"])
-        # Views are scored; the other events pass with a null score (issue 12).
+        # Views are scored; the other events pass with a null score.
         if by_id[s["event_id"]]["event_type"] == "view":
             assert 0.0 <= s["score"] <= 1.0
         else:

@@ -2,7 +2,7 @@
 the worker keeps scoring the good events sent between them.
 
 Besides malformed JSON, the generator sends values up to 2 MB, invalid UTF-8 and lone
-surrogates (JSON escapes) in every field: no record may stop the worker (issue 10).
+surrogates (JSON escapes) in every field: no record may stop the worker.
 The embedded broker accepted every size sent here; the test's producer raises its
 request limit to 3 MB (kafka-python's default is 1 MB).
 """

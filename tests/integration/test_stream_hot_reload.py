@@ -90,7 +90,7 @@ def test_hot_reload_under_traffic(stream_env, champion, taobao_events, tmp_path)
         # The registry says `bad`, the worker serves v2: the gauge counts the seconds.
         kit.wait_for(lambda: mismatch() >= 1.0, 10, what="the mismatch gauge to count")
 
-        # Issue 10 defect 4: repaired and promoted again, the refused version is retried.
+        # Repaired and promoted again, a version refused before is retried (it once never was).
         weights.write_bytes(good_bytes)
         _promote_with_the_cli(env, bad)
         kit.wait_for(

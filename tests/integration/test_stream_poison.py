@@ -1,4 +1,4 @@
-"""Records that once stopped the worker for good (issue 10, defects 1 and 2): each now
+"""Records that once stopped the worker for good: each now
 goes to the DLQ, the worker stays up, and the valid events sent after it are scored."""
 
 from __future__ import annotations

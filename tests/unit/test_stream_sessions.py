@@ -7,8 +7,9 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from shared.features import HISTORY_LENGTH, SESSION_GAP_SECONDS, fold_user_events, session_step
+from shared.features import HISTORY_LENGTH, SESSION_GAP_SECONDS, session_step
 from stream import sessions
+from tests.reference_features import fold_user_events
 
 T0 = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
 

