@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
 from shared.click_rules import ClickRejected, check_click_bytes
 from shared.contract import DLQ_MAX_RAW_BYTES
+from shared.contract.dead_letter import dlq_entry
 from shared.redaction import Redactor
 from shared.schemas import to_wire
 from tests.integration import kit
@@ -116,6 +118,7 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from stream import steps
     from stream.broker import ensure_topics
     from stream.metrics import WorkerMetrics
     from stream.outbox import Outbox
@@ -129,15 +132,39 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
     settings = kit.settings_from(broker_env)
     bootstrap = settings.kafka.bootstrap_servers
     ensure_topics(bootstrap, [TopicSpec(t, 4) for t in (dlq, scored, changelog)])
-    # Parses (under the raw cap), rejected: its full entry keeps 5 declared fields of ~1 KiB.
+    # Parses (under the raw cap), rejected on 5 declared fields: its full entry keeps their outlines.
     fields = ("event_id", "item_id", "event_type", "query", "category_id")
     big = json.dumps({"user_id": "u", "ts": "2017-11-26T01:00:00Z", **{f: "x" * 5000 for f in fields}}).encode()
     with pytest.raises(ClickRejected) as rejected:
         check_click_bytes(big)
+    # The producer's request limit lies between the two full entries: `big`'s is refused,
+    # the unparseable record's (a short summary) and `big`'s minimal entry are taken.
+    redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode())
+
+    def full_entry(raw: bytes, exc: Exception) -> bytes:
+        code, reasons = steps.failure_reason(steps.STEP_PARSE, exc)
+        return dlq_entry(
+            raw,
+            reasons,
+            redactor=redactor,
+            step=steps.STEP_PARSE,
+            topic="clicks",
+            partition=0,
+            offset=0,
+            failed_at=datetime.now(timezone.utc),
+            reason_code=code,
+            max_raw_bytes=settings.stream.dlq_max_raw_bytes,
+        )
+
+    with pytest.raises(ClickRejected) as unparseable:
+        check_click_bytes(b"{not json")
+    big_entry, small_entry = full_entry(big, rejected.value), full_entry(b"{not json", unparseable.value)
+    limit = (len(big_entry) + len(small_entry)) // 2 + 100  # + the record's own framing
+    assert len(big_entry) > limit + 100, (len(big_entry), len(small_entry))
 
     async def run() -> list:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks=-1, max_batch_size=16 * 1024, max_request_size=3_000
+            bootstrap_servers=bootstrap, acks=-1, max_batch_size=16 * 1024, max_request_size=limit
         )
         await producer.start()
         holder = ModelHolder(resolve=lambda: None, load=lambda version: None)  # no record reaches scoring
@@ -179,7 +206,6 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
     assert len(records) == 2 and set(entries) == {1, 2}
     minimal, full = entries[2], entries[1]
     assert minimal["raw"] is None and minimal["reasons"] == [] and minimal["reason_code"] == rejected.value.code
-    redactor = Redactor(settings.pseudonymization_key.get_secret_value().encode())
     assert minimal["raw_size"] == len(big) and minimal["raw_hmac_sha256"] == redactor.keyed_hash(big)
     assert minimal["source"] == {"topic": "clicks", "partition": 2, "offset": 40}
     assert full["raw"] == redactor.click_value_text(b"{not json") and full["reason_code"] == "not_json"
