@@ -1,9 +1,6 @@
-"""The fold's row builders and table schemas for tests that write rows the old way.
-
-They live in `shared.contract` where the stream<->lake contract has landed and in
-`jobs.fold_rows` before; the privacy migration's tests read them from whichever exists.
-Where the fold now redacts what it folds, the rows are put back as the fold wrote them
-before: a dead letter's raw text, reasons and unkeyed hash, a scored event's raw session id.
+"""Rows as the fold wrote them before it redacted what it folds, for the privacy
+migration's tests: a dead letter's raw text, reasons and unkeyed hash, a scored event's
+raw session id, built with the contract's row builders (`shared.contract`) and put back.
 """
 
 from __future__ import annotations
@@ -12,31 +9,33 @@ import json
 from datetime import datetime
 from typing import Any
 
-try:
-    from shared.contract.dead_letter import dlq_row as _dlq_row
-    from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position
-    from shared.contract.scored import scored_row as _scored_row
-    from shared.redaction import Redactor
+from shared.contract import DLQ_MAX_RAW_BYTES
+from shared.contract.dead_letter import dlq_row as _dlq_row
+from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position
+from shared.contract.scored import scored_row as _scored_row
+from shared.redaction import Redactor
 
-    _REDACTOR = Redactor(b"legacy-rows")
+_REDACTOR = Redactor(b"legacy-rows")
 
-    def dlq_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
-        row = _dlq_row(value, pos, redactor=_REDACTOR, max_raw_bytes=64 * 1024, batch_id=batch_id, folded_at=folded_at)
-        entry = json.loads(value)
-        row.update(
-            record=entry.get("raw"),
-            detail="; ".join(entry.get("reasons") or []),
-            raw_sha256=entry.get("raw_sha256"),
-            raw_hmac_sha256=None,
-        )
-        return row
 
-    def scored_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
-        row = _scored_row(value, pos, redactor=_REDACTOR, batch_id=batch_id, folded_at=folded_at)
-        row["session_id"] = json.loads(value).get("session_id")
-        return row
+def dlq_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
+    row = _dlq_row(
+        value, pos, redactor=_REDACTOR, max_raw_bytes=DLQ_MAX_RAW_BYTES, batch_id=batch_id, folded_at=folded_at
+    )
+    entry = json.loads(value)
+    row.update(
+        record=entry.get("raw"),
+        detail="; ".join(entry.get("reasons") or []),
+        raw_sha256=entry.get("raw_sha256"),
+        raw_hmac_sha256=None,
+    )
+    return row
 
-except ImportError:
-    from jobs.fold_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row  # type: ignore[no-redef]
+
+def scored_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetime) -> dict[str, Any]:
+    row = _scored_row(value, pos, redactor=_REDACTOR, batch_id=batch_id, folded_at=folded_at)
+    row["session_id"] = json.loads(value).get("session_id")
+    return row
+
 
 __all__ = ["QUARANTINE_SCHEMA", "STREAM_SCHEMA", "Position", "dlq_row", "scored_row"]

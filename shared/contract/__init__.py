@@ -31,9 +31,9 @@ WIRE_VERSION = 3
 WIRE_VERSION_KEY = "wire_version"
 
 # A dead-letter entry (and a value the fold quarantines itself) redacts at most this many
-# raw bytes (a value cut there is summarized), plus the whole value's size (and keyed hash). JSON escaping makes an entry up to
-# ~6x its raw bytes, so 64 KiB stays far below a producer's 1 MB request limit. The
-# settings default (`stream.dlq_max_raw_bytes`); code reads the setting.
+# raw bytes (a value cut there is summarized), plus the whole value's size and keyed hash,
+# so an entry stays far below a producer's 1 MB request limit. The settings default
+# (`stream.dlq_max_raw_bytes`); code reads the setting.
 DLQ_MAX_RAW_BYTES = 64 * 1024
 
 
