@@ -48,11 +48,15 @@ class TrainingSet:
     table: str
     schema: RecordSchema
     label_column: str
+    # Columns that name each row once: the trainer reads rows in this order, not in the
+    # order the table's files happen to hold them (see batch.training.data).
+    row_key: tuple[str, ...]
 
 
 SENTIMENT_TRAINING_SET = TrainingSet(
     table="train_sentiment",
     label_column="label",
+    row_key=("review_id",),
     schema=RecordSchema(
         "train_sentiment",
         (
@@ -70,6 +74,7 @@ SENTIMENT_TRAINING_SET = TrainingSet(
 PROPENSITY_TRAINING_SET = TrainingSet(
     table="train_propensity",
     label_column="label",
+    row_key=("event_id",),
     schema=RecordSchema(
         "train_propensity",
         CLICK_EVENT.fields

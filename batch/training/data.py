@@ -54,7 +54,9 @@ def load_training_data(
     """Train and evaluation rows of one Delta version of the task's gold table.
 
     The version read is pinned first and recorded, so a run can be reproduced later
-    with Delta time travel (`--table-version`).
+    with Delta time travel (`--table-version`); rows are read in the order of the
+    training set's row key, so the same content gives the same run however the table's
+    files were written.
     """
     path = Path(table_path)
     version = table_version(path) if delta_version is None else delta_version
@@ -62,7 +64,10 @@ def load_training_data(
         raise TableNotFoundError(
             f"no gold table for task {task.name!r} at {path}: run `shopflow features` first or pass --table-path"
         )
-    rows = read_arrow(path, version).to_pylist()
+    # Rows in the order of their key, not of the files: Spark writes a table's files in
+    # whatever order its tasks finish, and the same content must train the same weights.
+    key = task.training_set.row_key
+    rows = read_arrow(path, version).sort_by([(column, "ascending") for column in key]).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == eval_split]
     if not train or not test:

@@ -20,6 +20,7 @@ import torch
 
 from batch.training.data import TrainingData
 from batch.training.evaluate import EvaluationReport, evaluate_all
+from batch.training.provenance import provenance
 from batch.training.trainer import FitResult, TrainerConfig, fit
 from shared.errors import ModelError, UsageError
 from shared.manifest import Manifest, TrainingTable
@@ -187,7 +188,7 @@ def register_model(
         baseline_metrics=report.baselines,
         training_data={task.training_set.table: TrainingTable(data.table_path, data.delta_version)},
         training=dict(training or {}),
-    ).with_fields(trained_until=trained_until(data.train), **dict(extra or {}))
+    ).with_fields(trained_until=trained_until(data.train), reproduce=provenance(settings), **dict(extra or {}))
     registry = ModelRegistry(settings.models.registry_root)
     version = registry.register(task.name, final_dir, manifest)
     return version, registry.manifest(task.name, version)
