@@ -38,4 +38,33 @@ def scored_row(value: bytes, pos: Position, *, batch_id: str, folded_at: datetim
     return row
 
 
-__all__ = ["QUARANTINE_SCHEMA", "STREAM_SCHEMA", "Position", "dlq_row", "scored_row"]
+def legacy_scored_row(
+    fields: list[str] | tuple[str, ...], session: str | None, offset: int, *, key: bytes, folded_at: datetime
+) -> dict[str, Any]:
+    """The clicks_stream row of a view that the replay sent from Taobao `fields` (user,
+    item, category, behavior, timestamp) before event ids were keyed and sessions
+    pseudonymized: its unkeyed id and raw session id, as the fold stored them."""
+    from jobs.privacy import legacy_click_event_id
+    from shared.pseudonymize import pseudonymize
+
+    event = {
+        "event_id": legacy_click_event_id("taobao", list(fields)),
+        "user_id": pseudonymize(fields[0], "user", key=key),
+        "session_id": session,
+        "item_id": fields[1],
+        "event_type": "view",
+        "ts": "2017-11-26T01:01:40.000Z",
+        "query": None,
+        "category_id": fields[2],
+        "model_name": "propensity",
+        "model_version": "1",
+        "score": 0.5,
+        "received_at": "2017-11-26T01:01:40.000Z",
+        "scored_at": "2017-11-26T01:01:40.000Z",
+    }
+    return scored_row(
+        json.dumps(event).encode(), Position("clicks.scored", 0, offset), batch_id="b", folded_at=folded_at
+    )
+
+
+__all__ = ["QUARANTINE_SCHEMA", "STREAM_SCHEMA", "Position", "dlq_row", "legacy_scored_row", "scored_row"]

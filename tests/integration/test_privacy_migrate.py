@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.privacy import legacy_click_event_id, migrate
+from jobs.privacy import migrate
 from shared.delta import read_arrow, write_arrow
 from shared.pseudonymize import pseudonymize
 from shared.schemas import click_event_id
 from shared.settings import get_settings
-from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
+from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, legacy_scored_row
 
 pytestmark = pytest.mark.integration
 
@@ -51,22 +51,7 @@ def test_migrate_rewrites_old_rows_and_leaves_no_copy(gold_lake, spark, tmp_path
     # stream's table, a dead letter with a raw e-mail, a quarantine row quoting it.
     bronze = read_arrow(root / "bronze" / "clicks_taobao").slice(0, 1).to_pylist()[0]
     fields = [bronze[c] or "" for c in ("user_id", "item_id", "category_id", "behavior_type", "timestamp")]
-    event = {
-        "event_id": legacy_click_event_id("taobao", fields),
-        "user_id": pseudonymize(fields[0], "user", key=key),
-        "session_id": SESSION,
-        "item_id": fields[1],
-        "event_type": "view",
-        "ts": "2017-11-26T01:01:40.000Z",
-        "query": None,
-        "category_id": fields[2],
-        "model_name": "propensity",
-        "model_version": "1",
-        "score": 0.5,
-        "received_at": "2017-11-26T01:01:40.000Z",
-        "scored_at": "2017-11-26T01:01:40.000Z",
-    }
-    row = scored_row(json.dumps(event).encode(), Position("clicks.scored", 0, 1), batch_id="b", folded_at=NOW)
+    row = legacy_scored_row(fields, SESSION, 1, key=key, folded_at=NOW)
     write_arrow(pa.Table.from_pylist([row], schema=STREAM_SCHEMA), root / "silver" / "clicks_stream", mode="append")
     raw = json.dumps({"user_id": EMAIL, "item_id": "1", "event_type": "teleport", "ts": 1511658100}).encode()
     entry = {
@@ -88,7 +73,7 @@ def test_migrate_rewrites_old_rows_and_leaves_no_copy(gold_lake, spark, tmp_path
     quarantine = read_arrow(root / "silver" / "quarantine")
     write_arrow(pa.Table.from_pylist([old], schema=quarantine.schema), root / "silver" / "quarantine", mode="append")
 
-    needles = [EMAIL.encode(), SESSION.encode(), event["event_id"].encode()]
+    needles = [EMAIL.encode(), SESSION.encode(), row["event_id"].encode()]
     assert all(needle in _past_bronze(root) for needle in needles)  # the test has teeth
 
     migrate(settings, spark=spark)

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from jobs.privacy import (
-    legacy_click_event_id,
     legacy_id_map,
     migrate_stream_clicks,
     migrate_stream_quarantine,
@@ -25,7 +24,7 @@ from shared.delta import AppTxn, read_arrow, write_arrow
 from shared.pseudonymize import pseudonymize
 from shared.redaction import Redactor, keyed_hash
 from shared.schemas import click_event_id
-from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, scored_row
+from tests.legacy_rows import QUARANTINE_SCHEMA, STREAM_SCHEMA, Position, dlq_row, legacy_scored_row
 
 KEY = b"migration-key"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -34,22 +33,7 @@ BRONZE_ROWS = [(EMAIL, "1715", "1464116", "pv", "1511658100"), ("100", "1716", "
 
 
 def _legacy_scored(fields: tuple[str, ...], session: str | None, offset: int) -> dict:
-    event = {
-        "event_id": legacy_click_event_id("taobao", fields),
-        "user_id": pseudonymize(fields[0], "user", key=KEY),
-        "session_id": session,
-        "item_id": fields[1],
-        "event_type": "view",
-        "ts": "2017-11-26T01:01:40.000Z",
-        "query": None,
-        "category_id": fields[2],
-        "model_name": "propensity",
-        "model_version": "1",
-        "score": 0.5,
-        "received_at": "2017-11-26T01:01:40.000Z",
-        "scored_at": "2017-11-26T01:01:40.000Z",
-    }
-    return scored_row(json.dumps(event).encode(), Position("clicks.scored", 0, offset), batch_id="b", folded_at=NOW)
+    return legacy_scored_row(fields, session, offset, key=KEY, folded_at=NOW)
 
 
 def _legacy_dead_letter(raw: bytes, reason: str, code: str, offset: int, cut: int | None = None) -> dict:
