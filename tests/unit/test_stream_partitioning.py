@@ -9,6 +9,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
 from stream.partitioning import default_partitions, murmur2
+from tests.record_batches import RecordBatch
 
 
 def test_murmur2_equals_kafkas_on_every_length_and_tail():
@@ -28,18 +29,6 @@ def test_partitions_equal_the_default_partitioners():
     assert default_partitions([], 4) == []
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.records: list[tuple] = []
-
-    def append(self, key, value, timestamp):
-        self.records.append((key, value))
-        return True
-
-    def record_count(self) -> int:
-        return len(self.records)
-
-
 class _Producer:
     """Records what the outbox hands over per partition (the grouping is what is tested)."""
 
@@ -50,7 +39,7 @@ class _Producer:
         return set(range(self.partitions))
 
     def create_batch(self):
-        return _Batch()
+        return RecordBatch()
 
     async def send_batch(self, batch, topic, partition):
         self.sent.append((topic, partition, batch.records))

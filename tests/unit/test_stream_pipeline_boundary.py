@@ -22,20 +22,9 @@ from stream.metrics import WorkerMetrics
 from stream.outbox import Outbox
 from stream.pipeline import InputPosition, Pipeline
 from stream.sessions import changelog_record
+from tests.record_batches import RecordBatch
 
 T0 = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
-
-
-class _RecordBatch:
-    def __init__(self) -> None:
-        self.records: list[tuple] = []
-
-    def append(self, key, value, timestamp):
-        self.records.append((key, value))
-        return True
-
-    def record_count(self) -> int:
-        return len(self.records)
 
 
 class _Producer:
@@ -53,7 +42,7 @@ class _Producer:
         return {0}  # one partition: the scored events keep the batch's order
 
     def create_batch(self):
-        return _RecordBatch()
+        return RecordBatch()
 
     def _ack(self, topic, partition, records) -> asyncio.Future:
         ack = asyncio.get_running_loop().create_future()
