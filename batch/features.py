@@ -25,15 +25,17 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.featurize.orders import item_features, user_features
+from batch.featurize.served_items import served_item_counts
 from batch.featurize.sessions import sessionize
 from batch.featurize.stream_clicks import with_stream_clicks
 from batch.featurize.training_sets import item_click_stats, propensity_training_set, sentiment_training_set
 from shared.contract.folded import stream_table_label
-from shared.delta import AppTxn, WriteResult, write_table
+from shared.contract.item_snapshot import item_snapshot_path
+from shared.delta import AppTxn, WriteResult, read_table, write_table
 from shared.incremental import Output, pin_inputs, run_incremental
 from shared.options import option, start_job
 from shared.run_metrics import JobResult, JobRun
-from shared.settings import Settings
+from shared.settings import Settings, parse_interval
 from shared.spark import get_spark
 
 log = logging.getLogger("batch.features")
@@ -48,8 +50,11 @@ class GoldSpec:
     # Tables read when they exist (passed as None to `build` while they do not), as
     # "<layer>/<table>" from the settings: the folded stream table's name is a setting.
     optional: Callable[[Settings], tuple[str, ...]] = lambda settings: ()
-    # Keyword arguments the build takes from the settings (read once in main).
+    # Keyword arguments the build takes from the settings (read once in main); they are
+    # part of the output's app id, so changing one rebuilds the table.
     options: Callable[[Settings], dict[str, Any]] = lambda settings: {}
+    # Keyword arguments that only say where to read (not part of the app id).
+    readers: Callable[[Settings, SparkSession], dict[str, Any]] = lambda settings, spark: {}
 
     @property
     def input_tables(self) -> tuple[str, ...]:
@@ -69,6 +74,34 @@ def _folded_clicks(settings: Settings) -> tuple[str, ...]:
     return (stream_table_label(settings),)
 
 
+def _propensity(
+    sessions: DataFrame,
+    stream: DataFrame | None,
+    *,
+    horizon_seconds: int,
+    snapshot_seconds: int,
+    snapshot_at: Callable[[int], DataFrame],
+) -> DataFrame:
+    # Folded stream events take the item counts of the snapshot version that served them.
+    served = served_item_counts(stream, snapshot_at) if stream is not None else None
+    return propensity_training_set(
+        sessions, horizon_seconds=horizon_seconds, snapshot_seconds=snapshot_seconds, served=served
+    )
+
+
+def _propensity_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "horizon_seconds": settings.features.propensity_horizon_minutes * 60,
+        # The worker gets a new item snapshot once per loop iteration.
+        "snapshot_seconds": int(parse_interval(settings.loop.interval)),
+    }
+
+
+def _item_snapshot_reader(settings: Settings, spark: SparkSession) -> dict[str, Any]:
+    path = item_snapshot_path(settings)
+    return {"snapshot_at": lambda version: read_table(spark, path, version)}
+
+
 GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec("item_features", ("orders",), item_features),
     GoldSpec("user_features", ("orders",), user_features),
@@ -79,8 +112,10 @@ GOLD_TABLES: tuple[GoldSpec, ...] = (
     GoldSpec(
         "train_propensity",
         ("gold/click_sessions",),
-        propensity_training_set,
-        options=lambda settings: {"horizon_seconds": settings.features.propensity_horizon_minutes * 60},
+        _propensity,
+        optional=_folded_clicks,
+        options=_propensity_options,
+        readers=_item_snapshot_reader,
     ),
 )
 
@@ -112,7 +147,8 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
     out = Output(f"gold/{spec.name}", settings.lake.table("gold", spec.name), app_id)
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
-        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + optional), **options)
+        readers = spec.readers(settings, spark)
+        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + optional), **options, **readers)
         return {
             out.label: write_table(
                 frame,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import re
 import signal
 import sys
 import time
@@ -31,28 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from jobs.retrain import RetrainOptions
-from shared.errors import ConfigError, ShopflowError, UserError
+from shared.errors import ShopflowError, UserError
 from shared.options import option, options_group, resolve, start_job
 from shared.run_metrics import write_metrics
-from shared.settings import Settings
+from shared.settings import Settings, parse_interval
 
 log = logging.getLogger("jobs.loop")
 
 
 class LoopBusyError(UserError, ShopflowError):
     """Another loop run holds the lock."""
-
-
-def parse_interval(text: str) -> float:
-    """'90s' | '15m' | '1h' | '2h30m' -> seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text or "")
-    if not match or not any(match.groups()):
-        raise ConfigError(f"interval {text!r} is not like 90s, 15m, 1h or 2h30m")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    if total <= 0:
-        raise ConfigError(f"interval {text!r} must be longer than zero")
-    return float(total)
 
 
 @dataclass(frozen=True)

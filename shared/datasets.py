@@ -24,6 +24,10 @@ SENTIMENT_SPLIT_QUANTILES = (0.8, 0.9)  # review-id quantiles ending train and v
 # the horizon (`features.propensity_horizon_minutes`; this is its default). Each split ends
 # one horizon before the next begins, so no label peeks past a cutoff.
 PROPENSITY_HORIZON_SECONDS = 10 * 60
+# How often a new item snapshot reaches the worker: the loop's interval (`loop.interval`;
+# this is its default). History rows take the item counts of the snapshot this cadence
+# would have served them (every event before the start of their period).
+ITEM_SNAPSHOT_SECONDS = 15 * 60
 PROPENSITY_SPLIT_QUANTILES = (0.7, 0.85)  # fractions of the labelled time span ending train and valid
 TEST_USER_BUCKETS = 5  # users whose hash bucket is 0 are held out of train entirely
 # Columns of train_propensity a model must never take as input: the event's own type is

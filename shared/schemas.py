@@ -113,6 +113,12 @@ SCORED_EVENT = CLICK_EVENT.extend(
         ),
         FieldSpec("received_at", "timestamp", doc="When the worker read the event"),
         FieldSpec("scored_at", "timestamp", doc="When the score was produced"),
+        FieldSpec(
+            "item_snapshot_version",
+            "int64",
+            required=False,
+            doc="Delta version of the item snapshot the worker enriched the event with; null: none yet",
+        ),
     ),
 )
 

@@ -12,6 +12,7 @@ file; nothing else in the project reads ``os.environ`` for configuration.
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The embedded default key is public by construction: it only exists so a laptop demo
 # runs without set-up. The cluster profile refuses to start with it.
 EMBEDDED_PSEUDONYMIZATION_KEY = "shopflow-embedded-dev-key-not-secret"
+
+
+def parse_interval(text: str) -> float:
+    """'90s' | '15m' | '1h' | '2h30m' -> seconds (the loop's interval setting)."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text or "")
+    if not match or not any(match.groups()):
+        raise ConfigError(f"interval {text!r} is not like 90s, 15m, 1h or 2h30m")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ConfigError(f"interval {text!r} must be longer than zero")
+    return float(total)
 
 
 class _Group(BaseModel):

@@ -146,6 +146,11 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
 
     app.timer(s.model_poll_seconds, name="poll_registry")(poll_registry)
 
+    async def poll_item_snapshot() -> None:
+        await pipeline.refresh_items()
+
+    app.timer(s.model_poll_seconds, name="poll_item_snapshot")(poll_item_snapshot)
+
     async def announcements() -> None:
         async def on_announce(task: str | None, version: int | None) -> None:
             if task in (None, s.model_task):

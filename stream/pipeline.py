@@ -32,7 +32,7 @@ from shared.redaction import Redactor
 from shared.settings import Settings
 from stream import steps
 from stream.dead_letters import DeadLetters
-from stream.items import ItemSnapshot
+from stream.items import ItemSnapshot, ItemSnapshots
 from stream.metrics import WorkerMetrics, observe_many
 from stream.model_runner import ModelRunner
 from stream.outbox import Outbox
@@ -78,6 +78,7 @@ class _Batch:
     values: list[bytes | None]
     inputs: list[InputPosition]  # where each value was read, index by index
     received_at: datetime
+    items: ItemSnapshot  # the item snapshot of the whole batch (its version goes on each scored event)
     # Each user's session entry, read once for the whole batch, and the index of the
     # user's last event whose entry changed (its changelog goes to that event's partition).
     entries: dict[str, Any] = field(default_factory=dict)
@@ -139,10 +140,10 @@ class Pipeline:
         self._holder = holder
         self._metrics = metrics
         self._pseudonym = steps.Pseudonyms(key)
-        self._items: ItemSnapshot | None = None
+        self._items = ItemSnapshots(settings)
         self._model = ModelRunner(
             s.inline_score_max_ms / 1000,
-            probe=lambda: steps.probe_record(self._items),
+            probe=lambda: steps.probe_record(self._items.current),
             on_call=metrics.step_seconds.labels(step=steps.STEP_SCORE).observe,
         )
         self._ready = asyncio.Event()
@@ -154,7 +155,7 @@ class Pipeline:
         Done before any event is fetched: a stream processor that waits for seconds on
         start-up stalls Faust's partition flow after a restart with a backlog.
         """
-        self._items = ItemSnapshot.load(self._settings)
+        self._items.load_now()
         self._holder.load_now()
         scorer = self._holder.swap()  # no batch has started yet: swapping now is safe
         if scorer is not None:
@@ -199,7 +200,8 @@ class Pipeline:
     async def _score_batch(self, values: list[bytes | None], inputs: list[InputPosition]) -> None:
         """`process`, raising what ends the process there."""
         await self._ready.wait()
-        batch = _Batch(values, inputs, received_at=datetime.now(timezone.utc))
+        # A newer item snapshot, like a newer model, comes in between batches.
+        batch = _Batch(values, inputs, received_at=datetime.now(timezone.utc), items=self._items.swap())
         self._metrics.events_in.inc(len(values))
         # The swap happens here, between batches: the whole batch sees one model. (None:
         # no champion yet; the first part with a record to score waits for one.)
@@ -242,7 +244,7 @@ class Pipeline:
             batch.values[start:stop],
             entry_of=self._sessions.get,
             pseudonym=self._pseudonym,
-            items=self._items,
+            items=batch.items,
             now=batch.received_at,
             entries=batch.entries,
         )
@@ -323,6 +325,7 @@ class Pipeline:
                 model_version=scorer.version,
                 received_at=batch.received_at,
                 scored_at=scored_at,
+                item_snapshot_version=batch.items.version,
             )
             out = []
             for (index, record, _), value in zip(sliced, wire):
@@ -365,6 +368,12 @@ class Pipeline:
             if read.offset > self.last_offsets.get(read.partition, -1):
                 self.last_offsets[read.partition] = read.offset
 
+    async def refresh_items(self) -> bool:
+        """Load a newer item snapshot, if the features job wrote one, for the next batch."""
+        await self._ready.wait()
+        return await self._items.refresh()
+
     def close(self) -> None:
+        self._items.close()
         self._model.close()
         self._holder.close()

@@ -223,10 +223,11 @@ def scored_values(
     model_version: str,
     received_at: datetime,
     scored_at: datetime,
+    item_snapshot_version: int | None = None,
 ) -> list[bytes | Failed]:
     """The to_scored step for a micro-batch: each record's scored-event bytes
     (`shared.contract.scored`), or `Failed` for a record that cannot be written."""
-    batch = ScoredBatch(model_name, model_version, received_at, scored_at)
+    batch = ScoredBatch(model_name, model_version, received_at, scored_at, item_snapshot_version=item_snapshot_version)
     out: list[bytes | Failed] = []
     for record, score in zip(records, scores):
         try:

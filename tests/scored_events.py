@@ -35,6 +35,10 @@ def check_scored(wire: bytes | str | dict[str, Any]) -> dict[str, Any]:
     assert score is None or (
         isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
     ), f"score: expected a finite number or null, got {score!r}"
+    snapshot = event.get("item_snapshot_version")
+    assert snapshot is None or (type(snapshot) is int and snapshot >= 0), (
+        f"item_snapshot_version: expected a Delta version or null, got {snapshot!r}"
+    )
     return {
         **click,
         "model_name": event["model_name"],
@@ -42,4 +46,5 @@ def check_scored(wire: bytes | str | dict[str, Any]) -> dict[str, Any]:
         "score": None if score is None else float(score),
         "received_at": parse_timestamp(event["received_at"]),
         "scored_at": parse_timestamp(event["scored_at"]),
+        "item_snapshot_version": snapshot,
     }

@@ -3,14 +3,17 @@
 * sentiment: Title + Review Text -> negative (1-2 stars) / neutral (3) / positive (4-5),
   split by review id (the only order the reviews have);
 * propensity: each view (the events the stream scores), with its session features (the
-  events before it plus the viewed item as candidate) and the item's counts over strictly
-  earlier events, labelled 1 when the same user adds any item to the cart or buys in
+  events before it plus the viewed item as candidate) and its item's counts as the worker
+  had them when it scored: for a folded stream event, from the item snapshot version
+  that served it (`served_items`); for history, from the snapshot the loop's cadence
+  would have served (every event before the start of the event's cadence period),
+  labelled 1 when the same user adds any item to the cart or buys in
   (ts, ts + horizon]; views whose horizon passes the data's end are not labelled. Split
   by event time with a horizon gap between splits, and users of one hash bucket are kept
   out of train and valid.
 
     sentiment_training_set(silver_reviews)
-    propensity_training_set(sessionized_clicks, horizon_seconds=600)
+    propensity_training_set(sessionized_clicks, horizon_seconds=600, snapshot_seconds=900, served=served)
     item_click_stats(silver_clicks)        # the snapshot the stream worker enriches with
 """
 
@@ -23,9 +26,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from batch.featurize.served_items import SERVED_COUNTS
 from shared.click_sources import STREAM_SOURCE, TAOBAO_SOURCE
 from shared.datasets import (
     ITEM_CLICK_STATS,
+    ITEM_SNAPSHOT_SECONDS,
     PROPENSITY_HORIZON_SECONDS,
     PROPENSITY_SPLIT_QUANTILES,
     PROPENSITY_TRAINING_SET,
@@ -36,6 +41,8 @@ from shared.datasets import (
 from shared.features import ITEM_FEATURES, item_rate_features
 
 POSITIVE_TYPES = ("add_to_cart", "purchase")
+# An event's item counts in the snapshot its cadence period would have been served.
+SNAPSHOT_COUNTS = ("snapshot_views", "snapshot_carts", "snapshot_purchases")
 # The click logs of the scored platform: the Taobao history and the stream folded back
 # on top of it (jobs.fold). Diginetica's dates are another era.
 PROPENSITY_SOURCES = (TAOBAO_SOURCE, STREAM_SOURCE)
@@ -95,14 +102,30 @@ def item_click_stats(clicks: DataFrame) -> DataFrame:
     return _conform(with_rates, ITEM_CLICK_STATS.spark_schema())
 
 
-def _as_of_item_counts(sessions: DataFrame) -> DataFrame:
-    """Each event's item counts over events strictly before it (point-in-time correct)."""
-    before = Window.partitionBy("item_id").orderBy(F.unix_micros("ts")).rangeBetween(Window.unboundedPreceding, -1)
+def snapshot_item_counts(events: DataFrame, snapshot_seconds: int) -> DataFrame:
+    """`events` with SNAPSHOT_COUNTS: its item's counts in the snapshot a
+    features run every `snapshot_seconds` would have served it, i.e. over every event
+    before the start of its period (floor(ts / period) * period), as the worker, which
+    reloads the snapshot the loop writes, sees them. Never a count of a later event."""
+    period = F.floor(F.unix_seconds("ts") / F.lit(snapshot_seconds))
+    before = Window.partitionBy("item_id").orderBy(period).rangeBetween(Window.unboundedPreceding, -1)
 
     def prior(kind: str) -> Column:
         return F.coalesce(F.sum(F.when(F.col("event_type") == kind, 1).otherwise(0)).over(before), F.lit(0))
 
-    return with_item_rate_features(sessions, prior("view"), prior("add_to_cart"), prior("purchase"))
+    kinds = ("view", "add_to_cart", "purchase")
+    return events.select("*", *(prior(kind).alias(name) for kind, name in zip(kinds, SNAPSHOT_COUNTS)))
+
+
+def _with_item_features(events: DataFrame, served: DataFrame | None) -> DataFrame:
+    """ITEM_FEATURES from each event's counts: those that served it where the stream
+    recorded them (`served`: event_id + SERVED_COUNTS), the cadence's otherwise."""
+    counts = [F.col(name) for name in SNAPSHOT_COUNTS]
+    if served is not None:
+        events = events.join(served, "event_id", "left")
+        counts = [F.coalesce(F.col(s), c) for s, c in zip(SERVED_COUNTS, counts)]
+    extra = (*SNAPSHOT_COUNTS, *(SERVED_COUNTS if served is not None else ()))
+    return with_item_rate_features(events, *counts).drop(*extra)
 
 
 def _is_positive() -> Column:
@@ -146,9 +169,17 @@ def propensity_training_set(
     sessions: DataFrame,
     sources: tuple[str, ...] = PROPENSITY_SOURCES,
     horizon_seconds: int = PROPENSITY_HORIZON_SECONDS,
+    snapshot_seconds: int = ITEM_SNAPSHOT_SECONDS,
+    served: DataFrame | None = None,
 ) -> DataFrame:
-    """View events with point-in-time features, labelled over `horizon_seconds`, split."""
-    events = sessions.where(F.col("source").isin(*sources))
+    """View events with the features they were (or would have been) served with,
+    labelled over `horizon_seconds`, split by time.
+
+    `served`: the item counts that served folded stream events (`served_item_counts`);
+    the other events take the counts of the snapshot cadence `snapshot_seconds`, over
+    every click the snapshot counts (all sources, as `item_click_stats`).
+    """
+    events = snapshot_item_counts(sessions, snapshot_seconds).where(F.col("source").isin(*sources))
     bounds = events.agg(F.min(F.unix_seconds("ts")), F.max(F.unix_seconds("ts"))).first()
     # No events of the source: first = last = 0 labels nothing, and the table is empty.
     first, last = (int(bounds[0]), int(bounds[1])) if bounds[0] is not None else (0, 0)
@@ -164,9 +195,10 @@ def propensity_training_set(
     # Item counts and user windows run over every event (all types are history); only
     # views whose horizon ends inside the data are examples.
     rows = (
-        with_user_columns(_as_of_item_counts(events), horizon_seconds)
+        with_user_columns(events, horizon_seconds)
         .where((F.col("event_type") == "view") & (t <= last - horizon_seconds))
         .withColumn("split", split)
         .where(F.col("split").isNotNull())
     )
+    rows = _with_item_features(rows, served)
     return _conform(rows, PROPENSITY_TRAINING_SET.schema.spark_schema())

@@ -25,9 +25,14 @@ from __future__ import annotations
 # The wire version this code writes. 1: the formats before they carried a version;
 # 2: the same fields plus `wire_version`; 3: a dead-letter entry's `raw` is the record's
 # redacted form (`raw_encoding` says which) and its hash is keyed (`raw_hmac_sha256`
-# for `raw_sha256`), and scored events carry pseudonymized session ids. The fold reads
-# every version and redacts what a version-1/2 entry still holds.
-WIRE_VERSION = 3
+# for `raw_sha256`), and scored events carry pseudonymized session ids; 4: scored
+# events carry `item_snapshot_version`, the item snapshot they were enriched with (null:
+# the worker had none). The fold reads every version and redacts what a version-1/2
+# entry still holds.
+WIRE_VERSION = 4
+# The first version whose scored events say which item snapshot served them: in rows
+# of an older version a null `item_snapshot_version` means "not recorded", not "none".
+ITEM_SNAPSHOT_WIRE_VERSION = 4
 WIRE_VERSION_KEY = "wire_version"
 
 # A dead-letter entry (and a value the fold quarantines itself) redacts at most this many

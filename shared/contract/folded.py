@@ -52,6 +52,9 @@ STREAM_SCHEMA = pa.schema(
         pa.field("_offset", pa.int64()),
         pa.field("_folded_at", _TS),
         pa.field(WIRE_VERSION_COLUMN, pa.int64()),
+        # The item snapshot's Delta version the worker enriched the event with (null: it
+        # had none, or, below ITEM_SNAPSHOT_WIRE_VERSION, the writer did not record it).
+        pa.field("item_snapshot_version", pa.int64()),
     ]
 )
 

@@ -1,12 +1,13 @@
 """Scored events on `clicks.scored`: written by the stream worker, read by the fold.
 
-    batch = ScoredBatch("propensity", "3", received_at, scored_at)   # once per micro-batch
+    batch = ScoredBatch("propensity", "3", received_at, scored_at, item_snapshot_version=7)  # once per micro-batch
     value = batch.value(record, 0.42)                                # wire bytes
     row = scored_row(value, Position("clicks.scored", 0, 17), redactor=redactor, batch_id="...", folded_at=now)
 
 A scored event is the (pseudonymized) input event's CLICK_EVENT fields, then the model's
 name and version, the worker's received/scored times, the score (null for events the
-worker does not score) and `wire_version`; compact UTF-8 JSON, times in their wire form
+worker does not score), the Delta version of the item snapshot that enriched it (null
+while the worker has none) and `wire_version`; compact UTF-8 JSON, times in their wire form
 (`shared.schemas.format_timestamp`). It is the SCORED_EVENT schema plus the version.
 Its personal fields are pseudonyms; a session id that is not one yet (an event scored
 before session ids were pseudonymized) is pseudonymized by the reader, and a value the
@@ -49,12 +50,21 @@ _TEXT = ("event_id", "user_id", "session_id", "item_id", "event_type", "query", 
 class ScoredBatch:
     """What every scored event of one micro-batch shares, with its times formatted once."""
 
-    def __init__(self, model_name: str, model_version: str, received_at: datetime, scored_at: datetime) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        received_at: datetime,
+        scored_at: datetime,
+        *,
+        item_snapshot_version: int | None = None,
+    ) -> None:
         self._shared = {
             "model_name": model_name,
             "model_version": model_version,
             "received_at": format_timestamp(received_at),
             "scored_at": format_timestamp(scored_at),
+            "item_snapshot_version": item_snapshot_version,
             WIRE_VERSION_KEY: WIRE_VERSION,
         }
         self._formatted: dict[datetime, str] = {}  # a batch's events share many event times
@@ -83,6 +93,13 @@ class ScoredBatch:
         out.update(self._shared)
         out["score"] = score
         return orjson.dumps(out)  # compact UTF-8 JSON; raises on a lone surrogate
+
+
+def _version(value: Any) -> int:
+    """A Delta version as JSON carries it: a non-negative integer (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("item_snapshot_version is not a non-negative integer")
+    return value
 
 
 def _ts(value: Any) -> datetime | None:
@@ -116,6 +133,8 @@ def scored_row(
         times = {name: _ts(event.get(name)) for name in ("ts", "received_at", "scored_at")}
         score = event.get("score")
         score = None if score is None else float(score)
+        snapshot = event.get("item_snapshot_version")
+        snapshot = None if snapshot is None else _version(snapshot)
     except (ValueError, TypeError, OverflowError, OSError) as exc:
         raise ValueError(f"bad value ({type(exc).__name__})") from exc
     row = {name: event.get(name) for name in _CLICK_FIELDS}
@@ -125,6 +144,7 @@ def scored_row(
         model_name=event.get("model_name"),
         model_version=None if event.get("model_version") is None else str(event["model_version"]),
         score=score,
+        item_snapshot_version=snapshot,
         **where_folded(pos, batch_id, folded_at, version),
     )
     for name in _TEXT:

@@ -58,6 +58,11 @@ BASE = [
     _click("a11", U2, "y", "view", 10000 - H),
     _click("a12", U2, "y", "view", 10000 - H + 1),
     _click("a13", U3, "z", "view", 10000),
+    # item v, in 900-second snapshot periods (the default cadence; T0 starts one): a view
+    # in period 4 (3600..4499 s), another later in the same period, one as period 5 opens
+    _click("a14", U4, "v", "view", 3700),
+    _click("a15", U4, "v", "view", 4499),
+    _click("a16", U4, "v", "view", 4500),
 ]
 
 
@@ -91,9 +96,14 @@ def test_views_whose_horizon_passes_the_data_end_are_not_labelled(base_rows) -> 
     assert "a12" not in base_rows and "a13" not in base_rows
 
 
-def test_item_and_user_counts_come_from_strictly_earlier_events(base_rows) -> None:
+def test_item_counts_are_those_of_the_snapshot_the_cadence_served(base_rows) -> None:
     x = base_rows["a09"]
     assert (x["item_views"], x["item_carts"]) == (1.0, 1.0)  # a10 is at the same second: not earlier
+    # The snapshot serving period 4 was written as it opened: a14 is not in it yet.
+    assert [base_rows[e]["item_views"] for e in ("a14", "a15", "a16")] == [0.0, 0.0, 2.0]
+
+
+def test_user_counts_come_from_strictly_earlier_events(base_rows) -> None:
     u1 = base_rows["a05"]
     assert (u1["user_prior_views"], u1["user_prior_positives"]) == (2, 2)  # a06 (same second) not counted
 

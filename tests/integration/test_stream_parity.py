@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 
 import pytest
 
@@ -15,12 +16,14 @@ from shared.predictor import load_predictor
 from shared.pseudonymize import pseudonymize
 from shared.registry import ModelRegistry
 from shared.schemas import CLICK_EVENT
+from stream import steps
 from stream.replay import replay
 from stream.sessions import remembered_features
 from stream.topics import changelog_topic
 from tests.integration import kit
 
 pytestmark = pytest.mark.integration
+T_FOLDED = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def _same(a, b) -> bool:
@@ -99,6 +102,85 @@ def test_batch_and_stream_features_and_scores_agree(spark, stream_env, champion,
     assert set(stream_scores) == set(offline)
     assert {s["event_id"] for s in scored if s["score"] is None} == set(batch_rows) - set(ids)
     worst = max(abs(stream_scores[i] - float(offline[i])) for i in ids)
+    assert worst < 1e-5, worst
+
+
+def test_training_rows_of_stream_events_have_the_item_features_the_worker_served(
+    spark, stream_env, champion, taobao_events, tmp_path
+):
+    """Replay a slice through the worker, write a new item snapshot half-way (the worker
+    hot-reloads it), fold the scored events as the fold reads them, build the propensity
+    training set: each stream row's item features are the ones the worker scored it with,
+    from the snapshot version its scored event names, and the model scores the training
+    rows as the worker did."""
+    from batch.featurize.served_items import served_item_counts
+    from batch.featurize.sessions import sessionize
+    from batch.featurize.training_sets import item_click_stats, propensity_training_set
+    from shared.contract.folded import STREAM_SCHEMA, Position, to_arrow
+    from shared.contract.scored import scored_row
+    from shared.delta import read_table
+    from shared.redaction import Redactor
+    from shared.silver import SILVER_CLICKS
+
+    first, second = taobao_events[42_000:43_000], taobao_events[43_000:43_600]
+    settings = kit.settings_from(stream_env)
+    key = settings.pseudonymization_key.get_secret_value().encode()
+    snapshot = tmp_path / "item_click_stats"
+    write_table(item_click_stats(_pseudonymized_clicks(spark, first, key)), snapshot, mode="overwrite")  # v0
+    env = {**stream_env, "SHOPFLOW_STREAM__ITEM_SNAPSHOT_PATH": str(snapshot)}
+    worker = kit.start_worker(env, tmp_path / "worker.log")
+    try:
+        kit.wait_serving(int(env["SHOPFLOW_STREAM__METRICS_PORT"]), worker)
+        replay(first, settings, speed=None, progress=False)
+        kit.read_topic(settings, settings.kafka.scored_topic, expect=len(first), timeout=90)
+        # The loop's features run writes the next snapshot; the worker polls every second.
+        clicks = _pseudonymized_clicks(spark, first + second, key)
+        write_table(item_click_stats(clicks), snapshot, mode="overwrite")  # v1
+        kit.wait_for(
+            lambda: "item snapshot version 1 loaded" in (tmp_path / "worker.log").read_text(),
+            30,
+            what="the worker reloading the snapshot",
+        )
+        replay(second, settings, speed=None, progress=False)
+        wire = kit.read_topic(settings, settings.kafka.scored_topic, expect=len(first) + len(second), timeout=90)
+    finally:
+        kit.stop_worker(worker)
+
+    # What the fold writes to the stream table, row by row.
+    redactor = Redactor(key)
+    rows = [
+        scored_row(value, Position("clicks.scored", 0, i), redactor=redactor, batch_id="b", folded_at=T_FOLDED)
+        for i, (_, value) in enumerate(wire)
+    ]
+    versions = {r["event_id"]: r["item_snapshot_version"] for r in rows}
+    assert {versions[e["event_id"]] for e in first} == {0}
+    assert {versions[e["event_id"]] for e in second} == {1}
+    stream = spark.createDataFrame(to_arrow(rows, STREAM_SCHEMA).to_pandas())
+
+    served = served_item_counts(stream, lambda version: read_table(spark, snapshot, version))
+    # The slice spans about two minutes: a 20-second horizon leaves most views labelled.
+    sessions = sessionize(stream.select(*SILVER_CLICKS.names))
+    training = propensity_training_set(sessions, horizon_seconds=20, served=served)
+    trained = {r["event_id"]: r.asDict() for r in training.collect()}
+    assert len(trained) > 300
+
+    # The worker's lookup, per version: what it enriched each event with.
+    snapshots = {v: {r["item_id"]: r for r in read_arrow(snapshot, v).to_pylist()} for v in (0, 1)}
+    unknown = steps.item_features_from_counts(0, 0, 0)
+    mismatches = []
+    for eid, row in trained.items():
+        served_row = snapshots[versions[eid]].get(row["item_id"], unknown)
+        mismatches += [(eid, n) for n in ITEM_FEATURES.names if not _same(row[n], served_row[n])]
+    assert not mismatches, mismatches[:5]
+    # Without the served versions the rows would take the cadence's counts: not what served.
+    cadence = {r["event_id"]: r["item_views"] for r in propensity_training_set(sessions, horizon_seconds=20).collect()}
+    assert any(cadence[eid] != trained[eid]["item_views"] for eid in trained)
+    # And the model agrees: the training rows score as the worker scored them.
+    predictor = load_predictor("propensity", registry=ModelRegistry(champion["registry_root"]), device="cpu")
+    ids = sorted(trained)
+    offline = dict(zip(ids, predictor.score([trained[i] for i in ids])))
+    online = {r["event_id"]: r["score"] for r in rows}
+    worst = max(abs(online[i] - float(offline[i])) for i in ids)
     assert worst < 1e-5, worst
 
 

@@ -117,8 +117,9 @@ def test_silver_columns_come_first_and_later_columns_at_the_end():
         "_batch_id",
         "_row_number",
     ]
-    assert STREAM_SCHEMA.names[-1] == WIRE_VERSION_COLUMN and STREAM_SCHEMA.field(WIRE_VERSION_COLUMN).nullable
     # Columns are only added, at the end, in the order they came.
+    assert STREAM_SCHEMA.names[-2:] == [WIRE_VERSION_COLUMN, "item_snapshot_version"]
+    assert all(STREAM_SCHEMA.field(name).nullable for name in STREAM_SCHEMA.names[-2:])
     assert QUARANTINE_SCHEMA.names[-2:] == [WIRE_VERSION_COLUMN, "raw_hmac_sha256"]
     assert all(QUARANTINE_SCHEMA.field(name).nullable for name in QUARANTINE_SCHEMA.names[-2:])
 
@@ -135,7 +136,11 @@ def test_the_features_job_reads_the_stream_table_the_settings_name(tmp_path):
 
     settings = Settings(lake={"root": tmp_path}, fold={"stream_table": "live_clicks"})
     readers = {spec.name: spec.optional(settings) for spec in GOLD_TABLES if spec.optional(settings)}
-    assert readers == {"click_sessions": ("silver/live_clicks",), "item_click_stats": ("silver/live_clicks",)}
+    assert readers == {
+        "click_sessions": ("silver/live_clicks",),
+        "item_click_stats": ("silver/live_clicks",),
+        "train_propensity": ("silver/live_clicks",),  # the item snapshot version that served each event
+    }
 
 
 # ---------------------------------------------------------------- scored events
@@ -177,8 +182,17 @@ def test_what_the_worker_writes_the_fold_reads_with_its_version():
     wire = ScoredBatch("propensity", "3", T0, T0).value(_event(1), 0.25)
     row = scored_row(wire, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
     assert row["event_id"] == "e1" and row["score"] == 0.25 and row["ts"] == T0
-    assert row[WIRE_VERSION_COLUMN] == WIRE_VERSION == 3
+    assert row[WIRE_VERSION_COLUMN] == WIRE_VERSION == 4
+    assert row["item_snapshot_version"] is None  # the worker had no item snapshot
     assert to_arrow([row], STREAM_SCHEMA).num_rows == 1
+
+
+def test_a_scored_event_names_the_item_snapshot_that_enriched_it():
+    wire = ScoredBatch("propensity", "3", T0, T0, item_snapshot_version=7).value(_event(1), 0.25)
+    assert check_scored(wire)["item_snapshot_version"] == 7
+    row = scored_row(wire, POS, redactor=REDACTOR, batch_id="b", folded_at=NOW)
+    assert row["item_snapshot_version"] == 7
+    assert to_arrow([row], STREAM_SCHEMA).column("item_snapshot_version").to_pylist() == [7]
 
 
 def test_scored_events_already_in_the_topic_are_read_as_version_1():
@@ -190,7 +204,8 @@ def test_scored_events_already_in_the_topic_are_read_as_version_1():
     now = ScoredBatch("propensity", "3", T0.replace(microsecond=5000), T0.replace(microsecond=9000)).value(
         {**_event(1), "session_event_index": 0}, 0.25
     )
-    assert {**json.loads(V1_SCORED), WIRE_VERSION_KEY: WIRE_VERSION} == json.loads(now)
+    assert {**json.loads(V1_SCORED), WIRE_VERSION_KEY: WIRE_VERSION, "item_snapshot_version": None} == json.loads(now)
+    assert row["item_snapshot_version"] is None
 
 
 def test_a_newer_version_is_read_for_the_fields_it_shares():
@@ -227,6 +242,8 @@ def test_a_null_score_is_kept_as_null():
         _scored(ts="yesterday"),
         _scored(**{WIRE_VERSION_KEY: "two"}),
         _scored(**{WIRE_VERSION_KEY: 0}),
+        _scored(item_snapshot_version=-1),
+        _scored(item_snapshot_version="7"),
     ],
 )
 def test_unreadable_scored_values_raise(value):
@@ -307,7 +324,7 @@ def _entry(raw: bytes | None, reasons: list[str], **over) -> bytes:
 def test_dlq_entry_keeps_the_redacted_value_reasons_and_origin():
     raw = b"\xff\x00not json " + EMAIL.encode()
     entry = json.loads(_entry(raw, ["not UTF-8"]))
-    assert entry[WIRE_VERSION_KEY] == WIRE_VERSION == 3
+    assert entry[WIRE_VERSION_KEY] == WIRE_VERSION == 4
     assert entry["raw_encoding"] == "redacted-summary" and json.loads(entry["raw"]) == REDACTOR.click_value(raw)
     assert entry["reasons"] == ["not UTF-8"] and entry["source"] == {"topic": "clicks", "partition": 2, "offset": 41}
     assert entry["reason_code"] == "not_utf8" and entry["raw_size"] == len(raw) and entry["raw_truncated"] is False

@@ -119,6 +119,7 @@ def test_a_scored_event_is_checked_by_the_click_rules_and_its_own_fields():
         "score": 0.25,
         "received_at": "2017-11-26T01:00:01.000Z",
         "scored_at": "2017-11-26T01:00:01.500Z",
+        "item_snapshot_version": 3,
         WIRE_VERSION_KEY: WIRE_VERSION,
     }
     assert set(scored) == {*SCORED_EVENT.names, WIRE_VERSION_KEY}

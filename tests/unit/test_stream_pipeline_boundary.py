@@ -129,8 +129,7 @@ def _pipeline(producer: _Producer, scorer: object | None = None) -> Pipeline:
         holder=holder,
         metrics=WorkerMetrics(),
     )
-    pipeline._items = lambda item_id: steps.item_features_from_counts(0, 0, 0)
-    pipeline._ready.set()
+    pipeline._ready.set()  # not loaded: no item snapshot, every item gets the zero-count prior
     return pipeline
 
 
