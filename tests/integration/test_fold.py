@@ -96,7 +96,7 @@ def _produce(settings, n: int, start: int = 0) -> dict:
 
     events = [_event(i) for i in range(start, start + n)]
     scored: list[tuple[int, bytes]] = [
-        (i % PARTITIONS, to_wire({k: e[k] for k in SCORED_EVENT.names})) for i, e in enumerate(events)
+        (i % PARTITIONS, to_wire({k: e.get(k) for k in SCORED_EVENT.names})) for i, e in enumerate(events)
     ]
     scored += scored[::10]  # at-least-once duplicates, on the original's partition
     scored += [(1, b"not json at all"), (2, b'{"event_id": "x"}')]
