@@ -336,6 +336,8 @@ def track_run(
         top.adopted = True
         top.task = top.task or task
         if top.active:
+            if task:
+                top.log_tags({TASK_TAG: task})
             _log_start(top, settings, params)
         yield top
         return
