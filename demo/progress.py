@@ -32,12 +32,11 @@ class Progress:
         print(f"[{number}/{self.total}] {name} ...", flush=True)
         started_at = datetime.now(timezone.utc)
         began = time.monotonic()
-        tracking = track_run(self.settings, "demo stage", name=name) if self.settings else nullcontext()
-        with tracking as tracked:
+        with track_run(self.settings, "demo stage", name=name) if self.settings else nullcontext() as tracked:
             counts = fn() or {}
-            run_id = tracked.run_id if isinstance(tracked, TrackedRun) else None
             if isinstance(tracked, TrackedRun):
                 tracked.log_document(counts)
+        run_id = tracked.run_id if isinstance(tracked, TrackedRun) else None
         stage = Stage(name, started_at, round(time.monotonic() - began, 2), counts, run_id)
         self.stages.append(stage)
         shown = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in counts.items())

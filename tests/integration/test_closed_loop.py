@@ -153,6 +153,9 @@ def _mirrored_aliases(client, settings: Settings) -> dict[str, int]:
 
 
 def test_every_training_and_retraining_is_an_mlflow_run(demo) -> None:
+    from shared.tracking import overhead_seconds
+
+    print(f"\ntracking took {overhead_seconds():.1f} s of this process so far (the demo and a retrain)")
     settings: Settings = demo["settings"]
     record = demo["record"]
     client, runs = _tracking(settings)
