@@ -56,3 +56,16 @@ def test_a_store_that_is_down_costs_one_warning_and_seconds(server, silent_serve
     # Refused: no MLflow call at all; silent: one request timeout (1 s here, 2 s by default).
     assert added < (0.5 if server == "refused" else 5.0), added
     print(f"\nadded by a {server} store: {added:.2f} s")
+
+
+def test_mlflow_is_imported_only_when_a_run_starts() -> None:
+    """It takes seconds to import: the worker and the commands that do not track skip it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jobs.cli, jobs.loop, jobs.retrain, jobs.runs, batch.train, stream.worker, shared.promotion\n"
+        "assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
