@@ -32,6 +32,7 @@ from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
 from shared.tasks import TASKS
+from shared.tracking import registered, track_run
 
 log = logging.getLogger("shopflow.train")
 JOB = "batch.train"
@@ -94,7 +95,15 @@ class TrainResult:
 
 
 def run(settings: Settings, options: TrainOptions) -> TrainResult:
-    """Train, evaluate, register (and maybe promote) one model."""
+    """Train, evaluate, register (and maybe promote) one model, as one tracked run."""
+    options = resolve(options, settings)
+    with track_run(settings, "train", task=options.task, name=f"train {options.task}", params=options) as tracked:
+        result = _train(settings, options)
+        tracked.log_document(result.document)
+    return result
+
+
+def _train(settings: Settings, options: TrainOptions) -> TrainResult:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from batch.training.data import default_table_path, load_training_data
     from batch.training.stages import (
@@ -211,6 +220,7 @@ def run(settings: Settings, options: TrainOptions) -> TrainResult:
         settings, fitted, report, data, work_dir, training=manifest_training, extra=options.extra_manifest
     )
     doc["version"] = version
+    registered(settings, task.name, version)  # before a promotion, which mirrors the aliases
     promotion = promote_if_better(settings, task, version, report) if options.promote else None
     doc["promoted"] = promotion is not None
     if promotion is not None:

@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def demo_environment(options: DemoOptions) -> dict[str, str]:
-    """SHOPFLOW_* variables for the demo's own lake, registry, run dir and ports."""
+    """SHOPFLOW_* variables for the demo's own lake, registry, tracking store, run dir and ports."""
     work = options.workdir.resolve()
     return {
         "SHOPFLOW_DATA_ROOT": str(work / "data"),
@@ -59,4 +59,9 @@ def demo_environment(options: DemoOptions) -> dict[str, str]:
         "SHOPFLOW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "SHOPFLOW_STREAM__METRICS_PORT": str(free_port()),
         "SHOPFLOW_STREAM__MODEL_POLL_SECONDS": "2.0",
+        # Its own MLflow store too; on a store of one's own (MLFLOW_TRACKING_URI) its own
+        # experiment and models, apart from the default registry's mirror.
+        "SHOPFLOW_TRACKING__ROOT": str(work / "tracking"),
+        "SHOPFLOW_TRACKING__EXPERIMENT": "shopflow-demo",
+        "SHOPFLOW_TRACKING__MODEL_PREFIX": "shopflow-demo-",
     }

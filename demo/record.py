@@ -43,10 +43,18 @@ class Stage:
     started_at: datetime
     seconds: float
     counts: dict[str, Any] = field(default_factory=dict)  # e.g. {"events": 120000}
+    run_id: str | None = None  # the stage's MLflow run (None: not tracked)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stage:
-        return cls(str(d["name"]), to_utc(d["started_at"]), float(d["seconds"]), dict(d.get("counts") or {}))
+        run_id = d.get("run_id")
+        return cls(
+            str(d["name"]),
+            to_utc(d["started_at"]),
+            float(d["seconds"]),
+            dict(d.get("counts") or {}),
+            None if run_id is None else str(run_id),
+        )
 
 
 @dataclass(frozen=True)

@@ -103,10 +103,11 @@ def stages_table(record: DemoRecord) -> str:
             naive_utc(s.started_at).strftime("%H:%M:%S"),
             f"{s.seconds:,.1f}",
             ", ".join(f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in s.counts.items()) or "—",
+            f"<code>{html.escape(s.run_id)}</code>" if s.run_id else "—",
         ]
         for s in record.stages
     ]
-    return _table(["stage", "started (UTC)", "seconds", "counts"], rows, "table-stages")
+    return _table(["stage", "started (UTC)", "seconds", "counts", "MLflow run"], rows, "table-stages")
 
 
 def decision_block(record: DemoRecord) -> str:

@@ -23,6 +23,8 @@ from demo.stream_stack import StreamStack
 from shared.contract.folded import quarantine_table_path
 from shared.delta import read_arrow, table_exists
 from shared.settings import Settings
+from shared.tracking import TrackedRun, track_run, tracking_uri
+from shared.tracking_data import mask_url
 from stream.replay import read_source
 
 
@@ -39,12 +41,22 @@ def _lineage(step: str, result: Any) -> dict[str, Any]:
 
 
 def run_demo(settings: Settings, options: DemoOptions, env: dict[str, str], source_root: Path) -> Path:
+    """The demo as one tracked run, each stage a run nested in it (the jobs' own below)."""
+    with track_run(settings, "demo", name="shopflow demo", params=options) as tracked:
+        return _run_demo(settings, options, env, source_root, tracked)
+
+
+def _run_demo(
+    settings: Settings, options: DemoOptions, env: dict[str, str], source_root: Path, tracked: TrackedRun
+) -> Path:
     work = options.workdir.resolve()
     cutoff = parse_utc(options.cutoff)
-    progress = Progress(9 if options.sentiment_seconds > 0 else 8)
+    progress = Progress(9 if options.sentiment_seconds > 0 else 8, settings=settings)
     loop_detail: dict[str, Any] = {}
     lineage: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
+    if tracked.run_id:
+        summary["MLflow runs"] = f"{mask_url(tracking_uri(settings))} (demo run {tracked.run_id})"
 
     # 1. the history the batch layer sees, and the stream that comes after it
     def data() -> dict[str, Any]:

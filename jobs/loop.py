@@ -34,6 +34,7 @@ from shared.errors import ShopflowError, UserError
 from shared.options import option, options_group, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings, parse_interval
+from shared.tracking import track_run
 
 log = logging.getLogger("jobs.loop")
 
@@ -148,6 +149,30 @@ def _as_dict(result: Any) -> dict[str, Any]:
 
 
 def run_iteration(settings: Settings, steps: list[Step]) -> IterationResult:
+    """One pass over `steps` under the lock, as a tracked run with a nested run per step."""
+    with track_run(settings, "loop", task=settings.loop.task, name="loop iteration") as tracked:
+        iteration = _iteration(settings, [(name, tracked_step(name, fn)) for name, fn in steps])
+        tracked.log_document(
+            {"ok": iteration.ok, "steps": {s.name: {"status": s.status, "seconds": s.seconds} for s in iteration.steps}}
+        )
+    return iteration
+
+
+def tracked_step(name: str, fn: Callable[[Settings], Any]) -> Callable[[Settings], Any]:
+    """`fn` in a run of its own nested under the iteration's; a job that opens a run of
+    the same kind (the retrain) logs into this one."""
+
+    def step(settings: Settings) -> Any:
+        with track_run(settings, name, name=f"loop {name}", adoptable=True) as tracked:
+            result = fn(settings)
+            if not tracked.documented:
+                tracked.log_document(_as_dict(result))
+        return result
+
+    return step
+
+
+def _iteration(settings: Settings, steps: list[Step]) -> IterationResult:
     """One pass over `steps` under the lock; a failed step stops the iteration."""
     iteration = IterationResult(started_at=datetime.now(timezone.utc).isoformat())
     with run_lock(lock_path(settings)):

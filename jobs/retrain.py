@@ -36,6 +36,7 @@ from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
 from shared.tasks import TASKS
+from shared.tracking import registered, track_run
 
 log = logging.getLogger("jobs.retrain")
 
@@ -120,6 +121,15 @@ def slice_of(records: list[dict[str, Any]], groups: list[Any]) -> dict[str, Any]
 
 
 def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
+    """Retrain, compare, register (and maybe promote) one challenger, as one tracked run."""
+    options = resolve(options, settings)
+    with track_run(settings, "retrain", task=options.task, name=f"retrain {options.task}", params=options) as tracked:
+        result = _retrain(settings, options)
+        tracked.log_document(result.to_dict())
+    return result
+
+
+def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
     from batch.training.stages import FitSpec, evaluate_model, fit_model, register_model
     from batch.training.trainer import TrainerConfig
@@ -206,6 +216,7 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
             settings, fitted, report, data, work_dir, training=training, extra={"evaluation": evaluation}
         )
         seconds["register"] = time.perf_counter() - clock
+        registered(settings, task.name, version)  # before a promotion, which mirrors the aliases
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)

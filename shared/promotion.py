@@ -22,6 +22,7 @@ from shared.errors import BrokerError
 from shared.manifest import Manifest
 from shared.registry import ModelRegistry
 from shared.settings import Settings
+from shared.tracking import mirror_aliases
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def promote(
     registry = ModelRegistry(settings.models.registry_root)
     previous = registry.resolve(task, alias)
     manifest = registry.flip_alias(task, version, alias)
+    mirror_aliases(settings, task)  # MLflow's alias follows; a store that is down catches up later
     log.info("promoted %s %s -> v%d (was %s): %s", task, alias, version, previous, reason)
     error: str | None = None
     try:

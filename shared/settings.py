@@ -188,6 +188,29 @@ class FoldSettings(_Group):
     crash_batch: int = 1
 
 
+class TrackingSettings(_Group):
+    """Experiment tracking in MLflow (shared/tracking.py): every train, retrain, loop
+    iteration and demo is a run. The model registry stays the source of truth; MLflow
+    mirrors its versions and aliases. `MLFLOW_TRACKING_URI`, when set, overrides `uri`."""
+
+    enabled: bool = True
+    # Empty: a SQLite file under `root` (no server to start); artifacts go beside it.
+    uri: str = ""
+    root: Path = REPO_ROOT / "var" / "tracking"
+    experiment: str = "shopflow"
+    # The MLflow registered model that mirrors a task's registry is <prefix><task>.
+    model_prefix: str = "shopflow-"
+    # A store that is down may cost a run at most a few seconds: one request waits this
+    # long and is not retried (MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES, when set, win).
+    request_timeout_seconds: int = Field(default=2, ge=1)
+    request_max_retries: int = Field(default=0, ge=0)
+    # A store found down is not asked again for this long (one WARNING per outage).
+    retry_after_seconds: float = Field(default=300.0, ge=0)
+    # Copy each registered version's files into its run's artifacts (a second copy of the
+    # weights; off: the run records the registry version and its path).
+    log_model_files: bool = False
+
+
 class Settings(BaseSettings):
     """All of shopflow's settings. Build with `get_settings()`."""
 
@@ -212,6 +235,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     fold: FoldSettings = Field(default_factory=FoldSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     @model_validator(mode="before")
     @classmethod

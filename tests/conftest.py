@@ -20,6 +20,11 @@ os.environ["SHOPFLOW_MODELS__REGISTRY_ROOT"] = str(_SESSION_ROOT / "registry")
 os.environ["SHOPFLOW_METRICS_DIR"] = str(_SESSION_ROOT / "metrics")
 # Jobs under test read sliced copies of the real files (see tests/data_slices.py).
 os.environ["SHOPFLOW_DATA_ROOT"] = str(_SESSION_ROOT / "data")
+# Experiment tracking costs a second or two per process (MLflow's import, a new SQLite
+# store's tables): off unless a test turns it on, and never a person's own store.
+os.environ["SHOPFLOW_TRACKING__ROOT"] = str(_SESSION_ROOT / "tracking")
+os.environ["SHOPFLOW_TRACKING__ENABLED"] = "false"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("SHOPFLOW_SPARK__SHUFFLE_PARTITIONS", "2")
 os.environ.setdefault("SHOPFLOW_SPARK__DRIVER_MEMORY", "2g")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,29 +8,14 @@ in the manifest's `training` and `training_data`).
 from __future__ import annotations
 
 import platform
-import subprocess
 from importlib import metadata
 from typing import Any
 
-from shared.settings import REPO_ROOT, Settings
+from shared.code_version import code_version
+from shared.settings import Settings
 
 # The libraries whose versions change what training computes.
 LIBRARIES = ("torch", "numpy", "transformers", "peft", "scikit-learn", "pyarrow", "deltalake", "pyspark")
-
-
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None  # not a git checkout (an installed package): the versions below still say much
-    return done.stdout.strip()
-
-
-def code_version() -> dict[str, Any]:
-    """The commit of the code and whether the tree had uncommitted changes (None: unknown)."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "uncommitted_changes": None if status is None else bool(status)}
 
 
 def library_versions() -> dict[str, str | None]:

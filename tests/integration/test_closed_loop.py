@@ -1,7 +1,9 @@
 """The closed loop on a slice of the real data, with every real part: Spark + Delta batch,
 the embedded broker, a worker process, the propensity model, the fold, the retrain and
 the report. `shopflow demo`'s own stages run here (sentiment skipped), then a challenger
-built to be worse is refused.
+built to be worse is refused. Every training and retraining is an MLflow run, read back
+through the MLflow client, and the MLflow aliases follow the registry's, also after an
+outage of the tracking store.
 
 The promotion margin is set to -1 for the demo run (any verified challenger is
 promoted), so the swap is certain on a slice this small; the decision logic itself is
@@ -11,6 +13,8 @@ tested with the default margin below and in tests/unit/test_compare.py.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +44,7 @@ def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
         "SHOPFLOW_LOOP__PROMOTION_MARGIN": "-1",
         "SHOPFLOW_LOOP__BOOTSTRAP_RESAMPLES": "200",
         "SHOPFLOW_LOOP__MIN_EVAL_ROWS": "50",
+        "SHOPFLOW_TRACKING__ENABLED": "true",  # into the demo's own store (demo_environment)
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -126,3 +131,135 @@ def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> No
     stored = registry.manifest("propensity", result.challenger_version).extra["evaluation"]
     assert stored["decision"] == {"promote": False, "reason": result.decision.reason, "margin": 0.0}
     assert "not proven better" in result.decision.reason
+
+
+def _tracking(settings: Settings):
+    from mlflow.tracking import MlflowClient
+
+    from shared.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri(settings), registry_uri=tracking_uri(settings))
+    experiment = client.get_experiment_by_name(settings.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return client, {r.info.run_id: r for r in runs}
+
+
+def _mirrored_aliases(client, settings: Settings) -> dict[str, int]:
+    model = client.get_registered_model(f"{settings.tracking.model_prefix}propensity")
+    return {
+        alias: int(client.get_model_version(model.name, v).tags["shopflow.registry_version"])
+        for alias, v in model.aliases.items()
+    }
+
+
+def test_every_training_and_retraining_is_an_mlflow_run(demo) -> None:
+    from shared.tracking import overhead_seconds
+
+    print(f"\ntracking took {overhead_seconds():.1f} s of this process so far (the demo and a retrain)")
+    settings: Settings = demo["settings"]
+    record = demo["record"]
+    client, runs = _tracking(settings)
+    (demo_run,) = [r for r in runs.values() if r.data.tags["shopflow.kind"] == "demo"]
+    kinds = [r.data.tags["shopflow.kind"] for r in runs.values()]
+    assert kinds.count("train") == 1 and kinds.count("retrain") >= 1 and kinds.count("loop") == 1
+
+    def parent(run):
+        return runs[run.data.tags["mlflow.parentRunId"]]
+
+    # The report links each stage to its run, nested under the demo's.
+    for stage in record["stages"]:
+        assert parent(runs[stage["run_id"]]) is demo_run and runs[stage["run_id"]].info.run_name == stage["name"]
+    (train,) = [r for r in runs.values() if r.data.tags["shopflow.kind"] == "train"]
+    assert parent(train).info.run_name == "train the propensity champion"
+    (loop_run,) = [r for r in runs.values() if r.data.tags["shopflow.kind"] == "loop"]
+    retrain = next(
+        r
+        for r in runs.values()
+        if r.data.tags.get("mlflow.parentRunId") == loop_run.info.run_id and r.data.tags["shopflow.kind"] == "retrain"
+    )
+    assert {
+        runs[r].info.run_name for r in runs if runs[r].data.tags.get("mlflow.parentRunId") == loop_run.info.run_id
+    } == {
+        "loop fold",
+        "loop features",
+        "loop retrain",
+    }
+
+    # The training run: task, seed, settings (secret masked), test metrics of the model and
+    # each baseline, the Delta table it read and its version, the code, the version it made.
+    params, metrics, tags = train.data.params, train.data.metrics, train.data.tags
+    manifest = ModelRegistry(settings.models.registry_root).manifest(
+        "propensity", int(tags["shopflow.registry.version"])
+    )
+    assert params["task"] == "propensity" and params["seed"] == "13"
+    assert params["settings.pseudonymization_key"] == "**********"
+    assert settings.pseudonymization_key.get_secret_value() not in str(params)
+    assert metrics["metrics.roc_auc"] == pytest.approx(manifest.metrics["roc_auc"])
+    for baseline, values in manifest.baseline_metrics.items():
+        assert metrics[f"baseline_metrics.{baseline}.roc_auc"] == pytest.approx(values["roc_auc"], nan_ok=True)
+    (table,) = manifest.training_data.values()
+    (read,) = train.inputs.dataset_inputs
+    assert read.dataset.name == "gold/train_propensity" and read.dataset.source_type == "delta_table"
+    assert json.loads(read.dataset.source) == {"path": table.path, "delta_table_version": table.delta_version}
+    assert tags["mlflow.source.git.commit"] == manifest.extra["reproduce"]["code"]["commit"]
+    assert tags["shopflow.registry.path"] == str(
+        ModelRegistry(settings.models.registry_root).path("propensity", manifest.version)
+    )
+    assert tags["promoted"] == "true" and client.list_artifacts(train.info.run_id) == []
+
+    # The loop's retrain: both models' intervals on the same slice and the decision.
+    evaluation = record["evaluation"]
+    assert retrain.data.metrics["comparison.difference.low"] == pytest.approx(evaluation["difference"]["ci_low"])
+    assert retrain.data.tags["decision.promote"] == "true"
+    assert retrain.data.tags["decision.reason"] == evaluation["reason"]
+    assert retrain.data.tags["shopflow.registry.version"] == evaluation["challenger"]["version"]
+
+    # Each registry version is an MLflow model version linked to its run; the aliases agree.
+    versions = client.search_model_versions(f"name='{settings.tracking.model_prefix}propensity'")
+    linked = {int(v.tags["shopflow.registry_version"]): v.run_id for v in versions}
+    assert linked[manifest.version] == train.info.run_id
+    assert linked[int(evaluation["challenger"]["version"])] == retrain.info.run_id
+    assert _mirrored_aliases(client, settings) == ModelRegistry(settings.models.registry_root).aliases("propensity")
+
+
+def test_a_tracking_store_that_is_down_costs_little_and_the_aliases_catch_up(demo, monkeypatch, caplog, capsys) -> None:
+    from jobs import runs as runs_cli
+    from shared.promotion import promote
+    from shared.tracking import overhead_seconds, track_run
+
+    settings: Settings = demo["settings"]
+    registry = ModelRegistry(settings.models.registry_root)
+    champion = registry.resolve("propensity")
+    previous = min(registry.versions("propensity"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    try:
+        before, started = overhead_seconds(), time.perf_counter()
+        with caplog.at_level(logging.WARNING, logger="shared.tracking"):
+            promote(settings, "propensity", previous, reason="rolled back by the test, tracking store down")
+        added = overhead_seconds() - before
+        print(f"\npromotion with the store down: {time.perf_counter() - started:.2f} s, tracking {added:.3f} s")
+        assert registry.resolve("propensity") == previous  # the promotion went on
+        assert [r.levelname for r in caplog.records if r.name == "shared.tracking"] == ["WARNING"]
+        assert added < 5.0
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+        client, _ = _tracking(settings)
+        assert _mirrored_aliases(client, settings)["champion"] == champion  # behind, for now
+        with track_run(settings, "check", task="propensity"):  # the store is back: a run starts
+            pass
+        assert _mirrored_aliases(client, settings) == registry.aliases("propensity") == {"champion": previous}
+    finally:
+        promote(settings, "propensity", champion, reason="restored by the test")
+    assert _mirrored_aliases(client, settings)["champion"] == champion
+
+    # `shopflow runs` shows them (the demo's store, through its settings).
+    for name, value in demo["env"].items():
+        monkeypatch.setenv(name, value)
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert runs_cli.main(["--task", "propensity", "--limit", "50"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert "train propensity" in out and "loop retrain" in out and "promoted" in out

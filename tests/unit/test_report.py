@@ -241,3 +241,12 @@ def test_the_swap_is_found_in_the_samples():
     assert swap.at == record.swap.at
     assert Swap.from_samples(record.samples, to_version="3") is None
     assert Swap.from_samples([s for s in record.samples if s.serving_version == "1"]) is None
+
+
+def test_each_stage_links_to_its_mlflow_run() -> None:
+    tracked = Stage("train the propensity champion", T0, 12.0, {"version": 1}, run_id="0a1b2c3d4e5f")
+    untracked = Stage("batch", T0, 10.0, {"clicks": 5})
+    record = DemoRecord.from_json(DemoRecord(stages=[tracked, untracked]).to_json())
+    assert [s.run_id for s in record.stages] == ["0a1b2c3d4e5f", None]
+    table = render_report(record).split('id="table-stages"', 1)[1].split("</table>", 1)[0]
+    assert "<th>MLflow run</th>" in table and "<code>0a1b2c3d4e5f</code>" in table
