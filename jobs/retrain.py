@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
+from shared.evidence import Comparison, Decision, decide, paired_bootstrap
 from shared.errors import ModelNotFoundError, TableError
 from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics

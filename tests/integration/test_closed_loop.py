@@ -5,7 +5,7 @@ built to be worse is refused.
 
 The promotion margin is set to -1 for the demo run (any verified challenger is
 promoted), so the swap is certain on a slice this small; the decision logic itself is
-tested with the default margin below and in tests/unit/test_compare.py.
+tested with the default margin below and in tests/unit/test_evidence.py.
 """
 
 from __future__ import annotations
