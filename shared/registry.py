@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,17 @@ class ModelRegistry:
         payload = {"version": int(version), "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _write_text_durably(alias_file, json.dumps(payload, indent=2, sort_keys=True))
         return manifest
+
+    def update_manifest(self, task: str, version: int, change: Callable[[Manifest], Manifest]) -> Manifest:
+        """Rewrite a version's manifest.json durably with `change(manifest)` (e.g. a
+        promotion attempt on the record). The manifest is not among the checksummed
+        files; what identifies the version (task, version, files) cannot change."""
+        before = self.manifest(task, version)
+        after = change(before)
+        if (after.task, after.version, after.files) != (before.task, before.version, before.files):
+            raise ModelError(f"{task} v{version}: a manifest update may not change task, version or files")
+        _write_text_durably(self.path(task, version) / MANIFEST, after.to_json())
+        return after
 
     # ---------------------------------------------------------------------- reading
 
