@@ -93,6 +93,16 @@ def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, in
     )
 
 
+def serving(registry: ModelRegistry, task: str) -> dict[str, Any]:
+    """Which model serves `task` (its champion) and why: version, kind, the reason of its
+    promotion; version None when nothing serves."""
+    version = registry.resolve(task)
+    if version is None:
+        return {"task": task, "version": None, "kind": None, "why": "no champion: no version passed the baseline gate"}
+    row = _row(registry, task, version, {"champion": version})
+    return {"task": task, "version": version, "kind": row.kind, "why": row.why or "no promotion on record"}
+
+
 def list_models(registry: ModelRegistry, task: str | None = None) -> list[ModelRow]:
     rows = []
     for name in [task] if task else registry.tasks():

@@ -241,3 +241,20 @@ def test_the_swap_is_found_in_the_samples():
     assert swap.at == record.swap.at
     assert Swap.from_samples(record.samples, to_version="3") is None
     assert Swap.from_samples([s for s in record.samples if s.serving_version == "1"]) is None
+
+
+def test_the_report_says_what_serves_and_why(tmp_path: Path):
+    record = DemoRecord.from_dict(
+        {
+            **sample_record().to_dict(),
+            "serving": {
+                "propensity": {"version": 2, "kind": "fallback_baseline", "why": "v1 refused by the baseline gate"},
+                "sentiment": {"version": None, "kind": None, "why": "no champion: no version passed the gate"},
+            },
+        }
+    )
+    assert DemoRecord.from_json(record.to_json()).serving == record.serving
+    page = render_report(record)
+    assert 'id="serving"' in page
+    assert "<b>propensity</b>: v2, the fallback baseline, serves — v1 refused by the baseline gate" in page
+    assert "<b>sentiment</b>: nothing serves — no champion" in page
