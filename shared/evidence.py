@@ -150,8 +150,8 @@ def row_scores(proba: np.ndarray, metric: str, score_index: int) -> np.ndarray:
 
 
 def bootstrap(
-    y: Sequence[int],
-    models: Sequence[Sequence[float]],
+    y: Sequence[int] | np.ndarray,
+    models: Sequence[Sequence[float] | np.ndarray],
     groups: Sequence[Any],
     *,
     metric: str = "roc_auc",

@@ -3,9 +3,12 @@ the embedded broker, a worker process, the propensity model, the fold, the retra
 the report. `shopflow demo`'s own stages run here (sentiment skipped), then a challenger
 built to be worse is refused.
 
-The promotion margin is set to -1 for the demo run (any verified challenger is
-promoted), so the swap is certain on a slice this small; the decision logic itself is
-tested with the default margin below and in tests/unit/test_evidence.py.
+The promotion margin is set to -1 for the demo run, so the champion rule passes any
+verified challenger and the baseline gate decides alone: a challenger it lets through is
+promoted and served without a restart; one it refuses leaves what serves in place (the
+fallback baseline when the first trained version was refused too). Either way no
+version the gate refuses ever becomes champion. The decision logic itself is tested
+with the default margin below and in tests/unit/test_evidence.py and test_gate.py.
 """
 
 from __future__ import annotations
@@ -54,22 +57,40 @@ def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
         }
 
 
-def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
+def test_the_loop_promotes_through_the_gate_and_the_worker_swaps(demo) -> None:
     record = demo["record"]
     evaluation = record["evaluation"]
-    assert evaluation["decision"] == "promoted", evaluation
-    assert evaluation["champion"]["ci_low"] <= evaluation["champion"]["value"] <= evaluation["champion"]["ci_high"]
-    # The worker served the promoted challenger without a restart (seen in its metrics).
-    assert record["swap"] is not None and record["swap"]["to_version"] == evaluation["challenger"]["version"]
     settings: Settings = demo["settings"]
-    assert ModelRegistry(settings.models.registry_root).resolve("propensity") == int(
-        evaluation["challenger"]["version"]
-    )
-    manifest = ModelRegistry(settings.models.registry_root).manifest(
-        "propensity", int(evaluation["challenger"]["version"])
-    )
-    stored = manifest.extra["evaluation"]
-    assert stored["decision"]["promote"] and stored["slice"]["rows"] >= 50 and stored["fold_offsets"]
+    registry = ModelRegistry(settings.models.registry_root)
+    challenger = int(evaluation["challenger"]["version"])
+    stored = registry.manifest("propensity", challenger).extra
+    assert evaluation["champion"]["ci_low"] <= evaluation["champion"]["value"] <= evaluation["champion"]["ci_high"]
+    assert stored["evaluation"]["slice"]["rows"] >= 50 and stored["evaluation"]["fold_offsets"]
+    assert stored["gate"]["baselines"]["logreg_numeric"]["rows"] == stored["evaluation"]["slice"]["rows"]
+    if stored["gate"]["verdict"] == "passed":  # margin -1: the gate alone decides
+        assert evaluation["decision"] == "promoted", evaluation
+        # The worker served the promoted challenger without a restart (seen in its metrics).
+        assert record["swap"] is not None and record["swap"]["to_version"] == str(challenger)
+        assert registry.resolve("propensity") == challenger and stored["evaluation"]["decision"]["promote"]
+    else:
+        assert evaluation["decision"] == "not promoted" and "baseline gate" in evaluation["reason"], evaluation
+        assert record["swap"] is None and registry.resolve("propensity") == int(evaluation["champion"]["version"])
+
+
+def test_the_demo_never_makes_a_version_the_gate_refuses_champion(demo) -> None:
+    settings: Settings = demo["settings"]
+    registry = ModelRegistry(settings.models.registry_root)
+    served = []
+    for version in registry.versions("propensity"):
+        extra = registry.manifest("propensity", version).extra
+        if any(p["outcome"] != "refused" for p in extra.get("promotions", [])):
+            served.append(version)
+            assert extra["kind"] == "fallback_baseline" or extra["gate"]["verdict"] == "passed", (version, extra)
+    assert served and registry.resolve("propensity") in served
+    # The report says what serves at the end, and why.
+    serving = demo["record"]["serving"]["propensity"]
+    assert serving["version"] == registry.resolve("propensity") and serving["kind"] and serving["why"]
+    assert 'id="serving"' in Path(demo["report"]).read_text()
 
 
 def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
@@ -88,8 +109,10 @@ def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
     # line) are in the lake's quarantine, by reason.
     assert sum(record["dlq_by_reason"].values()) == accounting["dead_lettered"] == 25
     assert {"not_json", "bad_timestamp", "blank_id", "bad_type", "not_utf8"} <= set(record["dlq_by_reason"])
-    # Events scored after the swap carry the new version; views have a score, others none.
-    assert {r["model_version"] for r in rows} == {record["swap"]["from_version"], record["swap"]["to_version"]}
+    # Events scored after a swap carry the new version; views have a score, others none.
+    swap = record["swap"]
+    served = {swap["from_version"], swap["to_version"]} if swap else {str(record["serving"]["propensity"]["version"])}
+    assert {r["model_version"] for r in rows} == served
     assert all((r["score"] is None) == (r["event_type"] != "view") for r in rows)
 
 
