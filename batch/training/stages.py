@@ -264,7 +264,11 @@ def serve_fallback_if_unserved(
     registry = ModelRegistry(settings.models.registry_root)
     if registry.resolve(task.name) is not None or not task.fallback_baseline:
         return None
-    version, _ = register_fallback(settings, task, data, work_dir, seed=seed)
+    try:
+        version, _ = register_fallback(settings, task, data, work_dir, seed=seed)
+    except ModelError as exc:  # e.g. one class only among the rows: nothing to fit
+        log.warning("%s: no fallback baseline could be fitted (%s); nothing serves", task.name, exc)
+        return None
     reason = (
         f"no trained version passes the baseline gate and there is no champion: the fallback "
         f"baseline {task.fallback_baseline} serves" + (f" ({why})" if why else "")
