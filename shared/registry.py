@@ -187,7 +187,9 @@ class ModelRegistry:
         after = change(before)
         if (after.task, after.version, after.files) != (before.task, before.version, before.files):
             raise ModelError(f"{task} v{version}: a manifest update may not change task, version or files")
-        _write_text_durably(self.path(task, version) / MANIFEST, after.to_json())
+        # Written beside the version folder, not in it: a reader verifying the folder
+        # meanwhile must never see a file the manifest does not list.
+        _write_text_durably(self.path(task, version) / MANIFEST, after.to_json(), tmp_dir=self._task_dir(task))
         return after
 
     # ---------------------------------------------------------------------- reading
@@ -255,9 +257,10 @@ class ModelRegistry:
         return manifest
 
 
-def _write_text_durably(path: Path, text: str) -> None:
-    """Write `text` next to `path`, fsync it, then atomically replace `path`."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+def _write_text_durably(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write `text` next to `path` (or in `tmp_dir`, on the same file system), fsync it,
+    then atomically replace `path`."""
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex}.tmp"
     with tmp.open("w") as handle:
         handle.write(text)
         handle.flush()
