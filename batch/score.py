@@ -80,6 +80,12 @@ def _predictor(registry_root: str, task: str, version: int, batch_size: int) -> 
     return _PREDICTORS[key]
 
 
+def model_status(registry: Any, task: str, version: int) -> str:
+    """What `version` is when it scores: "champion", another alias it holds, or "unpromoted"."""
+    held = [alias for alias, v in registry.aliases(task).items() if v == version]
+    return "champion" if "champion" in held else (held[0] if held else "unpromoted")
+
+
 def make_scorer(
     registry_root: str, task: str, version: int, batch_size: int, status: str = "champion"
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -141,8 +147,7 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
         )
     # Verify in the driver so a corrupt checkpoint fails fast, before any executor starts.
     registry.verify(task.name, version)
-    held = [alias for alias, v in registry.aliases(task.name).items() if v == version]
-    status = "champion" if "champion" in held else (held[0] if held else "unpromoted")
+    status = model_status(registry, task.name, version)
     if status != "champion":
         log.warning("%s v%d is not the champion: its scored rows are labelled %r", task.name, version, status)
 

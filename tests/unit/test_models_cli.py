@@ -76,3 +76,24 @@ def test_list_show_promote_and_refuse_corrupt(
     assert registry.resolve(TASK) == old
     assert shopflow(["models", "list", "--task", TASK]) == 0
     assert f"serving v{old}, a trained model: forced by " in capsys.readouterr().out
+
+
+def test_bulk_scoring_labels_what_the_version_is(registry: ModelRegistry, tmp_path: Path) -> None:
+    """Rows scored by a version no alias points at say so: never shown as the champion's."""
+    import pandas as pd
+
+    from batch.score import make_scorer, model_status
+
+    task = "propensity"
+    first = registry.register(task, tiny_checkpoint(tmp_path / "a"), {})
+    second = registry.register(task, tiny_checkpoint(tmp_path / "b", seed=3), {})
+    registry.flip_alias(task, first)
+    assert model_status(registry, task, first) == "champion"
+    assert model_status(registry, task, second) == "unpromoted"
+    registry.flip_alias(task, second, alias="challenger")
+    assert model_status(registry, task, second) == "challenger"
+
+    frame = pd.DataFrame([{"event_id": "e1", "user_id": "u", "item_id": "i", "category_id": "c"}])
+    scorer = make_scorer(str(registry.root), task, first, 8, model_status(registry, task, first))
+    (out,) = list(scorer(iter([frame])))
+    assert list(out["model_status"]) == ["champion"] and list(out["model_version"]) == [str(first)]
