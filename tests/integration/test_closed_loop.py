@@ -149,3 +149,26 @@ def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> No
     stored = registry.manifest("propensity", result.challenger_version).extra["evaluation"]
     assert stored["decision"] == {"promote": False, "reason": result.decision.reason, "margin": 0.0}
     assert "not proven better" in result.decision.reason
+
+
+def test_retrain_without_a_champion_trains_from_scratch_and_something_serves(demo, tmp_path) -> None:
+    """An empty registry: the gate alone decides, and when it refuses, the fallback serves."""
+    from jobs.retrain import RetrainOptions, run
+
+    settings = Settings(
+        **{
+            **demo["settings"].model_dump(),
+            "models": {**demo["settings"].models.model_dump(), "registry_root": tmp_path / "registry"},
+            "loop": {**demo["settings"].loop.model_dump(), "bootstrap_resamples": 200, "min_eval_rows": 50},
+        }
+    )
+    result = run(settings, RetrainOptions(max_train_samples=200))
+    registry = ModelRegistry(settings.models.registry_root)
+    assert result.champion_version is None and result.comparison is None and result.init_from is None
+    assert result.promoted == (result.gate["verdict"] == "passed")
+    serving = registry.resolve("propensity")
+    if result.promoted:
+        assert serving == result.challenger_version and result.fallback_version is None
+    else:
+        assert serving == result.fallback_version != result.challenger_version
+        assert registry.manifest("propensity", serving).extra["kind"] == "fallback_baseline"

@@ -355,6 +355,10 @@ def test_a_model_worse_than_its_baseline_is_refused_as_the_first_version_and_the
     strongest = report.gate.strongest
     assert report.metrics["roc_auc"] < report.baselines[strongest]["roc_auc"] - 0.01
     assert not report.gate.passed and "worse than" in report.gate.reason
+    # The gate's figures are the report's metrics, row for row (the bootstrap's own AUC).
+    for name, figures in report.gate.baselines.items():
+        assert figures.value == pytest.approx(report.baselines[name]["roc_auc"], abs=1e-9, nan_ok=True)
+        assert figures.model == pytest.approx(report.metrics["roc_auc"], abs=1e-9)
 
     version, manifest = register_model(settings, bad, report, data, tmp_path / "bad")
     assert manifest.extra["kind"] == "trained" and manifest.extra["gate"]["verdict"] == "refused"
