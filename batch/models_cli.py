@@ -2,10 +2,13 @@
 
 usage: shopflow models list [--task TASK]
        shopflow models show TASK [VERSION|ALIAS]      (default: champion)
-       shopflow models promote TASK VERSION [--alias champion] [--reason TEXT]
+       shopflow models promote TASK VERSION [--alias champion] [--reason TEXT] [--force]
 
 A promotion goes through `shared.promotion.promote`, like `train --promote` and the
-retrain job: verify, flip the alias, announce to running workers.
+retrain job: verify, check the baseline gate, flip the alias, announce to running
+workers. `--force` promotes a version the gate refuses; its manifest records who, when
+and why. The listing says each version's kind (trained or fallback_baseline), its gate
+verdict and aliases, and per task which kind of model serves and why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import CorruptCheckpointError, ModelNotFoundError
+from shared.gate import model_kind
+from shared.manifest import Manifest
 from shared.options import option, start_job
 from shared.registry import ModelRegistry
 from shared.settings import Settings
@@ -37,7 +42,10 @@ class PromoteOptions:
     task: str = option(help="task name", positional=True)
     version: int = option(help="version to promote", positional=True, ge=1)
     alias: str = option("champion", help="alias to point at it")
-    reason: str = option("promoted by hand (shopflow models promote)", help="kept in the announcement and log")
+    reason: str = option(
+        "promoted by hand (shopflow models promote)", help="kept in the announcement, log and manifest"
+    )
+    force: bool = option(False, help="promote even if the baseline gate refuses it (recorded in the manifest)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,18 @@ class ModelRow:
     primary_metric: str
     value: float | None
     status: str  # "ok" or "corrupt: <why>"
+    kind: str = ""  # trained | fallback_baseline ("" when unreadable)
+    gate: str = ""  # passed | refused | exempt | none (no evidence: an older release's)
+    why: str = ""  # the reason of its last promotion, when it was promoted
+
+
+def _last_promotion(manifest: Manifest) -> str:
+    done = [p for p in manifest.extra.get("promotions", []) if p.get("outcome") in ("promoted", "forced")]
+    if not done:
+        return ""
+    last = done[-1]
+    forced = f"forced by {last.get('by', '?')}: " if last["outcome"] == "forced" else ""
+    return f"{forced}{last.get('reason', '')} ({last.get('at', '')})"
 
 
 def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> ModelRow:
@@ -58,9 +78,29 @@ def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, in
         manifest = registry.verify(task, version)
     except CorruptCheckpointError as exc:
         return ModelRow(task, version, tags, None, "", None, f"corrupt: {exc}")
+    gate = manifest.extra.get("gate")
     return ModelRow(
-        task, version, tags, manifest.created_at or None, manifest.primary_metric, manifest.primary_value, "ok"
+        task,
+        version,
+        tags,
+        manifest.created_at or None,
+        manifest.primary_metric,
+        manifest.primary_value,
+        "ok",
+        kind=model_kind(manifest),
+        gate=str(gate.get("verdict", "none")) if isinstance(gate, dict) else "none",
+        why=_last_promotion(manifest),
     )
+
+
+def serving(registry: ModelRegistry, task: str) -> dict[str, Any]:
+    """Which model serves `task` (its champion) and why: version, kind, the reason of its
+    promotion; version None when nothing serves."""
+    version = registry.resolve(task)
+    if version is None:
+        return {"task": task, "version": None, "kind": None, "why": "no champion: no version passed the baseline gate"}
+    row = _row(registry, task, version, {"champion": version})
+    return {"task": task, "version": version, "kind": row.kind, "why": row.why or "no promotion on record"}
 
 
 def list_models(registry: ModelRegistry, task: str | None = None) -> list[ModelRow]:
@@ -90,7 +130,17 @@ def _print_list(settings: Settings, options: ListOptions) -> None:
         print(f"no models in {settings.models.registry_root}")
     for r in rows:
         value = "" if r.value is None else f"{r.primary_metric}={r.value:.4f}"
-        print(f"{r.task:<15} v{r.version:<4} {','.join(r.aliases):<10} {value:<20} {r.created_at or ''} {r.status}")
+        print(
+            f"{r.task:<15} v{r.version:<4} {','.join(r.aliases):<10} {r.kind:<18} gate={r.gate:<8} "
+            f"{value:<20} {r.created_at or ''} {r.status}"
+        )
+    for r in rows:
+        if "champion" in r.aliases:
+            print(
+                f"{r.task}: serving v{r.version}, a {r.kind or 'unreadable'} model: {r.why or 'no promotion on record'}"
+            )
+    for task in sorted({r.task for r in rows} - {r.task for r in rows if "champion" in r.aliases}):
+        print(f"{task}: no champion: nothing serves (no version passed the baseline gate, and no fallback)")
 
 
 def _print_show(settings: Settings, options: ShowOptions) -> None:
@@ -102,7 +152,9 @@ def _print_show(settings: Settings, options: ShowOptions) -> None:
 def _print_promote(settings: Settings, options: PromoteOptions) -> None:
     from shared.promotion import promote
 
-    result = promote(settings, options.task, options.version, reason=options.reason, alias=options.alias)
+    result = promote(
+        settings, options.task, options.version, reason=options.reason, alias=options.alias, force=options.force
+    )
     print(result.summary())
 
 

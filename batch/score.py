@@ -7,7 +7,11 @@ usage: python -m batch.score --task propensity [--input PATH] [--input-version N
 
 Default input is the task's gold table; default output is the lake's scored/<task>.
 Each Python worker loads the predictor once (checksums verified) and reuses it for
-every partition it scores.
+every partition it scores. By default the champion scores; a task without one is an
+error that says so. Every scored row says what the version was when it scored
+(`model_status`: "champion", another alias it held, or "unpromoted" for a version
+given with --version that no alias points at), so output from an unpromoted version is
+never mistaken for the champion's.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class ScoreResult:
     output: str
     output_version: int
     rows: int
+    model_status: str = "champion"  # champion | another alias | unpromoted
 
 
 def _predictor(registry_root: str, task: str, version: int, batch_size: int) -> Any:
@@ -75,10 +80,17 @@ def _predictor(registry_root: str, task: str, version: int, batch_size: int) -> 
     return _PREDICTORS[key]
 
 
+def model_status(registry: Any, task: str, version: int) -> str:
+    """What `version` is when it scores: "champion", another alias it holds, or "unpromoted"."""
+    held = [alias for alias, v in registry.aliases(task).items() if v == version]
+    return "champion" if "champion" in held else (held[0] if held else "unpromoted")
+
+
 def make_scorer(
-    registry_root: str, task: str, version: int, batch_size: int
+    registry_root: str, task: str, version: int, batch_size: int, status: str = "champion"
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The mapInPandas function: appends model_name, model_version, score, probabilities."""
+    """The mapInPandas function: appends model_name, model_version, model_status, score,
+    probabilities."""
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         predictor = _predictor(registry_root, task, version, batch_size)
@@ -87,6 +99,7 @@ def make_scorer(
             out = frame.copy()
             out["model_name"] = predictor.model_name
             out["model_version"] = predictor.version
+            out["model_status"] = status
             out["score"] = proba[:, predictor.task_def.score_index].astype("float64")
             out["predicted_label"] = proba.argmax(axis=1).astype("int64")
             out["probabilities"] = [row.astype("float64").tolist() for row in proba]
@@ -95,7 +108,9 @@ def make_scorer(
     return score_batches
 
 
-def score_frame(df: DataFrame, registry_root: str, task: str, version: int, batch_size: int = 64) -> DataFrame:
+def score_frame(
+    df: DataFrame, registry_root: str, task: str, version: int, batch_size: int = 64, status: str = "champion"
+) -> DataFrame:
     """Pure DataFrame -> DataFrame: the input columns plus the model's outputs."""
     from pyspark.sql import types as T
 
@@ -104,12 +119,13 @@ def score_frame(df: DataFrame, registry_root: str, task: str, version: int, batc
         + [
             T.StructField("model_name", T.StringType(), False),
             T.StructField("model_version", T.StringType(), False),
+            T.StructField("model_status", T.StringType(), False),
             T.StructField("score", T.DoubleType(), False),
             T.StructField("predicted_label", T.LongType(), False),
             T.StructField("probabilities", T.ArrayType(T.DoubleType()), False),
         ]
     )
-    return df.mapInPandas(make_scorer(registry_root, task, version, batch_size), schema=schema)
+    return df.mapInPandas(make_scorer(registry_root, task, version, batch_size, status), schema=schema)
 
 
 def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
@@ -125,10 +141,15 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
     version = options.version if options.version is not None else registry.resolve(task.name, options.alias)
     if version is None:
         raise ModelNotFoundError(
-            f"task {task.name!r} has no {options.alias!r}: train and promote one first (`shopflow train --promote`)"
+            f"task {task.name!r} has no {options.alias!r}: no version passed the baseline gate (see `shopflow "
+            f"models list`); train and promote one first (`shopflow train --promote`), or score a version "
+            f"with --version N (its rows are labelled unpromoted)"
         )
     # Verify in the driver so a corrupt checkpoint fails fast, before any executor starts.
     registry.verify(task.name, version)
+    status = model_status(registry, task.name, version)
+    if status != "champion":
+        log.warning("%s v%d is not the champion: its scored rows are labelled %r", task.name, version, status)
 
     source = options.input or str(settings.lake.table("gold", task.training_set.table))
     target = options.output or str(settings.lake.table("scored", task.name))
@@ -141,12 +162,12 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
         if "split" not in frame.columns:
             raise UsageError(f"--split {options.split}: {source} has no split column")
         frame = frame.where(frame["split"] == options.split)
-    scored = score_frame(frame, str(registry.root), task.name, version, options.batch_size)
+    scored = score_frame(frame, str(registry.root), task.name, version, options.batch_size, status)
     result = write_table(
         scored,
         target,
         mode=options.mode,  # type: ignore[arg-type]
-        info={"model": f"{task.model_name}:{version}", "source": f"{source}@{input_version}"},
+        info={"model": f"{task.model_name}:{version}", "status": status, "source": f"{source}@{input_version}"},
         arrow_max_rows=settings.spark.arrow_write_max_rows,
     )
     return ScoreResult(
@@ -157,6 +178,7 @@ def run(settings: Settings, options: ScoreOptions) -> ScoreResult:
         output=result.path,
         output_version=result.version,
         rows=result.rows,
+        model_status=status,
     )
 
 

@@ -59,7 +59,11 @@ class TrainOptions:
     time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule", gt=0)
     resume_from: str | None = option(None, help="a checkpoint-<step> folder written by --save-steps")
     output_dir: str | None = option(None, help="where checkpoints go (default: a temp folder)")
-    promote: bool = option(False, help="promote if it beats the champion on the same rows")
+    promote: bool = option(
+        False,
+        help="promote if it beats the champion on the same rows and passes the baseline gate; "
+        "with no champion and nothing passing, the task's fallback baseline serves",
+    )
     device: str | None = option(None, help="where to train", choices=("auto", "cpu", "cuda"), setting="models.device")
     progress: bool = option(True, help="show a progress bar")
     # Set by calling jobs only: fields added to the registry manifest.
@@ -92,6 +96,8 @@ class TrainResult:
     promoted: bool = False
     announced: bool | None = None  # None: no promotion to announce
     last_checkpoint: Path | None = None
+    gate: dict[str, Any] | None = None  # the baseline gate's verdict and figures (as in the manifest)
+    fallback_version: int | None = None  # the fallback baseline registered and promoted instead
 
 
 def run(settings: Settings, options: TrainOptions) -> TrainResult:
@@ -113,6 +119,7 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
         fit_model,
         promote_if_better,
         register_model,
+        serve_fallback_if_unserved,
     )
     from batch.training.trainer import TrainerConfig
     from shared.tasks import get_task
@@ -223,9 +230,15 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
     registered(settings, task.name, version)  # before a promotion, which mirrors the aliases
     promotion = promote_if_better(settings, task, version, report) if options.promote else None
     doc["promoted"] = promotion is not None
-    if promotion is not None:
-        doc["announced"] = promotion.announced
-        log.info("%s", promotion.summary())
+    fallback = None
+    if options.promote and promotion is None:
+        why = f"v{version}: {report.gate.reason}" if report.gate else ""
+        fallback = serve_fallback_if_unserved(settings, task, data, work_dir, seed=options.seed, why=why)
+        if fallback is not None:
+            doc["fallback"] = {"version": fallback.version, "reason": fallback.reason}
+    if promotion is not None or fallback is not None:
+        doc["announced"] = (promotion or fallback).announced
+        log.info("%s", (promotion or fallback).summary())
     path = write_metrics(settings.metrics_dir, JOB, doc, name=f"train-{task.name}-v{version}")
     doc["metrics_file"] = str(path)
     if not options.output_dir:
@@ -241,7 +254,9 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
         champion_version=report.champion_version,
         champion_metrics=report.champion_metrics,
         promoted=promotion is not None,
-        announced=promotion.announced if promotion else None,
+        announced=doc.get("announced"),
+        gate=doc.get("gate"),
+        fallback_version=fallback.version if fallback else None,
     )
 
 
@@ -252,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "task": result.task,
         "version": result.version,
         "promoted": result.promoted,
+        "gate": (result.gate or {}).get("verdict"),
+        "fallback_version": result.fallback_version,
         "metrics": result.metrics,
         "baseline_metrics": result.baseline_metrics,
     }

@@ -210,6 +210,9 @@ class DemoRecord:
     lineage: list[LineageStep] = field(default_factory=list)
     swap: Swap | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # headline figures, JSON-safe
+    # Per task, the model that serves at the end and why: {"version", "kind", "why"}
+    # (version None: nothing serves that task).
+    serving: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -233,6 +236,7 @@ class DemoRecord:
             lineage=[LineageStep.from_dict(s) for s in d.get("lineage", [])],
             swap=None if swap is None else Swap.from_dict(swap),
             summary=dict(d.get("summary") or {}),
+            serving={str(k): dict(v) for k, v in (d.get("serving") or {}).items()},
         )
 
     @classmethod

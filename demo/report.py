@@ -113,7 +113,7 @@ def stages_table(record: DemoRecord) -> str:
 def decision_block(record: DemoRecord) -> str:
     ev = record.evaluation
     if ev is None:
-        return '<div id="decision" class="decision none">No evaluation: retrain did not run.</div>'
+        return '<div id="decision" class="decision none">No evaluation: retrain did not run, or had no champion to compare with.</div>'
     cls = "promoted" if ev.decision == "promoted" else "refused"
     d = ev.difference
     ci = "" if d.ci_low is None else f" (95% CI {d.ci_low:+.4f} … {d.ci_high:+.4f})"
@@ -125,6 +125,24 @@ def decision_block(record: DemoRecord) -> str:
         + (f'<br><span class="muted">slice: {slice_}</span>' if slice_ else "")
         + "</div>"
     )
+
+
+def serving_block(record: DemoRecord) -> str:
+    """Which model serves each task at the end of the run and why: a trained model that
+    passed the baseline gate, the fallback baseline, or nothing."""
+    if not record.serving:
+        return ""
+    lines = []
+    for task, s in record.serving.items():
+        if s.get("version") is None:
+            lines.append(f"<b>{html.escape(task)}</b>: nothing serves — {html.escape(str(s.get('why', '')))}")
+        else:
+            kind = "the fallback baseline" if s.get("kind") == "fallback_baseline" else f"a {s.get('kind')} model"
+            lines.append(
+                f"<b>{html.escape(task)}</b>: v{html.escape(str(s['version']))}, {html.escape(kind)}, serves — "
+                f"{html.escape(str(s.get('why', '')))}"
+            )
+    return '<div id="serving" class="decision none">What serves, and why:<br>' + "<br>".join(lines) + "</div>"
 
 
 def _cards(record: DemoRecord) -> str:
@@ -237,7 +255,7 @@ def render_report(record: DemoRecord | dict) -> str:
     for anchor, title, build, caption in _SECTIONS:
         body = _figure_html(build(record), f"chart-{anchor}")
         if anchor == "evaluation":
-            body = decision_block(record) + body
+            body = serving_block(record) + decision_block(record) + body
         if anchor == "accounting":
             body = accounting_line(record) + body
         if anchor == "stages":

@@ -86,7 +86,8 @@ def _run_demo(
 
     progress.run("batch: files -> bronze -> silver -> gold", batch)
 
-    # 3. the propensity champion, trained on the early history only
+    # 3. the propensity champion, trained on the early history only; it goes live only
+    # through the baseline gate, and when it does not, the fallback baseline serves
     def champion() -> dict[str, Any]:
         from batch import train
 
@@ -94,11 +95,21 @@ def _run_demo(
         baselines = ", ".join(
             f"{name} {m.get('roc_auc', float('nan')):.3f}" for name, m in res.baseline_metrics.items()
         )
-        summary["propensity champion"] = f"v{res.version}: ROC-AUC {res.metrics.get('roc_auc', float('nan')):.3f}"
+        verdict = "promoted" if res.promoted else "refused by the baseline gate"
+        summary["propensity trained"] = (
+            f"v{res.version}: ROC-AUC {res.metrics.get('roc_auc', float('nan')):.3f}, {verdict}"
+        )
         summary["its baselines (ROC-AUC)"] = baselines
-        return {"version": res.version, "roc_auc": round(res.metrics.get("roc_auc", float("nan")), 4)}
+        summary["baseline gate (propensity)"] = (res.gate or {}).get("reason", "not judged")
+        serving = _serving(settings, "propensity")
+        return {
+            "version": res.version,
+            "roc_auc": round(res.metrics.get("roc_auc", float("nan")), 4),
+            "gate": (res.gate or {}).get("verdict"),
+            "serving": f"v{serving['version']} ({serving['kind']})",
+        }
 
-    progress.run("train the propensity champion", champion)
+    progress.run("train propensity; the gate decides what serves", champion)
 
     # 4. sentiment within a time budget, and the test reviews bulk-scored in Spark
     def sentiment() -> dict[str, Any]:
@@ -116,14 +127,25 @@ def _run_demo(
             ),
         )
         seen = res.document["training"]["examples"]
-        scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test"))
+        champion = _serving(settings, "sentiment")["version"]
+        # Bulk scoring is the champion's; without one, the run's own version scores and
+        # every row (and this report) says it is unpromoted.
+        version = None if champion is not None else res.version
+        scored = score.run(settings, score.ScoreOptions(task="sentiment", split="test", version=version))
         tfidf = res.baseline_metrics.get("tfidf_logreg", {}).get("macro_f1", float("nan"))
+        verdict = "promoted" if res.promoted else "NOT promoted"
         summary["sentiment"] = (
             f"v{res.version}: {seen:,} of {res.train_rows:,} examples in "
             f"{options.sentiment_seconds:.0f} s, macro-F1 {res.metrics.get('macro_f1', 0):.3f} "
-            f"(TF-IDF {tfidf:.3f})"
+            f"(TF-IDF {tfidf:.3f}): {verdict}: {(res.gate or {}).get('reason', 'not judged')}"
         )
-        summary["reviews scored in Spark"] = scored.rows
+        if champion is None:
+            summary["reviews scored in Spark"] = (
+                f"{scored.rows:,} by v{scored.model_version}, which is not a champion (labelled "
+                f"{scored.model_status}): sentiment has no champion"
+            )
+        else:
+            summary["reviews scored in Spark"] = f"{scored.rows:,} by champion v{scored.model_version}"
         lineage.append(
             {
                 "step": "score sentiment (Spark)",
@@ -135,7 +157,9 @@ def _run_demo(
         return {
             "examples_seen": seen,
             "macro_f1": round(res.metrics.get("macro_f1", 0), 4),
+            "promoted": res.promoted,
             "reviews_scored": scored.rows,
+            "scored_by": f"v{scored.model_version} ({scored.model_status})",
         }
 
     if options.sentiment_seconds > 0:
@@ -226,6 +250,11 @@ def _run_demo(
                 if swap is None
                 else {"at": swap.at, "from_version": swap.from_version, "to_version": swap.to_version},
                 "summary": summary,
+                "serving": {
+                    task: _serving(settings, task)
+                    for task in ("propensity", "sentiment")
+                    if task == "propensity" or options.sentiment_seconds > 0
+                },
             }
         )
         (work / "report").mkdir(parents=True, exist_ok=True)
@@ -235,6 +264,14 @@ def _run_demo(
 
     progress.run("write the report", report)
     return report.path  # type: ignore[attr-defined]
+
+
+def _serving(settings: Settings, task: str) -> dict[str, Any]:
+    """Which model serves `task` and why (see `shopflow models list`)."""
+    from batch.models_cli import serving
+    from shared.registry import ModelRegistry
+
+    return serving(ModelRegistry(settings.models.registry_root), task)
 
 
 def _dlq_by_reason(settings: Settings) -> dict[str, int]:
@@ -256,8 +293,8 @@ def _accounting(folds: list[dict[str, Any]], rows_in: int) -> dict[str, int]:
 
 def _evaluation(loop: dict[str, Any]) -> dict[str, Any] | None:
     retrain = next((s for s in loop.get("steps", []) if s["name"] == "retrain"), None)
-    if not retrain or "comparison" not in retrain.get("detail", {}):
-        return None
+    if not retrain or not retrain.get("detail", {}).get("comparison"):
+        return None  # retrain did not run, or there was no champion to compare with
     detail = retrain["detail"]
     cmp = detail["comparison"]
     return {

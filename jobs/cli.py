@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("stream.replay", "Taobao/Diginetica files -> click events on the clicks topic"),
     "worker": ("stream.worker", "the Faust worker: clicks -> validate, enrich, score -> clicks.scored"),
     "fold": ("jobs.fold", "clicks.scored + clicks.dlq -> Delta, exactly once, incrementally"),
-    "retrain": ("jobs.retrain", "fine-tune from the champion; promote only a challenger proven better"),
+    "retrain": (
+        "jobs.retrain",
+        "fine-tune from the last trained version; promote only a challenger proven better, past the baseline gate",
+    ),
     "loop": ("jobs.loop", "fold -> features -> retrain -> evaluate -> promote, --once or every 15m"),
     "runs": ("jobs.runs", "the latest tracked runs (MLflow) as a table"),
     "privacy": ("jobs.privacy", "migrate: rewrite tables written with raw identifiers, drop their old versions"),

@@ -9,8 +9,9 @@ usage: python -m jobs.loop --once            # one iteration, then exit (cron, A
 One iteration runs the jobs in order, each through its own `run(settings, options)`:
 `jobs.fold` (Kafka -> Delta, exactly once), `batch.features` (gold tables and training
 sets from history + folded stream; skipped when its inputs did not change) and
-`jobs.retrain` (fine-tune from the champion, compare on the same unseen slice, promote
-only a proven better model). Each step writes its own metrics JSON and the iteration a
+`jobs.retrain` (fine-tune from the last trained version, compare on the same unseen
+slice, promote only a model proven better and not worse than its baselines; with no
+champion and nothing passing, the fallback baseline serves). Each step writes its own metrics JSON and the iteration a
 summary one. A file lock makes sure two runs never overlap on this host; on a cluster
 scheduler use its own guard as well (Airflow: `max_active_runs=1`).
 """

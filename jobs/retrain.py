@@ -1,4 +1,5 @@
-"""Retrain from the champion and promote only a challenger proven better on unseen data.
+"""Retrain and promote only a challenger proven better on unseen data, and not worse than
+its baselines.
 
 usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 1000] [--epochs 1]
        python -m jobs.retrain --print-config   # the resolved options and settings, as JSON
@@ -6,16 +7,20 @@ usage: python -m jobs.retrain [--task propensity] [--margin 0.0] [--resamples 10
 
 1. read the task's gold training set at its latest Delta version (history + folded
    stream, rebuilt by `batch.features`), pinned for the whole run;
-2. fine-tune a challenger starting from the champion's weights on the train split;
-3. score challenger and champion on the test split: the most recent time slice, which
-   neither trained on (the champion's manifest says up to when it trained; a slice that
-   overlaps it is refused rather than compared unfairly);
+2. fine-tune a challenger from the last *trained* version's weights (the champion when
+   it is one; never a fallback baseline's), or from scratch when there is none;
+3. score challenger, champion and the task's baselines on the test split: the most
+   recent time slice, which none of them trained on (the manifests say up to when they
+   trained; a slice that overlaps it is refused rather than compared unfairly);
 4. paired bootstrap over users of (challenger - champion) on the task's primary metric;
-   promote only when the interval's lower bound is above the configured margin, through
-   the one promote-and-announce path, so running workers swap between batches;
-5. either way the challenger is registered, its manifest holding both evaluations with
-   their intervals, the decision and its reason, the slice, the Delta versions and the
-   fold offsets the data came from. A refused challenger is kept, not deleted.
+   promote only when the interval's lower bound is above the configured margin and the
+   baseline gate (shared.gate) lets it through, via the one promote-and-announce path,
+   so running workers swap between batches. With no champion, the gate alone decides,
+   and when it refuses, the task's fallback baseline is promoted so the stream serves;
+5. either way the challenger is registered, its manifest holding the evaluations with
+   their intervals, the gate's figures, the decision and its reason, the slice, the
+   Delta versions and the fold offsets the data came from. A refused challenger is
+   kept, not deleted.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.training.compare import Comparison, Decision, decide, paired_bootstrap
-from shared.errors import ModelNotFoundError, TableError
+from shared.errors import GateRefusedError, ModelNotFoundError, TableError
+from shared.evidence import Comparison, Decision, decide, paired_bootstrap, row_scores
+from shared.gate import TRAINED, model_kind
 from shared.options import option, resolve, start_job
 from shared.run_metrics import write_metrics
 from shared.settings import Settings
@@ -75,14 +81,17 @@ class RetrainOptions:
 @dataclass
 class RetrainResult:
     task: str
-    champion_version: int
+    champion_version: int | None  # None: there was none, the gate alone decided
     challenger_version: int
-    comparison: Comparison
-    decision: Decision
+    comparison: Comparison | None  # challenger vs champion; None without a champion
+    decision: Decision  # the champion rule and the baseline gate together
     margin: float
     promoted: bool
     slice: dict[str, Any]
     data: dict[str, Any]
+    gate: dict[str, Any] = field(default_factory=dict)  # the baseline gate's verdict and figures
+    init_from: int | None = None  # the trained version the challenger started from
+    fallback_version: int | None = None  # promoted because nothing passed and nothing served
     fold_offsets: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # fit, evaluate, compare, register
     announced: bool | None = None
@@ -93,7 +102,10 @@ class RetrainResult:
             "task": self.task,
             "champion_version": self.champion_version,
             "challenger_version": self.challenger_version,
-            "comparison": self.comparison.to_dict(),
+            "init_from": self.init_from,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+            "gate": self.gate,
+            "fallback_version": self.fallback_version,
             "decision": {"promote": self.decision.promote, "reason": self.decision.reason, "margin": self.margin},
             "promoted": self.promoted,
             "announced": self.announced,
@@ -131,7 +143,14 @@ def run(settings: Settings, options: RetrainOptions) -> RetrainResult:
 
 def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
     from batch.training.data import default_table_path, load_training_data
-    from batch.training.stages import FitSpec, evaluate_model, fit_model, register_model
+    from batch.training.stages import (
+        FitSpec,
+        evaluate_model,
+        fit_model,
+        last_trained_version,
+        register_model,
+        serve_fallback_if_unserved,
+    )
     from batch.training.trainer import TrainerConfig
     from jobs.fold import committed_offsets
     from shared.registry import ModelRegistry
@@ -142,11 +161,11 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
     seed, margin = options.seed, options.margin
     registry = ModelRegistry(settings.models.registry_root)
     champion = registry.resolve(task.name)
-    if champion is None:
-        raise ModelNotFoundError(
-            f"task {task.name!r} has no champion to retrain from: "
-            f"run `shopflow train --task {task.name} --promote` first"
-        )
+    # Weights come from a trained model only: the champion when it is one, else the newest
+    # trained version (a fallback baseline may be serving), else none (from scratch).
+    source = last_trained_version(registry, task.name)
+    if champion is not None and model_kind(registry.manifest(task.name, champion)) == TRAINED:
+        source = champion
 
     data = load_training_data(
         task, default_table_path(settings, task), seed=seed, max_train_samples=options.max_train_samples
@@ -154,12 +173,13 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
     if not data.test:
         raise TableError(f"gold/{task.training_set.table}@v{data.delta_version} has no test rows to evaluate on")
     evaluated = slice_of(data.test, [None] * len(data.test))
-    champion_until = registry.manifest(task.name, champion).extra.get("trained_until")
-    if champion_until and evaluated["from"] and evaluated["from"] <= champion_until:
-        raise TableError(
-            f"the test slice starts at {evaluated['from']}, before champion v{champion} "
-            f"stopped training ({champion_until}): no unseen slice to compare on yet"
-        )
+    for seen, role in ((champion, "champion"), (source, "the version trained from")):
+        until = registry.manifest(task.name, seen).extra.get("trained_until") if seen is not None else None
+        if until and evaluated["from"] and evaluated["from"] <= until:
+            raise TableError(
+                f"the test slice starts at {evaluated['from']}, before {role} v{seen} "
+                f"stopped training ({until}): no unseen slice to compare on yet"
+            )
 
     seconds: dict[str, float] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="shopflow-retrain-"))
@@ -173,7 +193,8 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
                 output_dir=work_dir,
                 progress=False,
             ),
-            init_from_champion=True,
+            init_from_champion=source is not None and source == champion,
+            base_model=str(registry.path(task.name, source)) if source is not None and source != champion else None,
         )
         clock = time.perf_counter()
         fitted = fit_model(settings, task, data, spec)
@@ -181,25 +202,37 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
         report = evaluate_model(settings, fitted, data, seed=seed, champion_version=champion)
         seconds["evaluate"], clock = time.perf_counter() - clock, time.perf_counter()
         examples = report.examples
-        if examples.champion is None:
-            raise ModelNotFoundError(f"champion {task.name} v{champion} could not be scored: {report.champion_error}")
-        comparison = paired_bootstrap(
-            examples.labels,
-            examples.champion[:, task.score_index],
-            examples.candidate[:, task.score_index],
-            examples.groups,
-            metric=task.primary_metric,
-            resamples=options.resamples,
-            confidence=options.confidence,
-            seed=seed,
-        )
-        decision = decide(comparison, margin=margin, min_rows=options.min_eval_rows)
+        comparison = None
+        if champion is not None:
+            if examples.champion is None:
+                raise ModelNotFoundError(
+                    f"champion {task.name} v{champion} could not be scored: {report.champion_error}"
+                )
+            comparison = paired_bootstrap(
+                examples.labels,
+                row_scores(examples.champion, task.primary_metric, task.score_index),
+                row_scores(examples.candidate, task.primary_metric, task.score_index),
+                examples.groups,
+                metric=task.primary_metric,
+                resamples=options.resamples,
+                confidence=options.confidence,
+                seed=seed,
+                num_labels=task.num_labels,
+            )
+            decision = decide(comparison, margin=margin, min_rows=options.min_eval_rows)
+        else:
+            decision = Decision(True, "no champion to beat")
+        assert report.gate is not None  # evaluate_model judged it
+        if decision.promote and not report.gate.passed:
+            decision = Decision(False, f"refused by the baseline gate: {report.gate.reason}")
+        elif decision.promote:
+            decision = Decision(True, f"{decision.reason}; baseline gate: {report.gate.reason}")
         seconds["compare"], clock = time.perf_counter() - clock, time.perf_counter()
         evaluated = slice_of(data.test, examples.groups)
         offsets = committed_offsets(settings)
         evaluation = {
             "compared_with": {"task": task.name, "version": champion},
-            "comparison": comparison.to_dict(),
+            "comparison": comparison.to_dict() if comparison else None,
             "decision": {"promote": decision.promote, "reason": decision.reason, "margin": margin},
             "slice": evaluated,
             "fold_offsets": offsets,
@@ -211,23 +244,34 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
             "seconds": round(fitted.result.seconds, 3),
             "lr": fitted.lr,
             "seed": seed,
+            "init_from_version": source,
         }
         version, _ = register_model(
             settings, fitted, report, data, work_dir, training=training, extra={"evaluation": evaluation}
         )
         seconds["register"] = time.perf_counter() - clock
         registered(settings, task.name, version)  # before a promotion, which mirrors the aliases
+        log.info("%s v%d vs champion v%s: %s", task.name, version, champion, decision.reason)
+
+        announced = None
+        promoted = False
+        fallback_version = None
+        if decision.promote and options.promote:
+            from shared.promotion import promote
+
+            try:
+                result = promote(settings, task.name, version, reason=decision.reason)
+                promoted, announced = True, result.announced
+            except GateRefusedError as exc:  # e.g. a stricter tolerance than at evaluation
+                decision = Decision(False, str(exc))
+        if not promoted and options.promote:
+            fallback = serve_fallback_if_unserved(
+                settings, task, data, work_dir, seed=seed, why=f"v{version}: {decision.reason}"
+            )
+            if fallback is not None:
+                fallback_version, announced = fallback.version, fallback.announced
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    log.info("%s v%d vs champion v%d: %s", task.name, version, champion, decision.reason)
-
-    announced = None
-    promoted = False
-    if decision.promote and options.promote:
-        from shared.promotion import promote
-
-        result = promote(settings, task.name, version, reason=decision.reason)
-        promoted, announced = True, result.announced
     outcome = RetrainResult(
         task=task.name,
         champion_version=champion,
@@ -242,6 +286,9 @@ def _retrain(settings: Settings, options: RetrainOptions) -> RetrainResult:
             "path": str(data.table_path),
             "delta_version": data.delta_version,
         },
+        gate=report.gate.to_dict(),
+        init_from=source,
+        fallback_version=fallback_version,
         fold_offsets=offsets,
         announced=announced,
         seconds={k: round(v, 3) for k, v in seconds.items()},
@@ -254,9 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     options, settings = start_job(RetrainOptions, argv, prog="shopflow retrain", doc=__doc__)
     result = run(settings, options)
     verdict = "promoted" if result.promoted else "not promoted"
-    print(
-        f"{result.task} v{result.challenger_version} vs v{result.champion_version}: {verdict}: {result.decision.reason}"
-    )
+    against = f"v{result.champion_version}" if result.champion_version is not None else "no champion"
+    print(f"{result.task} v{result.challenger_version} vs {against}: {verdict}: {result.decision.reason}")
+    if result.fallback_version is not None:
+        print(f"{result.task}: the fallback baseline v{result.fallback_version} serves (nothing passed the gate)")
     return 0
 
 

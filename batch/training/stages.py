@@ -2,9 +2,13 @@
 retrain job calls them with its own data and decision rule):
 
     fitted = fit_model(settings, task, data, FitSpec(init_from_champion=True, trainer=TrainerConfig()))
-    report = evaluate_model(settings, fitted, data, seed=13)        # challenger vs champion, same rows
+    report = evaluate_model(settings, fitted, data, seed=13)        # challenger vs champion and baselines, same rows
     version, manifest = register_model(settings, fitted, report, data, work_dir, extra={"why": ...})
     promotion = promote_if_better(settings, task, version, report, reason="...")
+    fallback = serve_fallback_if_unserved(settings, task, data, work_dir, seed=13)  # nothing passed, no champion
+
+`evaluate_model` also judges the baseline gate (shared.gate) and `register_model` keeps its
+figures in the manifest, where `shared.promotion.promote` reads them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any
 import torch
 
 from batch.training.data import TrainingData
-from batch.training.evaluate import EvaluationReport, evaluate_all
+from batch.training.evaluate import EvaluationReport, evaluate_all, judge_gate
 from batch.training.provenance import provenance
 from batch.training.trainer import FitResult, TrainerConfig, fit
-from shared.errors import ModelError, UsageError
+from shared.errors import GateRefusedError, ModelError, UsageError
+from shared.gate import FALLBACK, TRAINED, model_kind
 from shared.manifest import Manifest, TrainingTable
 from shared.predictor import Predictor, resolve_device
 from shared.promotion import PromotionResult, promote
@@ -150,11 +155,21 @@ def evaluate_model(
     champion_version: int | None = None,
 ) -> EvaluationReport:
     """The fitted model, the task's baselines and the champion on the same `data.test` rows,
-    with per-row predictions (`report.examples`) for paired comparisons."""
+    with per-row predictions (`report.examples`) for paired comparisons, and the baseline
+    gate's verdict (`report.gate`)."""
     registry = ModelRegistry(settings.models.registry_root)
-    return evaluate_all(
+    report = evaluate_all(
         fitted.task, fitted.predictor(), data.train, data.test, registry, seed=seed, champion_version=champion_version
     )
+    report.gate = judge_gate(
+        fitted.task,
+        report,
+        tolerance=settings.models.baseline_tolerance,
+        resamples=settings.loop.bootstrap_resamples,
+        seed=seed,
+    )
+    log.info("%s baseline gate: %s", fitted.task.name, report.gate.reason)
+    return report
 
 
 def register_model(
@@ -168,10 +183,19 @@ def register_model(
     extra: Mapping[str, Any] | None = None,
 ) -> tuple[int, Manifest]:
     """Save the model under `work_dir/final` and register it; returns (version, manifest).
-    `extra` adds fields of the caller's own to the manifest (kept by the registry)."""
+    The manifest holds the baseline gate's figures and verdict (`gate`, judged here when
+    the report has none) and `kind` "trained"; `extra` adds fields of the caller's own."""
     if not fitted.result.completed:
         raise ModelError("a stopped training run cannot be registered: resume it first")
     task = fitted.task
+    if report.gate is None:
+        report.gate = judge_gate(
+            task,
+            report,
+            tolerance=settings.models.baseline_tolerance,
+            resamples=settings.loop.bootstrap_resamples,
+            seed=13,
+        )
     final_dir = work_dir / "final"
     shutil.rmtree(final_dir, ignore_errors=True)
     task.save(fitted.model.cpu(), fitted.encoder, final_dir)
@@ -188,10 +212,79 @@ def register_model(
         baseline_metrics=report.baselines,
         training_data={task.training_set.table: TrainingTable(data.table_path, data.delta_version)},
         training=dict(training or {}),
-    ).with_fields(trained_until=trained_until(data.train), reproduce=provenance(settings), **dict(extra or {}))
+    ).with_fields(
+        kind=TRAINED,
+        gate=report.gate.to_dict(),
+        trained_until=trained_until(data.train),
+        reproduce=provenance(settings),
+        **dict(extra or {}),
+    )
     registry = ModelRegistry(settings.models.registry_root)
     version = registry.register(task.name, final_dir, manifest)
     return version, registry.manifest(task.name, version)
+
+
+def register_fallback(
+    settings: Settings, task: Task, data: TrainingData, work_dir: Path, *, seed: int
+) -> tuple[int, Manifest]:
+    """Fit the task's fallback baseline on `data.train`, score it on `data.test` through
+    the Predictor, and register it (kind "fallback_baseline", exempt from the gate)."""
+    model, encoder = task.build_fallback(data.train, seed)
+    predictor = Predictor(task, model, encoder, version="fallback")
+    metrics = task.metrics(task.labels(data.test), predictor.predict_proba(data.test))
+    folder = work_dir / "fallback"
+    shutil.rmtree(folder, ignore_errors=True)
+    task.save(model.cpu(), encoder, folder)
+    manifest = Manifest(
+        model_name=task.model_name,
+        base_model=f"fallback baseline {task.fallback_baseline}",
+        label_names=tuple(task.label_names),
+        primary_metric=task.primary_metric,
+        metrics=metrics,
+        training_data={task.training_set.table: TrainingTable(data.table_path, data.delta_version)},
+        training={"seed": seed, "rows": len(data.train)},
+    ).with_fields(
+        kind=FALLBACK,
+        baseline=task.fallback_baseline,
+        gate={"verdict": "exempt", "reason": "a fallback baseline defines the gate"},
+        trained_until=trained_until(data.train),
+        reproduce=provenance(settings),
+    )
+    registry = ModelRegistry(settings.models.registry_root)
+    version = registry.register(task.name, folder, manifest)
+    return version, registry.manifest(task.name, version)
+
+
+def serve_fallback_if_unserved(
+    settings: Settings, task: Task, data: TrainingData, work_dir: Path, *, seed: int, why: str = ""
+) -> PromotionResult | None:
+    """The stream always serves something: when the task has no champion (no trained
+    version passed the gate), register the fallback baseline and promote it. None when
+    there is a champion or the task has no fallback."""
+    registry = ModelRegistry(settings.models.registry_root)
+    if registry.resolve(task.name) is not None or not task.fallback_baseline:
+        return None
+    try:
+        version, _ = register_fallback(settings, task, data, work_dir, seed=seed)
+    except ModelError as exc:  # e.g. one class only among the rows: nothing to fit
+        log.warning("%s: no fallback baseline could be fitted (%s); nothing serves", task.name, exc)
+        return None
+    reason = (
+        f"no trained version passes the baseline gate and there is no champion: the fallback "
+        f"baseline {task.fallback_baseline} serves" + (f" ({why})" if why else "")
+    )
+    return promote(settings, task.name, version, reason=reason)
+
+
+def last_trained_version(registry: ModelRegistry, task: str) -> int | None:
+    """The newest registered version that is a trained model (not a fallback baseline)."""
+    for version in reversed(registry.versions(task)):
+        try:
+            if model_kind(registry.manifest(task, version)) == TRAINED:
+                return version
+        except ModelError:
+            continue  # a broken version is no starting point
+    return None
 
 
 def trained_until(records: Sequence[Mapping[str, Any]]) -> str | None:
@@ -210,7 +303,8 @@ def promote_if_better(
     reason: str | None = None,
 ) -> PromotionResult | None:
     """Promote `version` when it beats the champion on the task's primary metric on the
-    same rows (or there is no usable champion); None when it does not (it stays registered)."""
+    same rows (or there is no usable champion) and the baseline gate lets it through; None
+    when it does not (it stays registered, the refusal in its manifest)."""
     metric = task.primary_metric
     if not report.beats_champion(metric):
         log.info(
@@ -231,4 +325,8 @@ def promote_if_better(
                 f"{metric} {report.metrics.get(metric):.4f} > champion v{report.champion_version}'s "
                 f"{report.champion_metrics.get(metric):.4f} on the same rows"
             )
-    return promote(settings, task.name, version, reason=reason)
+    try:
+        return promote(settings, task.name, version, reason=reason)
+    except GateRefusedError as exc:
+        log.info("%s v%d not promoted: %s", task.name, version, exc)
+        return None

@@ -56,6 +56,9 @@ class Task(ABC):
     # independent (one shopper's events), for paired per-row comparisons; "" = none.
     row_key: str = ""
     group_key: str = ""
+    # The baseline a stream worker can serve when no trained version passes the baseline
+    # gate (its name among `baselines`; see `build_fallback`), or "" when there is none.
+    fallback_baseline: str = ""
 
     @property
     def num_labels(self) -> int:
@@ -108,6 +111,11 @@ class Task(ABC):
 
     def metrics(self, y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
         return classification_metrics(y_true, proba, self.num_labels)
+
+    def build_fallback(self, train_records: Sequence[Record], seed: int) -> tuple[torch.nn.Module, Encoder]:
+        """The `fallback_baseline` fitted on `train_records`, as a model this task's `load`
+        reads back and the Predictor runs; it scores what that baseline scores."""
+        raise NotImplementedError(f"task {self.name!r} has no fallback baseline")
 
     @abstractmethod
     def baselines(

@@ -14,6 +14,7 @@ the same numeric features, and the user's and the item's prior rates as scores.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from shared.datasets import PROPENSITY_TRAINING_SET
 from shared.errors import ModelError
 from shared.tasks.base import Encoder, Record, Task
 from shared.tasks.propensity_encoder import PropensityEncoder, numeric_matrix
+from shared.tasks.propensity_linear import (
+    PropensityLinearConfig,
+    PropensityLinearModel,
+    linear_from_logistic_regression,
+)
 from shared.tasks.propensity_model import PropensityConfig, PropensityModel
 
 
@@ -54,9 +60,29 @@ class PropensityTask(Task):
 
     def load(self, folder: Path) -> tuple[torch.nn.Module, Encoder]:
         try:
-            model = PropensityModel.from_pretrained(str(folder), use_safetensors=True)
+            # The fallback baseline (a linear model) and the GRU share the encoder.
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+            cls = PropensityLinearModel if model_type == PropensityLinearConfig.model_type else PropensityModel
+            model = cls.from_pretrained(str(folder), use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load propensity model from {folder}: {exc}") from exc
+        return model, PropensityEncoder(model.config)
+
+    def build_fallback(self, train_records: Sequence[Record], seed: int) -> tuple[torch.nn.Module, Encoder]:
+        """The `logreg_numeric` baseline, fitted as fit_baselines fits it, as a one-layer
+        torch model on the encoder's numeric inputs."""
+        from shared.tasks.propensity_baselines import fit_logreg
+
+        config = PropensityConfig(
+            id2label=dict(enumerate(self.label_names)),
+            label2id={n: i for i, n in enumerate(self.label_names)},
+        )
+        labels = self.labels(train_records)
+        if len(np.unique(labels)) != 2:
+            raise ModelError("the fallback baseline needs both classes among the training rows")
+        pipeline = fit_logreg(numeric_matrix(train_records, config), labels)
+        scaler, logreg = pipeline[0], pipeline[-1]
+        model = linear_from_logistic_regression(scaler, logreg, config)
         return model, PropensityEncoder(model.config)
 
     def base_model_name(self, base_model: str) -> str:
@@ -83,4 +109,5 @@ PROPENSITY = PropensityTask(
     lora_lr=None,  # small enough to train fully
     row_key="event_id",
     group_key="user_id",
+    fallback_baseline="logreg_numeric",
 )

@@ -5,9 +5,12 @@ built to be worse is refused. Every training and retraining is an MLflow run, re
 through the MLflow client, and the MLflow aliases follow the registry's, also after an
 outage of the tracking store.
 
-The promotion margin is set to -1 for the demo run (any verified challenger is
-promoted), so the swap is certain on a slice this small; the decision logic itself is
-tested with the default margin below and in tests/unit/test_compare.py.
+The promotion margin is set to -1 for the demo run, so the champion rule passes any
+verified challenger and the baseline gate decides alone: a challenger it lets through is
+promoted and served without a restart; one it refuses leaves what serves in place (the
+fallback baseline when the first trained version was refused too). Either way no
+version the gate refuses ever becomes champion. The decision logic itself is tested
+with the default margin below and in tests/unit/test_evidence.py and test_gate.py.
 """
 
 from __future__ import annotations
@@ -59,22 +62,40 @@ def demo(sliced_data: Path, spark, tmp_path_factory) -> dict:
         }
 
 
-def test_the_loop_promotes_and_the_worker_swaps(demo) -> None:
+def test_the_loop_promotes_through_the_gate_and_the_worker_swaps(demo) -> None:
     record = demo["record"]
     evaluation = record["evaluation"]
-    assert evaluation["decision"] == "promoted", evaluation
-    assert evaluation["champion"]["ci_low"] <= evaluation["champion"]["value"] <= evaluation["champion"]["ci_high"]
-    # The worker served the promoted challenger without a restart (seen in its metrics).
-    assert record["swap"] is not None and record["swap"]["to_version"] == evaluation["challenger"]["version"]
     settings: Settings = demo["settings"]
-    assert ModelRegistry(settings.models.registry_root).resolve("propensity") == int(
-        evaluation["challenger"]["version"]
-    )
-    manifest = ModelRegistry(settings.models.registry_root).manifest(
-        "propensity", int(evaluation["challenger"]["version"])
-    )
-    stored = manifest.extra["evaluation"]
-    assert stored["decision"]["promote"] and stored["slice"]["rows"] >= 50 and stored["fold_offsets"]
+    registry = ModelRegistry(settings.models.registry_root)
+    challenger = int(evaluation["challenger"]["version"])
+    stored = registry.manifest("propensity", challenger).extra
+    assert evaluation["champion"]["ci_low"] <= evaluation["champion"]["value"] <= evaluation["champion"]["ci_high"]
+    assert stored["evaluation"]["slice"]["rows"] >= 50 and stored["evaluation"]["fold_offsets"]
+    assert stored["gate"]["baselines"]["logreg_numeric"]["rows"] == stored["evaluation"]["slice"]["rows"]
+    if stored["gate"]["verdict"] == "passed":  # margin -1: the gate alone decides
+        assert evaluation["decision"] == "promoted", evaluation
+        # The worker served the promoted challenger without a restart (seen in its metrics).
+        assert record["swap"] is not None and record["swap"]["to_version"] == str(challenger)
+        assert registry.resolve("propensity") == challenger and stored["evaluation"]["decision"]["promote"]
+    else:
+        assert evaluation["decision"] == "not promoted" and "baseline gate" in evaluation["reason"], evaluation
+        assert record["swap"] is None and registry.resolve("propensity") == int(evaluation["champion"]["version"])
+
+
+def test_the_demo_never_makes_a_version_the_gate_refuses_champion(demo) -> None:
+    settings: Settings = demo["settings"]
+    registry = ModelRegistry(settings.models.registry_root)
+    served = []
+    for version in registry.versions("propensity"):
+        extra = registry.manifest("propensity", version).extra
+        if any(p["outcome"] != "refused" for p in extra.get("promotions", [])):
+            served.append(version)
+            assert extra["kind"] == "fallback_baseline" or extra["gate"]["verdict"] == "passed", (version, extra)
+    assert served and registry.resolve("propensity") in served
+    # The report says what serves at the end, and why.
+    serving = demo["record"]["serving"]["propensity"]
+    assert serving["version"] == registry.resolve("propensity") and serving["kind"] and serving["why"]
+    assert 'id="serving"' in Path(demo["report"]).read_text()
 
 
 def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
@@ -93,8 +114,10 @@ def test_every_event_is_folded_once_with_its_model_version(demo) -> None:
     # line) are in the lake's quarantine, by reason.
     assert sum(record["dlq_by_reason"].values()) == accounting["dead_lettered"] == 25
     assert {"not_json", "bad_timestamp", "blank_id", "bad_type", "not_utf8"} <= set(record["dlq_by_reason"])
-    # Events scored after the swap carry the new version; views have a score, others none.
-    assert {r["model_version"] for r in rows} == {record["swap"]["from_version"], record["swap"]["to_version"]}
+    # Events scored after a swap carry the new version; views have a score, others none.
+    swap = record["swap"]
+    served = {swap["from_version"], swap["to_version"]} if swap else {str(record["serving"]["propensity"]["version"])}
+    assert {r["model_version"] for r in rows} == served
     assert all((r["score"] is None) == (r["event_type"] != "view") for r in rows)
 
 
@@ -131,6 +154,29 @@ def test_a_challenger_built_to_be_worse_is_not_promoted(demo, monkeypatch) -> No
     stored = registry.manifest("propensity", result.challenger_version).extra["evaluation"]
     assert stored["decision"] == {"promote": False, "reason": result.decision.reason, "margin": 0.0}
     assert "not proven better" in result.decision.reason
+
+
+def test_retrain_without_a_champion_trains_from_scratch_and_something_serves(demo, tmp_path) -> None:
+    """An empty registry: the gate alone decides, and when it refuses, the fallback serves."""
+    from jobs.retrain import RetrainOptions, run
+
+    settings = Settings(
+        **{
+            **demo["settings"].model_dump(),
+            "models": {**demo["settings"].models.model_dump(), "registry_root": tmp_path / "registry"},
+            "loop": {**demo["settings"].loop.model_dump(), "bootstrap_resamples": 200, "min_eval_rows": 50},
+        }
+    )
+    result = run(settings, RetrainOptions(max_train_samples=200))
+    registry = ModelRegistry(settings.models.registry_root)
+    assert result.champion_version is None and result.comparison is None and result.init_from is None
+    assert result.promoted == (result.gate["verdict"] == "passed")
+    serving = registry.resolve("propensity")
+    if result.promoted:
+        assert serving == result.challenger_version and result.fallback_version is None
+    else:
+        assert serving == result.fallback_version != result.challenger_version
+        assert registry.manifest("propensity", serving).extra["kind"] == "fallback_baseline"
 
 
 def _tracking(settings: Settings):
@@ -205,13 +251,20 @@ def test_every_training_and_retraining_is_an_mlflow_run(demo) -> None:
     assert tags["shopflow.registry.path"] == str(
         ModelRegistry(settings.models.registry_root).path("propensity", manifest.version)
     )
-    assert tags["promoted"] == "true" and client.list_artifacts(train.info.run_id) == []
+    promoted = any(p["outcome"] == "promoted" for p in manifest.extra.get("promotions", []))
+    assert tags["promoted"] == str(promoted).lower() and client.list_artifacts(train.info.run_id) == []
+    assert tags["gate.verdict"] == manifest.extra["gate"]["verdict"]
 
     # The loop's retrain: both models' intervals on the same slice and the decision.
     evaluation = record["evaluation"]
     assert retrain.data.metrics["comparison.difference.low"] == pytest.approx(evaluation["difference"]["ci_low"])
-    assert retrain.data.tags["decision.promote"] == "true"
-    assert retrain.data.tags["decision.reason"] == evaluation["reason"]
+    challenger = ModelRegistry(settings.models.registry_root).manifest(
+        "propensity", int(evaluation["challenger"]["version"])
+    )
+    decided = challenger.extra["evaluation"]["decision"]
+    assert retrain.data.tags["decision.promote"] == str(decided["promote"]).lower()
+    assert retrain.data.tags["decision.reason"] == decided["reason"]
+    assert retrain.data.tags["gate.verdict"] == challenger.extra["gate"]["verdict"]
     assert retrain.data.tags["shopflow.registry.version"] == evaluation["challenger"]["version"]
 
     # Each registry version is an MLflow model version linked to its run; the aliases agree.
@@ -235,7 +288,7 @@ def test_a_tracking_store_that_is_down_costs_little_and_the_aliases_catch_up(dem
     try:
         before, started = overhead_seconds(), time.perf_counter()
         with caplog.at_level(logging.WARNING, logger="shared.tracking"):
-            promote(settings, "propensity", previous, reason="rolled back by the test, tracking store down")
+            promote(settings, "propensity", previous, reason="rolled back by the test, store down", force=True)
         added = overhead_seconds() - before
         print(f"\npromotion with the store down: {time.perf_counter() - started:.2f} s, tracking {added:.3f} s")
         assert registry.resolve("propensity") == previous  # the promotion went on
@@ -248,7 +301,7 @@ def test_a_tracking_store_that_is_down_costs_little_and_the_aliases_catch_up(dem
             pass
         assert _mirrored_aliases(client, settings) == registry.aliases("propensity") == {"champion": previous}
     finally:
-        promote(settings, "propensity", champion, reason="restored by the test")
+        promote(settings, "propensity", champion, reason="restored by the test", force=True)
     assert _mirrored_aliases(client, settings)["champion"] == champion
 
     # `shopflow runs` shows them (the demo's store, through its settings).
@@ -262,4 +315,4 @@ def test_a_tracking_store_that_is_down_costs_little_and_the_aliases_catch_up(dem
     finally:
         get_settings.cache_clear()
     out = capsys.readouterr().out
-    assert "train propensity" in out and "loop retrain" in out and "promoted" in out
+    assert "train propensity" in out and "loop retrain" in out

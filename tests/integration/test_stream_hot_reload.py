@@ -40,9 +40,11 @@ def _corrupt_champion(registry_root: Path, good_version: int) -> tuple[int, Path
 
 
 def _promote_with_the_cli(env: dict, version: int) -> None:
-    """The user's path: `shopflow models promote` verifies, flips the alias and announces."""
+    """The user's path: `shopflow models promote` verifies, flips the alias and announces.
+    Forced: these versions are here for the reload, not for the baseline gate (a smoke-
+    trained one may be refused, a hand-registered copy has no gate evidence)."""
     promote = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "models", "promote", "propensity", str(version)],
+        [sys.executable, "-m", "jobs.cli", "models", "promote", "propensity", str(version), "--force"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

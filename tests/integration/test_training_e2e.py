@@ -96,10 +96,21 @@ def _recomputed(task_name: str, version: int, table: str, **limits) -> dict[str,
 
 
 def test_sentiment_train_register_load_predict_and_bulk_score(gold, spark, tmp_path: Path) -> None:
+    from shared.promotion import promote
+
     doc = _train("sentiment", gold, *TEXT_ARGS, "--promote")
     version = doc["version"]
-    assert doc["promoted"] and registry().resolve("sentiment") == version
-    assert doc["announced"] is False  # no broker here: the alias alone carries the promotion
+    # Gated like any version: against TF-IDF on macro-F1, over rows (reviews have no users).
+    gate = doc["gate"]
+    assert gate["metric"] == "macro_f1" and gate["strongest_baseline"] == "tfidf_logreg"
+    assert gate["baselines"]["tfidf_logreg"]["groups"] == gate["baselines"]["tfidf_logreg"]["rows"] == 48
+    assert doc["promoted"] == (gate["verdict"] == "passed") and "fallback" not in doc  # sentiment has none
+    if doc["promoted"]:
+        assert doc["announced"] is False  # no broker here: the alias alone carries the promotion
+    else:
+        assert registry().resolve("sentiment") is None
+        promote(get_settings(), "sentiment", version, reason="test: scored below", force=True)
+    assert registry().resolve("sentiment") == version
     # The metrics reported are the registered model's on the evaluated rows, not a stale or
     # mismatched copy: recompute them from the registry's files.
     again = _recomputed("sentiment", version, gold["gold/train_sentiment"], max_train_samples=48, max_eval_samples=48)
@@ -140,15 +151,16 @@ def test_recommendation_is_a_third_task_and_lora_saves_a_plain_model(gold) -> No
 
 
 def test_propensity_promotion_follows_the_champion_on_the_same_rows(gold, spark, tmp_path: Path) -> None:
+    from shared.promotion import promote
+
     settings = get_settings()
     table = gold["gold/train_propensity"]
     assert registry().resolve("propensity") is None
-    # A model that barely moves from its random init (lr ~ 0) is the first champion: with no
-    # champion, any verified model is promoted.
-    weak = train_job.run(
-        settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, promote=True, **PROPENSITY)
-    )
-    assert weak.promoted and registry().resolve("propensity") == weak.version and weak.announced is False
+    # A model that barely moves from its random init (lr ~ 0), made champion by hand: the
+    # comparisons below are against it (the gate's own tests are in test_baseline_gate).
+    weak = train_job.run(settings, TrainOptions(task="propensity", table_path=table, lr=1e-9, **PROPENSITY))
+    promote(settings, "propensity", weak.version, reason="test: a weak champion", force=True)
+    assert registry().resolve("propensity") == weak.version
 
     trained = train_job.run(settings, TrainOptions(task="propensity", table_path=table, promote=True, **PROPENSITY))
     auc = trained.metrics["roc_auc"]
@@ -157,7 +169,11 @@ def test_propensity_promotion_follows_the_champion_on_the_same_rows(gold, spark,
     assert trained.test_rows == weak.test_rows == 200
     assert trained.champion_version == weak.version
     assert trained.champion_metrics == pytest.approx(weak.metrics, abs=1e-9)
-    assert trained.promoted == (auc > weak.metrics["roc_auc"])
+    # Better than the champion on the same rows, and not worse than the strongest baseline.
+    assert (
+        trained.gate["verdict"] in ("passed", "refused") and trained.gate["baselines"]["logreg_numeric"]["rows"] == 200
+    )
+    assert trained.promoted == (auc > weak.metrics["roc_auc"] and trained.gate["verdict"] == "passed")
     champion = trained.version if trained.promoted else weak.version
     assert registry().resolve("propensity") == champion
     # Baselines are scored on the same rows, and the reported metrics are the registered model's.
@@ -224,18 +240,23 @@ def test_promote_if_better_refuses_a_worse_challenger_and_takes_a_better_one(gol
     extra = registry().manifest("propensity", versions["inverted"]).extra
     assert extra["test"] == "inverted" and extra["trained_until"] == max(r["ts"] for r in data.train).isoformat()
 
-    promote(settings, "propensity", versions[better], reason="test: the better one is champion")
+    promote(settings, "propensity", versions[better], reason="test: the better one is champion", force=True)
     challenge = evaluate_model(settings, models[worse], data, seed=13)
     assert challenge.champion_version == versions[better]
     assert challenge.champion_metrics["roc_auc"] == pytest.approx(auc[better])
     assert promote_if_better(settings, task, versions[worse], challenge) is None
     assert registry().resolve("propensity") == versions[better]
 
-    promote(settings, "propensity", versions[worse], reason="test: the worse one is champion")
+    promote(settings, "propensity", versions[worse], reason="test: the worse one is champion", force=True)
     challenge = evaluate_model(settings, models[better], data, seed=13)
     result = promote_if_better(settings, task, versions[better], challenge)
-    assert result is not None and result.previous == versions[worse] and not result.announced
-    assert registry().resolve("propensity") == versions[better]
+    # Better than the champion: promoted unless the baseline gate refuses it.
+    if challenge.gate.passed:
+        assert result is not None and result.previous == versions[worse] and not result.announced
+        assert registry().resolve("propensity") == versions[better]
+    else:
+        assert result is None and registry().resolve("propensity") == versions[worse]
+        assert registry().manifest("propensity", versions[better]).extra["promotions"][-1]["outcome"] == "refused"
 
 
 def test_stages_give_paired_per_row_predictions(gold) -> None:
@@ -243,14 +264,15 @@ def test_stages_give_paired_per_row_predictions(gold) -> None:
     predictions on the same rows, keyed by event and grouped by user."""
     from batch.training.stages import FitSpec, evaluate_model, fit_model
     from batch.training.trainer import TrainerConfig
+    from shared.promotion import promote
 
     settings = get_settings()
     task = get_task("propensity")
     if registry().resolve("propensity") is None:  # run on its own (-k): make a champion first
-        train_job.run(
-            settings,
-            TrainOptions(task="propensity", table_path=gold["gold/train_propensity"], promote=True, **PROPENSITY),
+        first = train_job.run(
+            settings, TrainOptions(task="propensity", table_path=gold["gold/train_propensity"], **PROPENSITY)
         )
+        promote(settings, "propensity", first.version, reason="test: a champion to start from", force=True)
     champion = registry().resolve("propensity")
     data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=128, max_eval_samples=100)
     fitted = fit_model(
@@ -292,3 +314,75 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(gold, tmp_path: Pat
     b = load_file(str(registry().path("propensity", resumed["version"]) / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_a_model_worse_than_its_baseline_is_refused_as_the_first_version_and_the_fallback_serves(
+    gold, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deliberately bad first version is refused by the gate, and the logistic regression
+    fallback serves instead; a forced promotion goes through, on the record. Bad by
+    construction on any slice: a linear model fitted on the evaluation rows themselves,
+    with its scores inverted, ranks their positives last."""
+    import dataclasses
+
+    import torch
+
+    from batch.training.stages import (
+        FitSpec,
+        evaluate_model,
+        fit_model,
+        promote_if_better,
+        register_model,
+        serve_fallback_if_unserved,
+    )
+    from batch.training.trainer import TrainerConfig
+    from jobs.cli import main as shopflow
+
+    monkeypatch.setenv("SHOPFLOW_MODELS__REGISTRY_ROOT", str(tmp_path / "registry"))  # no champion yet
+    get_settings.cache_clear()
+    settings = get_settings()
+    task = get_task("propensity")
+    data = load_training_data(task, gold["gold/train_propensity"], seed=13, max_train_samples=128, max_eval_samples=200)
+    fitted = fit_model(
+        settings, task, data, FitSpec(trainer=TrainerConfig(epochs=1, batch_size=32, progress=False), device="cpu")
+    )
+    model, encoder = task.build_fallback(data.test, seed=13)
+    with torch.no_grad():  # negated logits: the in-sample ranking, upside down
+        model.linear.weight.neg_()
+        model.linear.bias.neg_()
+    bad = dataclasses.replace(fitted, model=model, encoder=encoder)
+    report = evaluate_model(settings, bad, data, seed=13)
+    strongest = report.gate.strongest
+    assert report.metrics["roc_auc"] < report.baselines[strongest]["roc_auc"] - 0.01
+    assert not report.gate.passed and "worse than" in report.gate.reason
+    # The gate's figures are the report's metrics, row for row (the bootstrap's own AUC).
+    for name, figures in report.gate.baselines.items():
+        assert figures.value == pytest.approx(report.baselines[name]["roc_auc"], abs=1e-9, nan_ok=True)
+        assert figures.model == pytest.approx(report.metrics["roc_auc"], abs=1e-9)
+
+    version, manifest = register_model(settings, bad, report, data, tmp_path / "bad")
+    assert manifest.extra["kind"] == "trained" and manifest.extra["gate"]["verdict"] == "refused"
+    assert promote_if_better(settings, task, version, report) is None  # no champion, and still refused
+    assert registry().resolve("propensity") is None
+    assert registry().manifest("propensity", version).extra["promotions"][-1]["outcome"] == "refused"
+
+    served = serve_fallback_if_unserved(settings, task, data, tmp_path / "fb", seed=13)
+    assert served is not None and registry().resolve("propensity") == served.version
+    fallback = registry().manifest("propensity", served.version)
+    assert fallback.extra["kind"] == "fallback_baseline" and fallback.extra["baseline"] == "logreg_numeric"
+    # The served fallback is the baseline: the same metrics on the same rows, through the
+    # Predictor a worker loads.
+    assert fallback.metrics["roc_auc"] == pytest.approx(report.baselines["logreg_numeric"]["roc_auc"], abs=1e-6)
+    worker_side = load_predictor("propensity", registry=registry(), device="cpu")
+    assert worker_side.version == str(served.version) and worker_side.score(data.test[:8]).shape == (8,)
+
+    assert shopflow(["models", "list", "--task", "propensity"]) == 0
+    listing = capsys.readouterr().out
+    assert "fallback_baseline" in listing and "refused" in listing
+    assert shopflow(["models", "promote", "propensity", str(version)]) == 2
+    assert "baseline gate" in capsys.readouterr().err and registry().resolve("propensity") == served.version
+    assert shopflow(["models", "promote", "propensity", str(version), "--force", "--reason", "test override"]) == 0
+    assert registry().resolve("propensity") == version
+    forced = registry().manifest("propensity", version).extra["promotions"][-1]
+    assert forced["outcome"] == "forced" and forced["reason"] == "test override" and forced["by"]
+    get_settings.cache_clear()

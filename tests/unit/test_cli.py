@@ -74,7 +74,7 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "replay": (["replay", "--source", "nope"], "invalid choice: 'nope'"),
     "worker": (["worker", "--bogus"], "unrecognized arguments: --bogus"),
     "fold": (["fold", "--bogus"], "unrecognized arguments: --bogus"),
-    "retrain": (["retrain"], "has no champion to retrain from"),
+    "retrain": (["retrain"], "no gold table"),  # no champion is no error: it trains from scratch
     "loop": (["loop", "--once", "--interval", "5m"], "--once and --interval exclude each other"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
     "privacy": (["privacy", "forget"], "invalid choice: 'forget'"),

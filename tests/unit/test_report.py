@@ -250,3 +250,20 @@ def test_each_stage_links_to_its_mlflow_run() -> None:
     assert [s.run_id for s in record.stages] == ["0a1b2c3d4e5f", None]
     table = render_report(record).split('id="table-stages"', 1)[1].split("</table>", 1)[0]
     assert "<th>MLflow run</th>" in table and "<code>0a1b2c3d4e5f</code>" in table
+
+
+def test_the_report_says_what_serves_and_why(tmp_path: Path):
+    record = DemoRecord.from_dict(
+        {
+            **sample_record().to_dict(),
+            "serving": {
+                "propensity": {"version": 2, "kind": "fallback_baseline", "why": "v1 refused by the baseline gate"},
+                "sentiment": {"version": None, "kind": None, "why": "no champion: no version passed the gate"},
+            },
+        }
+    )
+    assert DemoRecord.from_json(record.to_json()).serving == record.serving
+    page = render_report(record)
+    assert 'id="serving"' in page
+    assert "<b>propensity</b>: v2, the fallback baseline, serves — v1 refused by the baseline gate" in page
+    assert "<b>sentiment</b>: nothing serves — no champion" in page

@@ -1,4 +1,4 @@
-"""batch.training.compare: weighted metrics and the paired bootstrap (pure logic)."""
+"""shared.evidence: weighted metrics and the paired bootstrap (pure logic)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from batch.training.compare import decide, paired_bootstrap, weighted_average_precision, weighted_roc_auc
+from shared.evidence import decide, paired_bootstrap, weighted_average_precision, weighted_roc_auc
 
 
 @pytest.fixture
