@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import CorruptCheckpointError, ModelNotFoundError
+from shared.errors import CorruptCheckpointError, ModelNotFoundError, WeightsReclaimedError
 from shared.options import option, start_job
 from shared.registry import ModelRegistry
 from shared.settings import Settings
@@ -48,7 +48,7 @@ class ModelRow:
     created_at: str | None
     primary_metric: str
     value: float | None
-    status: str  # "ok" or "corrupt: <why>"
+    status: str  # "ok", "corrupt: <why>" or "reclaimed: <when>"
 
 
 def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, int]) -> ModelRow:
@@ -56,6 +56,19 @@ def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, in
     try:
         # Verified, not just read: a corrupt version must look corrupt in the listing too.
         manifest = registry.verify(task, version)
+    except WeightsReclaimedError:
+        # Kept for its record (metrics, training data, why it was refused), not servable.
+        kept = registry.manifest(task, version)
+        reclaimed = kept.extra.get("weights_reclaimed", {})
+        return ModelRow(
+            task,
+            version,
+            tags,
+            kept.created_at or None,
+            kept.primary_metric,
+            kept.primary_value,
+            f"reclaimed: not servable, weights removed by the registry retention on {reclaimed.get('at', '?')}",
+        )
     except CorruptCheckpointError as exc:
         return ModelRow(task, version, tags, None, "", None, f"corrupt: {exc}")
     return ModelRow(

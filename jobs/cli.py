@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fold": ("jobs.fold", "clicks.scored + clicks.dlq -> Delta, exactly once, incrementally"),
     "retrain": ("jobs.retrain", "fine-tune from the champion; promote only a challenger proven better"),
     "loop": ("jobs.loop", "fold -> features -> retrain -> evaluate -> promote, --once or every 15m"),
+    "maintain": ("jobs.maintain", "compact + vacuum the lake, reclaim old models' weights, rotate run files"),
     "privacy": ("jobs.privacy", "migrate: rewrite tables written with raw identifiers, drop their old versions"),
     "demo": ("demo.cli", "the whole closed loop on the real data, ending in an HTML report"),
 }

@@ -78,6 +78,7 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "loop": (["loop", "--once", "--interval", "5m"], "--once and --interval exclude each other"),
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
     "privacy": (["privacy", "forget"], "invalid choice: 'forget'"),
+    "maintain": (["maintain", "--keep-last-versions", "0"], "--keep-last-versions must be at least 1"),
 }
 # Every verb's arguments come from shared.options: a mistake is exactly one line.
 ONE_LINE = set(cli.COMMANDS)
