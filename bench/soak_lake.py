@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -177,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="shopflow-soak-lake-"))
+    try:
+        print(json.dumps(_run(root, args)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(
         {
             "SHOPFLOW_LAKE__ROOT": str(root / "lake"),
@@ -244,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_features:
         out["features_seconds_after"] = _features_seconds(settings)
     out["rows_folded"] = committer.result.rows_folded
-    print(json.dumps(out))
-    return 0
+    return out
 
 
 if __name__ == "__main__":
