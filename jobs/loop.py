@@ -12,8 +12,8 @@ sets from history + folded stream; skipped when its inputs did not change) and
 `jobs.retrain` (fine-tune from the champion, compare on the same unseen slice, promote
 only a proven better model), then `jobs.maintain` when it is due (compaction, vacuum and
 log retention of the lake, the registry's retention, rotation of the metrics files; at
-most once per `maintenance.interval`). Each step writes its own metrics JSON and the iteration a
-summary one. A file lock makes sure two runs never overlap on this host; on a cluster
+most once per `maintenance.interval`). Each step writes its own metrics JSON and the
+iteration a summary one. A file lock makes sure two runs never overlap on this host; on a cluster
 scheduler use its own guard as well (Airflow: `max_active_runs=1`).
 """
 
@@ -150,10 +150,9 @@ def default_steps(options: LoopOptions) -> list[Step]:
     def maintain(settings: Settings) -> Any:
         from jobs import maintain as maintain_job
 
-        every = parse_interval(settings.maintenance.interval)
         if not settings.maintenance.enabled:
             return {"skipped": "SHOPFLOW_MAINTENANCE__ENABLED=false"}
-        if not maintain_job.due(settings, every):
+        if not maintain_job.due(settings, parse_interval(settings.maintenance.interval)):
             return {"skipped": f"the last maintenance is younger than {settings.maintenance.interval}"}
         return maintain_job.run(settings, maintain_job.MaintainOptions())
 
