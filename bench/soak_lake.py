@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak_lake", description=__doc__.split("\n")[0])
     parser.add_argument("--folds", type=int, default=500)
     parser.add_argument("--events", type=int, default=200, help="scored events per fold")
-    parser.add_argument("--after", type=int, default=10, help="folds timed after compaction")
+    parser.add_argument(
+        "--after", type=int, default=15, help="folds timed (against fresh tables) before and after compaction"
+    )
+    parser.add_argument(
+        "--maintain-every", type=int, default=0, help="compact every N folds as the loop would (0: never)"
+    )
     parser.add_argument("--no-features", action="store_true", help="time the folds only (no Spark)")
     args = parser.parse_args(argv)
     import logging
@@ -185,74 +190,116 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class Lake:
+    """Folded tables of their own, the fold's committer and a feed of batches for them."""
+
+    def __init__(self, root: Path, events: int) -> None:
+        from jobs.fold_delta import FoldCommitter, FoldResult
+        from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, quarantine_table_path, stream_table_path
+        from shared.delta_merge import ensure_table
+        from shared.settings import Settings
+
+        self.settings = Settings(lake={"root": root})
+        self.tables = (stream_table_path(self.settings), quarantine_table_path(self.settings))
+        ensure_table(self.tables[0], STREAM_SCHEMA)
+        ensure_table(self.tables[1], QUARANTINE_SCHEMA)
+        _silver_clicks(self.settings, 20_000)
+        k = self.settings.kafka
+        self.position = Position({k.scored_topic: uuid.uuid4().int >> 65, k.dlq_topic: uuid.uuid4().int >> 65})
+        self.committer = FoldCommitter(self.settings, FoldResult())
+        self.feed = Feed(self.settings, events)
+        self.folds = 0
+
+    def fold(self) -> float:
+        """One fold's commit of the next batch; its seconds."""
+        pending = self.feed.batch(self.folds)
+        self.folds += 1
+        started = time.perf_counter()
+        self.committer.commit(pending, self.position)  # type: ignore[arg-type]
+        return time.perf_counter() - started
+
+    def files(self) -> int:
+        from shared.delta import open_table
+
+        return len(open_table(self.tables[0]).file_uris())
+
+    def compact(self) -> list[Any]:
+        from shared.delta_maintenance import maintain_table
+
+        m = self.settings.maintenance
+        return [
+            maintain_table(
+                path,
+                protect=set(),
+                target_file_mb=m.target_file_mb,
+                deleted_file_retention_hours=0,  # nothing reads the old versions here
+                log_retention_hours=m.log_retention_hours,
+            )
+            for path in self.tables
+        ]
+
+
+def _against_fresh(lake: Lake, fresh: Lake, n: int) -> dict[str, float]:
+    """Folds into `lake` and into fresh tables, taken in turns so the machine's load
+    (other processes) weighs on both alike; medians and their ratio."""
+    mine, theirs = [], []
+    for _ in range(n):
+        mine.append(lake.fold())
+        theirs.append(fresh.fold())
+    return {
+        "median": _median(mine),
+        "fresh_median": _median(theirs),
+        "ratio": round(_median(mine) / _median(theirs), 2),
+    }
+
+
 def _run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(
         {
-            "SHOPFLOW_LAKE__ROOT": str(root / "lake"),
             "SHOPFLOW_METRICS_DIR": str(root / "metrics"),
             "SHOPFLOW_STREAM__RUN_DIR": str(root / "run"),
             "SHOPFLOW_SPARK__SHUFFLE_PARTITIONS": "4",
         }
     )
-    from jobs.fold_delta import FoldCommitter, FoldResult
-    from shared.contract.folded import QUARANTINE_SCHEMA, STREAM_SCHEMA, quarantine_table_path, stream_table_path
-    from shared.delta import open_table
-    from shared.delta_maintenance import maintain_table
-    from shared.delta_merge import ensure_table
-    from shared.settings import Settings
-
-    settings = Settings()
-    m = settings.maintenance
-    stream, quarantine = stream_table_path(settings), quarantine_table_path(settings)
-    ensure_table(stream, STREAM_SCHEMA)
-    ensure_table(quarantine, QUARANTINE_SCHEMA)
-    _silver_clicks(settings, 20_000)
-    k = settings.kafka
-    position = Position({k.scored_topic: uuid.uuid4().int >> 65, k.dlq_topic: uuid.uuid4().int >> 65})
-    committer = FoldCommitter(settings, FoldResult())
-    feed = Feed(settings, args.events)
-
-    def fold(n: int) -> float:
-        pending = feed.batch(n)
-        started = time.perf_counter()
-        committer.commit(pending, position)  # type: ignore[arg-type]
-        return time.perf_counter() - started
-
-    out: dict[str, Any] = {"bench": "soak.lake", "folds": args.folds, "events_per_fold": args.events}
+    lake = Lake(root / "lake", args.events)
+    out: dict[str, Any] = {
+        "bench": "soak.lake",
+        "folds": args.folds,
+        "events_per_fold": args.events,
+        "maintain_every": args.maintain_every,
+    }
     if not args.no_features:
-        _features_seconds(settings)  # warm-up: Spark's start and first plans, not timed
-    seconds = [fold(n) for n in range(args.folds)]
+        _features_seconds(lake.settings)  # warm-up: Spark's start and first plans, not timed
+    seconds, maintained = [], 0
+    for n in range(args.folds):
+        seconds.append(lake.fold())
+        if args.maintain_every and (n + 1) % args.maintain_every == 0:
+            lake.compact()  # as the loop's maintain step would (not timed)
+            maintained += 1
+    out["maintenance_runs_during"] = maintained
     out["fold_seconds"] = {
         "first": round(seconds[0], 4),
         "first10_median": _median(seconds[:10]),
         "last10_median": _median(seconds[-10:]),
         "per_50_median": [_median(seconds[i : i + 50]) for i in range(0, len(seconds), 50)],
     }
-    out["fold_ratio_after_n"] = round(_median(seconds[-10:]) / _median(seconds[:10]), 2)
-    out["stream_table_files_before"] = len(open_table(stream).file_uris())
+    fresh = Lake(root / "fresh", args.events)
+    fresh.fold()  # its first commit opens the tables' caches
+    # A fold after N folds against a fold into fresh tables (the first fold's conditions), in turns.
+    out["fold_after_n"] = _against_fresh(lake, fresh, args.after)
+    out["stream_table_files_before"] = lake.files()
     if not args.no_features:
-        out["features_seconds_before"] = _features_seconds(settings)
+        out["features_seconds_before"] = _features_seconds(lake.settings)
 
     started = time.monotonic()
-    reports = [
-        maintain_table(
-            path,
-            protect=set(),
-            target_file_mb=m.target_file_mb,
-            deleted_file_retention_hours=0,  # nothing reads the old versions here
-            log_retention_hours=m.log_retention_hours,
-        )
-        for path in (stream, quarantine)
-    ]
+    reports = lake.compact()
     out["compaction_seconds"] = round(time.monotonic() - started, 2)
     out["stream_table_files_after"] = reports[0].files_after
     out["files_vacuumed"] = sum(r.files_vacuumed for r in reports)
-    after = [fold(args.folds + n) for n in range(args.after)]
-    out["fold_seconds"]["after_compaction_median"] = _median(after)
-    out["fold_ratio_after_compaction"] = round(_median(after) / _median(seconds[:10]), 2)
+    out["fold_after_compaction"] = _against_fresh(lake, fresh, args.after)
     if not args.no_features:
-        out["features_seconds_after"] = _features_seconds(settings)
-    out["rows_folded"] = committer.result.rows_folded
+        out["features_seconds_after"] = _features_seconds(lake.settings)
+    out["rows_folded"] = lake.committer.result.rows_folded
     return out
 
 

@@ -152,6 +152,9 @@ def maintain_table(
         )
         report.files_vacuumed = len(deleted)
         table = open_table(path)
+        # A checkpoint of the compacted state: readers (every fold's commit) load it instead
+        # of replaying the small files' commits, and the log before it may now expire.
+        table.create_checkpoint()
         table.cleanup_metadata()  # honours the log retention set above
     except DeltaError as exc:
         raise TableError(f"maintenance of {path} failed: {exc}") from exc
