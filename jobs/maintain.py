@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.delta_maintenance import delta_tables, maintain_table
-from shared.errors import ShopflowError
+from shared.errors import ShopflowError, TableError
 from shared.options import option, resolve, start_job
 from shared.registry import ModelRegistry
 from shared.retention import plan_registry, protected_table_versions, reclaim_weights, rotate_run_files
@@ -99,14 +99,20 @@ def run(settings: Settings, options: MaintainOptions = MaintainOptions()) -> Mai
                 log.info("%s v%d: weights reclaimed (not protected)", plan.task, version)
         protected = protected_table_versions(registry, plans)
         for path in delta_tables(settings.lake.root, m.layers):
-            report = maintain_table(
-                path,
-                protect=protected.get(path.resolve(), set()),
-                target_file_mb=m.target_file_mb,
-                deleted_file_retention_hours=options.deleted_file_retention_hours,
-                log_retention_hours=m.log_retention_hours,
-                job=JOB,
-            )
+            try:
+                report = maintain_table(
+                    path,
+                    protect=protected.get(path.resolve(), set()),
+                    target_file_mb=m.target_file_mb,
+                    deleted_file_retention_hours=options.deleted_file_retention_hours,
+                    log_retention_hours=m.log_retention_hours,
+                    job=JOB,
+                )
+            except TableError as exc:  # a concurrent writer won a conflict: the next run tries again
+                log.warning("%s", exc)
+                result.tables.append({"path": str(path), "error": str(exc)})
+                metrics.count("tables_failed", 1)
+                continue
             result.tables.append(report.to_dict())
             metrics.count("files_compacted", report.files_compacted)
             metrics.count("files_vacuumed", report.files_vacuumed)
