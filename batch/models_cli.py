@@ -108,7 +108,12 @@ def _print_list(settings: Settings, options: ListOptions) -> None:
 
 def _print_show(settings: Settings, options: ShowOptions) -> None:
     registry = ModelRegistry(settings.models.registry_root)
-    manifest = registry.verify(options.task, _resolve(registry, options.task, options.ref))
+    version = _resolve(registry, options.task, options.ref)
+    try:
+        manifest = registry.verify(options.task, version)
+    except WeightsReclaimedError as exc:  # the record stays readable; say it cannot be served
+        print(f"shopflow models show: {exc}", file=sys.stderr)
+        manifest = registry.manifest(options.task, version)
     print(manifest.to_json())
 
 

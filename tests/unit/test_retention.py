@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from batch.models_cli import list_models
+from batch.models_cli import ShowOptions, _print_show, list_models
 from jobs.maintain import MaintainOptions, due, run
 from shared.delta import read_arrow, write_arrow
 from shared.errors import WeightsReclaimedError
@@ -32,7 +32,7 @@ def _registry(tmp_path: Path, n: int, training_data=lambda v: {}) -> ModelRegist
     return registry
 
 
-def test_unprotected_versions_keep_their_manifest_and_lose_their_weights(tmp_path: Path) -> None:
+def test_unprotected_versions_keep_their_manifest_and_lose_their_weights(tmp_path: Path, capsys) -> None:
     registry = _registry(tmp_path, 7)
     registry.flip_alias("propensity", 2)
     registry.flip_alias("propensity", 3, alias="challenger")
@@ -51,6 +51,11 @@ def test_unprotected_versions_keep_their_manifest_and_lose_their_weights(tmp_pat
     rows = {r.version: r for r in list_models(registry)}
     assert rows[4].status.startswith("reclaimed: not servable") and rows[4].value == 0.5
     assert rows[6].status == "ok" and rows[2].aliases == ("champion",)
+    settings = Settings(models={"registry_root": registry.root})
+    _print_show(settings, ShowOptions("propensity", "4"))
+    shown = capsys.readouterr()
+    assert '"weights_reclaimed"' in shown.out
+    assert shown.err.splitlines()[-1].startswith("shopflow models show: propensity v4: not servable")
     again = plan_task(registry, "propensity", keep_last=2)
     assert again.reclaim == () and again.reclaimed == (4, 5)
 
