@@ -19,9 +19,12 @@ item_click_stats: they read silver/clicks and the whole folded table) before and
 the compaction (a warm-up run first, not timed: Spark's start).
 
 Prints ONE JSON line: fold seconds (the first fold, medians of the first and last 10,
-per 50 folds), `fold_ratio_after_n` (median of the last 10 / median of the first 10;
-goal: at most 1.5), the folded table's files before and after compaction, the
-compaction's seconds, folds after compaction, and the features seconds before and after.
+per 50 folds); `fold_after_n` and `fold_after_compaction`: `--after` folds into the soaked
+tables taken in turns with folds into fresh tables (a first fold's conditions), so the
+machine's load weighs on both alike, and `ratio` = the medians' ratio (goal after 500
+folds: at most 1.5); the folded table's files before and after compaction, the
+compaction's seconds and the features seconds before and after. `--maintain-every 24`
+compacts as the loop's maintain step would (every 6 h of 15-minute folds).
 """
 
 from __future__ import annotations
