@@ -104,6 +104,7 @@ PRINTABLE = {
     "retrain": [],
     "loop": [],
     "privacy": ["migrate"],
+    "maintain": [],
 }
 
 
