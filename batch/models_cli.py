@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import CorruptCheckpointError, ModelNotFoundError
+from shared.errors import CorruptCheckpointError, ModelNotFoundError, WeightsReclaimedError
 from shared.gate import model_kind
 from shared.manifest import Manifest
 from shared.options import option, start_job
@@ -56,7 +56,7 @@ class ModelRow:
     created_at: str | None
     primary_metric: str
     value: float | None
-    status: str  # "ok" or "corrupt: <why>"
+    status: str  # "ok", "corrupt: <why>" or "reclaimed: <when>"
     kind: str = ""  # trained | fallback_baseline ("" when unreadable)
     gate: str = ""  # passed | refused | exempt | none (no evidence: an older release's)
     why: str = ""  # the reason of its last promotion, when it was promoted
@@ -76,6 +76,22 @@ def _row(registry: ModelRegistry, task: str, version: int, aliases: dict[str, in
     try:
         # Verified, not just read: a corrupt version must look corrupt in the listing too.
         manifest = registry.verify(task, version)
+    except WeightsReclaimedError:
+        # Kept for its record (metrics, training data, why it was refused), not servable.
+        kept = registry.manifest(task, version)
+        reclaimed = kept.extra.get("weights_reclaimed", {})
+        return ModelRow(
+            task,
+            version,
+            tags,
+            kept.created_at or None,
+            kept.primary_metric,
+            kept.primary_value,
+            f"reclaimed: not servable, weights removed by the registry retention on {reclaimed.get('at', '?')}",
+            kind=model_kind(kept),
+            gate=str(kept.extra["gate"].get("verdict", "none")) if isinstance(kept.extra.get("gate"), dict) else "none",
+            why=_last_promotion(kept),
+        )
     except CorruptCheckpointError as exc:
         return ModelRow(task, version, tags, None, "", None, f"corrupt: {exc}")
     gate = manifest.extra.get("gate")
@@ -145,7 +161,12 @@ def _print_list(settings: Settings, options: ListOptions) -> None:
 
 def _print_show(settings: Settings, options: ShowOptions) -> None:
     registry = ModelRegistry(settings.models.registry_root)
-    manifest = registry.verify(options.task, _resolve(registry, options.task, options.ref))
+    version = _resolve(registry, options.task, options.ref)
+    try:
+        manifest = registry.verify(options.task, version)
+    except WeightsReclaimedError as exc:  # the record stays readable; say it cannot be served
+        print(f"shopflow models show: {exc}", file=sys.stderr)
+        manifest = registry.manifest(options.task, version)
     print(manifest.to_json())
 
 

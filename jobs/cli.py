@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "loop": ("jobs.loop", "fold -> features -> retrain -> evaluate -> promote, --once or every 15m"),
     "runs": ("jobs.runs", "the latest tracked runs (MLflow) as a table"),
+    "maintain": ("jobs.maintain", "compact + vacuum the lake, reclaim old models' weights, rotate run files"),
     "privacy": ("jobs.privacy", "migrate: rewrite tables written with raw identifiers, drop their old versions"),
     "demo": ("demo.cli", "the whole closed loop on the real data, ending in an HTML report"),
 }

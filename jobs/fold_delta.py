@@ -12,6 +12,12 @@ below them were folded by another member (a partition moved in a rebalance) and 
 dropped. A concurrent commit that set one of the same app ids, or added rows in the same
 event-time range, makes the commit fail; the fold re-reads and retries.
 
+Recreated topics. The offset is only meaningful in the topic it was read from: each
+partition's commit also stores that topic's identity (its Kafka topic id, as the app
+transaction `fold-topic:<topic>:<partition>`). A fold that finds another id on the broker
+folds the partition again from its start, however long the new log has grown
+(`jobs.fold_kafka`); event ids already folded are dropped by the MERGE.
+
 Duplicates. Rows whose event_id is in the batch, in the stream table or in silver/clicks
 are not inserted (a MERGE that inserts when not matched); the silver/clicks lookup reads
 only the new rows' ts range, so the time of a fold follows the new records.
@@ -82,6 +88,27 @@ class FoldResult:
 
 def app_id(topic: str, partition: int) -> str:
     return f"fold:{topic}:{partition}"
+
+
+def identity_app_id(topic: str, partition: int) -> str:
+    """The app id whose version is the identity of the topic a partition's offset was read from."""
+    return f"fold-topic:{topic}:{partition}"
+
+
+def topic_identity(topic_id: uuid.UUID | str | None) -> int | None:
+    """A Kafka topic id (KIP-516) as an app-transaction version: its top 63 bits (a
+    version is a signed 64-bit number); None for no id or the all-zero one (brokers
+    without topic ids)."""
+    if topic_id is None:
+        return None
+    value = topic_id.int if isinstance(topic_id, uuid.UUID) else uuid.UUID(str(topic_id)).int
+    return (value >> 65) or None
+
+
+def folded_identity(snapshot: DeltaTable | None, topic: str, partition: int) -> int | None:
+    """The identity of the topic whose offset `snapshot` holds for topic[partition]; None
+    when the offset was stored without one (an older fold, a broker without topic ids)."""
+    return None if snapshot is None else snapshot.transaction_version(identity_app_id(topic, partition))
 
 
 def snapshot_of(path: Path) -> DeltaTable | None:
@@ -175,6 +202,14 @@ class FoldCommitter:
             stored = folded_offset(table, tp.topic, tp.partition)
             records = pending[tp]
             expected = consumer.expected.get(tp)
+            identity = consumer.identities.get(tp.topic)
+            if (
+                tp in consumer.recreated
+                and identity is not None
+                and folded_identity(table, tp.topic, tp.partition) == identity
+            ):
+                # Another member folded the recreated topic meanwhile: its offset is this topic's.
+                consumer.recreated.discard(tp)
             if (
                 stored is not None
                 and tp not in consumer.recreated
@@ -209,6 +244,8 @@ class FoldCommitter:
                     continue
             keep[tp] = records
             txns.append(AppTxn(app_id(tp.topic, tp.partition), records[-1].offset + 1))
+            if identity is not None:
+                txns.append(AppTxn(identity_app_id(tp.topic, tp.partition), identity))
         return keep, txns
 
     def _commit_once(

@@ -7,7 +7,11 @@ resumes every partition from the offset Delta holds, and knows when it has read 
 Delta is the truth of what was folded (`jobs.fold_delta.folded_offset`): on assignment a
 partition is sought to its app-transaction version, and a drain run ends when every
 assigned partition is read to its confirmed end and Delta holds it all. The consumer
-group's own offsets are committed for monitoring only.
+group's own offsets are committed for monitoring only. A partition whose offset Delta
+stored from another topic of the same name (another Kafka topic id: the topic was
+deleted and created again) is read from its beginning, however far the new log has
+grown; where the broker gives no topic ids, a log that ends below Delta's offset is the
+only sign of a recreated topic.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs.fold_delta import folded_offset, snapshot_of
+from jobs.fold_delta import folded_identity, folded_offset, snapshot_of, topic_identity
 from shared.brokers import confirmed_end
 from shared.errors import BrokerError
 from shared.settings import Settings
@@ -30,7 +34,8 @@ class FoldConsumer:
     """The group consumer, what it polled and not committed yet, and where each partition stands.
 
     `expected[tp]`: the offset this fold's next record of tp continues from (Delta's
-    view); `recreated`: partitions whose log restarted below Delta's offset.
+    view); `recreated`: partitions whose topic was recreated since Delta's offset (another
+    topic id, or a log that restarted below the offset); `identities`: each topic's id.
     """
 
     def __init__(self, settings: Settings, batch_records: int, tables: Mapping[str, Path]) -> None:
@@ -40,6 +45,7 @@ class FoldConsumer:
         self.expected: dict[Any, int | None] = {}
         self.pending: dict[Any, list[Any]] = {}  # polled, not committed yet
         self.recreated: set[Any] = set()
+        self.identities: dict[str, int | None] = {}  # topic -> its id on the broker (fold_delta.topic_identity)
         self.probe: Any = None  # a group-less consumer that confirms end offsets
         self.consumer = self._consumer()
 
@@ -108,9 +114,26 @@ class FoldConsumer:
         self.expected[tp] = stored
 
     def seek_to_folded(self, assigned: Any) -> None:
-        """Resume each partition from its app-transaction version in Delta, not the group's offset."""
+        """Resume each partition from its app-transaction version in Delta, not the group's
+        offset; from the beginning where Delta's offset was read from another topic of the
+        same name (a recreated one: its topic id differs)."""
+        self.identities = self.topic_identities()
         for tp in assigned:
-            stored = folded_offset(snapshot_of(self.tables[tp.topic]), tp.topic, tp.partition)
+            snapshot = snapshot_of(self.tables[tp.topic])
+            stored = folded_offset(snapshot, tp.topic, tp.partition)
+            folded_from = folded_identity(snapshot, tp.topic, tp.partition)
+            now = self.identities.get(tp.topic)
+            if stored is not None and None not in (folded_from, now) and folded_from != now:
+                log.warning(
+                    "%s[%d]: Delta's offset %d was read from another topic of this name (its topic id "
+                    "changed): the topic was recreated; reading it from the beginning",
+                    tp.topic,
+                    tp.partition,
+                    stored,
+                )
+                self.resume_from(tp, None)
+                self.recreated.add(tp)
+                continue
             self.resume_from(tp, stored)
             log.info(
                 "assigned %s[%d]: resuming at %s (Delta app transaction)",
@@ -166,6 +189,22 @@ class FoldConsumer:
             if position < ends[tp]:
                 return False
         return True
+
+    def topic_identities(self) -> dict[str, int | None]:
+        """Each folded topic's identity on the broker (its Kafka topic id, KIP-516); empty
+        where the broker gives none, and the fold falls back to the log-length rule."""
+        from kafka.admin import KafkaAdminClient
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers, client_id="shopflow-fold")
+            try:
+                described = admin.describe_topics(list(self.tables))
+            finally:
+                admin.close()
+        except Exception as exc:  # kafka-python raises several unrelated types here
+            log.warning("topic ids unavailable (%s): a recreated topic is found by its length only", exc)
+            return {}
+        return {d["name"]: topic_identity(d.get("topic_id")) for d in described if not d.get("error_code")}
 
     def confirmed_ends(self, tps: list[Any]) -> dict[Any, int]:
         """The end offset of each of `tps` (`shared.brokers.confirmed_end`), from a fetch of

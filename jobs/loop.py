@@ -11,8 +11,11 @@ One iteration runs the jobs in order, each through its own `run(settings, option
 sets from history + folded stream; skipped when its inputs did not change) and
 `jobs.retrain` (fine-tune from the last trained version, compare on the same unseen
 slice, promote only a model proven better and not worse than its baselines; with no
-champion and nothing passing, the fallback baseline serves). Each step writes its own metrics JSON and the iteration a
-summary one. A file lock makes sure two runs never overlap on this host; on a cluster
+champion and nothing passing, the fallback baseline serves), then `jobs.maintain` when
+it is due (compaction, vacuum and log retention of the lake, the registry's retention,
+rotation of the metrics files; at most once per `maintenance.interval`). Each step
+writes its own metrics JSON and the iteration a summary one. A file lock makes sure two
+runs never overlap on this host; on a cluster
 scheduler use its own guard as well (Airflow: `max_active_runs=1`).
 """
 
@@ -55,6 +58,7 @@ class LoopOptions:
         check=parse_interval,
     )
     skip_retrain: bool = option(False, help="fold and rebuild features only")
+    skip_maintain: bool = option(False, help="do not end iterations with `shopflow maintain` when it is due")
     max_iterations: int | None = option(None, help="stop after this many iterations (without --once)", ge=1)
     retrain: RetrainOptions = options_group(RetrainOptions, title="the retrain step (as `shopflow retrain`)")
 
@@ -133,9 +137,20 @@ def default_steps(options: LoopOptions) -> list[Step]:
 
         return retrain_job.run(settings, options.retrain)
 
+    def maintain(settings: Settings) -> Any:
+        from jobs import maintain as maintain_job
+
+        if not settings.maintenance.enabled:
+            return {"skipped": "SHOPFLOW_MAINTENANCE__ENABLED=false"}
+        if not maintain_job.due(settings, parse_interval(settings.maintenance.interval)):
+            return {"skipped": f"the last maintenance is younger than {settings.maintenance.interval}"}
+        return maintain_job.run(settings, maintain_job.MaintainOptions())
+
     steps: list[Step] = [("fold", fold), ("features", features)]
     if not options.skip_retrain:
         steps.append(("retrain", retrain))
+    if not options.skip_maintain:
+        steps.append(("maintain", maintain))
     return steps
 
 

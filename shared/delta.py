@@ -1,4 +1,4 @@
-"""Delta tables for Spark through delta-rs: with `shared.delta_merge`, the only code that touches table files.
+"""Delta tables for Spark through delta-rs: with `shared.delta_merge` and `shared.delta_maintenance`, the only code that touches table files.
 
 Spark computes; delta-rs owns the transaction log. Rules this module enforces:
 

@@ -62,6 +62,11 @@ class CorruptCheckpointError(UserError, ModelError):
     """A checkpoint failed verification: missing files, bad checksums, half-written."""
 
 
+class WeightsReclaimedError(CorruptCheckpointError):
+    """The version's weights were reclaimed by the registry retention: its manifest stays
+    (what it was trained on, its metrics, why it was refused), it can no longer be served."""
+
+
 class BrokerError(UserError, ShopflowError):
     """The Kafka broker cannot be started, reached or administered."""
 

@@ -30,11 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shared.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
+from shared.errors import CorruptCheckpointError, ModelError, ModelNotFoundError, WeightsReclaimedError
 from shared.files import sha256_file
 from shared.manifest import Manifest
 
 MANIFEST = "manifest.json"
+# Manifest key set when the registry retention removed a version's weights (shared.retention).
+WEIGHTS_RECLAIMED = "weights_reclaimed"
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 # Pickle-based weight formats may run code when loaded; the registry refuses them.
 _FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -233,6 +235,12 @@ class ModelRegistry:
             ) from exc
         except ValueError as exc:
             raise CorruptCheckpointError(f"{where}: manifest.json is not valid JSON ({exc})") from exc
+        reclaimed = manifest.extra.get(WEIGHTS_RECLAIMED)
+        if reclaimed:
+            raise WeightsReclaimedError(
+                f"{task} v{version}: not servable, its weights were reclaimed by the registry retention "
+                f"on {reclaimed.get('at', '?')} (the manifest is kept)"
+            )
         expected: dict[str, str] = manifest.files
         if not expected:
             raise CorruptCheckpointError(f"{where}: manifest lists no files")

@@ -215,6 +215,34 @@ class TrackingSettings(_Group):
     log_model_files: bool = False
 
 
+class MaintenanceSettings(_Group):
+    """jobs.maintain: compaction, vacuum and log retention of the lake's Delta tables, the
+    registry's retention and the rotation of per-run files. The loop runs it at most once
+    per `interval`; `shopflow maintain` runs it by hand."""
+
+    # The loop's maintain step (off: only `shopflow maintain`), and how long after the
+    # last maintenance it runs again (90s, 15m, 6h, ...).
+    enabled: bool = True
+    interval: str = "6h"
+    # optimize.compact's target file size; tables of the layers below are maintained.
+    target_file_mb: int = Field(default=128, ge=1)
+    layers: tuple[Literal["bronze", "silver", "gold", "scored", "ops"], ...] = ("silver", "gold")
+    # Files removed from a table stay this long for readers of older versions
+    # (delta.deletedFileRetentionDuration); the versions a protected model was trained on
+    # are kept whatever their age.
+    deleted_file_retention_hours: float = Field(default=168.0, ge=0)
+    # Log entries stay at least this long (delta.logRetentionDuration); longer where a
+    # protected model's training version needs them for time travel.
+    log_retention_hours: float = Field(default=720.0, ge=0)
+    # Registry: besides the champion, the challenger and fallback baselines, the newest
+    # this many versions of a task keep their weights.
+    keep_last_versions: int = Field(default=5, ge=1)
+    # Per-run files (metrics JSON): of each kind the newest `keep_last_runs` within
+    # `max_run_age_days` are kept, and always the newest one.
+    keep_last_runs: int = Field(default=200, ge=1)
+    max_run_age_days: float = Field(default=14.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of shopflow's settings. Build with `get_settings()`."""
 
@@ -240,6 +268,7 @@ class Settings(BaseSettings):
     loop: LoopSettings = Field(default_factory=LoopSettings)
     fold: FoldSettings = Field(default_factory=FoldSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @model_validator(mode="before")
     @classmethod

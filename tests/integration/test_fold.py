@@ -315,18 +315,12 @@ def test_concurrent_commits_of_one_partition_conflict(tmp_path):
     assert sorted(read_arrow(path).column("event_id").to_pylist()) == ["a", "c", "d"]
 
 
-def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
-    """The embedded broker keeps topics in memory: after a restart the offsets begin at 0
-    again, below what Delta says was folded. The new events must still be folded."""
+def _recreate_topics(settings) -> None:
     from kafka.admin import KafkaAdminClient
 
     from stream.broker import ensure_topics, list_topics
     from stream.topics import TopicSpec
 
-    settings = kit.settings_from(fold_env)
-    first = _produce(settings, 200)
-    code, _, err = _finish(_fold(fold_env))
-    assert code == 0, err[-2000:]
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     try:
         admin.delete_topics([settings.kafka.scored_topic, settings.kafka.dlq_topic])
@@ -341,6 +335,18 @@ def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
         settings.kafka.bootstrap_servers,
         [TopicSpec(settings.kafka.scored_topic, PARTITIONS), TopicSpec(settings.kafka.dlq_topic, PARTITIONS)],
     )
+
+
+def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
+    """The embedded broker keeps topics in memory: after a restart the offsets begin at 0
+    again. The new events must be folded whether the new log ends below what Delta says
+    was folded or has already grown past it: the topic's id tells the two topics apart."""
+    settings = kit.settings_from(fold_env)
+    topic = settings.kafka.scored_topic
+    first = _produce(settings, 200)
+    code, _, err = _finish(_fold(fold_env))
+    assert code == 0, err[-2000:]
+    _recreate_topics(settings)
     second = _produce(settings, 40, start=1000)  # fewer records than before: offsets end below the folded ones
     code, result, err = _finish(_fold(fold_env))
     assert code == 0, err[-2000:]
@@ -348,9 +354,21 @@ def test_a_recreated_topic_is_folded_again_from_its_start(fold_env):
     ids = read_arrow(stream_table_path(settings)).column("event_id").to_pylist()
     assert sorted(ids) == sorted(first["ids"] + second["ids"])
     stream = open_table(stream_table_path(settings))
-    topic = settings.kafka.scored_topic
     assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(
         second["counts"][topic]
+    )
+
+    _recreate_topics(settings)
+    third = _produce(settings, 120, start=2000)  # more records than Delta's offsets: the log grew past them
+    assert all(third["counts"][topic][p] > second["counts"][topic][p] for p in range(PARTITIONS))
+    code, result, err = _finish(_fold(fold_env))
+    assert code == 0, err[-2000:]
+    ids = read_arrow(stream_table_path(settings)).column("event_id").to_pylist()
+    assert sorted(ids) == sorted(first["ids"] + second["ids"] + third["ids"])
+    assert "topic id changed" in err, err[-2000:]
+    stream = open_table(stream_table_path(settings))
+    assert {p: stream.transaction_version(f"fold:{topic}:{p}") for p in range(PARTITIONS)} == dict(
+        third["counts"][topic]
     )
 
 

@@ -79,6 +79,7 @@ MISTAKES: dict[str, tuple[list[str], str]] = {
     "demo": (["demo", "--cutoff", "yesterday"], "is not an ISO-8601 time"),
     "privacy": (["privacy", "forget"], "invalid choice: 'forget'"),
     "runs": (["runs", "--limit", "0"], "--limit must be at least 1 (got 0)"),
+    "maintain": (["maintain", "--keep-last-versions", "0"], "--keep-last-versions must be at least 1"),
 }
 # Every verb's arguments come from shared.options: a mistake is exactly one line.
 ONE_LINE = set(cli.COMMANDS)

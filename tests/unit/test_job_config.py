@@ -105,6 +105,7 @@ PRINTABLE = {
     "loop": [],
     "privacy": ["migrate"],
     "runs": [],
+    "maintain": [],
 }
 
 

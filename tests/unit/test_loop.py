@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.loop import LoopBusyError, LoopOptions, parse_interval, run, run_iteration, run_lock
+from jobs.loop import LoopBusyError, LoopOptions, default_steps, parse_interval, run, run_iteration, run_lock
 from shared.errors import ConfigError, TableNotFoundError, UsageError
 from shared.settings import Settings
 
@@ -75,3 +75,18 @@ def test_interval_runs_until_max_iterations(tmp_path: Path):
         _settings(tmp_path), LoopOptions(interval="1s", max_iterations=2), steps=[("fold", lambda s: calls.append(1))]
     )
     assert len(results) == 2 and len(calls) == 2
+
+
+def test_maintenance_ends_an_iteration_only_when_due(tmp_path: Path):
+    assert [name for name, _ in default_steps(LoopOptions())] == ["fold", "features", "retrain", "maintain"]
+    assert [name for name, _ in default_steps(LoopOptions(skip_maintain=True))][-1] == "retrain"
+    settings = Settings(
+        stream={"run_dir": tmp_path / "run"},
+        metrics_dir=tmp_path / "metrics",
+        lake={"root": tmp_path / "lake"},
+        models={"registry_root": tmp_path / "registry"},
+        maintenance={"interval": "1h"},
+    )
+    maintain = dict(default_steps(LoopOptions()))["maintain"]
+    assert maintain(settings).tables == []  # never ran: due
+    assert "younger than 1h" in maintain(settings)["skipped"]
