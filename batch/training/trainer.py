@@ -55,6 +55,8 @@ class TrainerConfig:
     patience: int = 2
     # A time-boxed run evaluates on valid at this many evenly spaced steps.
     budget_evaluations: int = 4
+    # Valid evaluations per epoch; None: the task's (Task.evaluations_per_epoch).
+    evaluations_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ def fit(
     weights = class_weights(labels, task.num_labels).to(device) if task.class_weighted_loss else None
     label_tensor = torch.as_tensor(labels, dtype=torch.long)
     valid_labels = task.labels(valid) if valid else np.zeros(0, dtype=np.int64)
-    eval_at = set(evaluation_steps(total, steps_per_epoch)) if valid else set()
+    per_epoch = cfg.evaluations_per_epoch or task.evaluations_per_epoch
+    eval_at = set(evaluation_steps(total, steps_per_epoch, per_epoch=per_epoch)) if valid else set()
 
     last_checkpoint = None
     started = time.perf_counter()
@@ -168,12 +171,12 @@ def fit(
             if cfg.time_budget_seconds is not None and state.global_step == _BUDGET_PROBE_STEPS:
                 per_step = (time.perf_counter() - started) / _BUDGET_PROBE_STEPS
                 # A valid evaluation costs about a forward pass per row (a third of a step's work).
-                eval_cost = per_step / 3 * len(valid) / cfg.batch_size * cfg.budget_evaluations
+                eval_cost = per_step / 3 * len(valid) / cfg.batch_size * cfg.budget_evaluations if valid else 0.0
                 fits = int(max(0.0, cfg.time_budget_seconds - eval_cost) / per_step)
                 total = min(total, max(state.global_step, fits))
                 bar.total = total
                 if valid:
-                    eval_at = set(evaluation_steps(total, steps_per_epoch, cfg.budget_evaluations))
+                    eval_at = set(evaluation_steps(total, steps_per_epoch, cfg.budget_evaluations, per_epoch))
             if state.global_step in eval_at or (valid and state.global_step >= total):
                 metrics = valid_metrics(task, model, encoder, valid, valid_labels, device)
                 # Losses since the previous evaluation, from the history a checkpoint keeps.

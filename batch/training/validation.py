@@ -27,11 +27,13 @@ Record = dict[str, Any]
 _EVAL_BATCH = 256
 
 
-def evaluation_steps(total: int, steps_per_epoch: int, points: int = 0) -> list[int]:
-    """The global steps after which the model is evaluated: each epoch's end and the last
-    step, plus `points` evenly spaced steps over `total` (time-boxed runs, which may not
-    reach an epoch's end)."""
-    steps = {min(total, e * steps_per_epoch) for e in range(1, math.ceil(total / max(1, steps_per_epoch)) + 1)}
+def evaluation_steps(total: int, steps_per_epoch: int, points: int = 0, per_epoch: int = 1) -> list[int]:
+    """The global steps after which the model is evaluated: `per_epoch` evenly spaced
+    steps in each epoch (its end among them) and the last step, plus `points` evenly
+    spaced steps over `total` (time-boxed runs, which may not reach an epoch's end)."""
+    per_epoch, spe = max(1, per_epoch), max(1, steps_per_epoch)
+    epochs = math.ceil(total / spe)
+    steps = {e * spe + max(1, round(spe * k / per_epoch)) for e in range(epochs) for k in range(1, per_epoch + 1)}
     steps |= {max(1, round(total * k / points)) for k in range(1, points + 1)} if points > 0 else set()
     steps.add(total)
     return sorted(s for s in steps if 0 < s <= total)

@@ -22,6 +22,8 @@ def test_evaluations_come_at_each_epochs_end_and_evenly_in_a_time_boxed_run() ->
     assert evaluation_steps(8, 4) == [4, 8]
     assert evaluation_steps(6, 100, points=3) == [2, 4, 6]  # cut short of an epoch
     assert evaluation_steps(0, 4) == []
+    assert evaluation_steps(16, 8, per_epoch=2) == [4, 8, 12, 16]
+    assert evaluation_steps(10, 8, per_epoch=2) == [4, 8, 10]
 
 
 def test_the_tracker_keeps_the_best_and_stops_after_patience_evaluations_without_it() -> None:
