@@ -58,7 +58,7 @@ def _tiny(seed: int) -> tuple[PropensityModel, PropensityEncoder]:
     return PropensityModel(config), PropensityEncoder(config)
 
 
-CFG = TrainerConfig(epochs=12, batch_size=16, lr=2e-2, seed=3, progress=False, patience=2)
+CFG = TrainerConfig(epochs=12, batch_size=16, lr=2e-2, seed=3, progress=False, patience=2, evaluations_per_epoch=1)
 
 
 def test_the_best_state_on_valid_is_kept_and_training_stops_when_valid_stops_improving() -> None:
