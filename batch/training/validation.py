@@ -42,7 +42,7 @@ def evaluation_steps(total: int, steps_per_epoch: int, points: int = 0, per_epoc
 @dataclass
 class ValidationTracker:
     """The evaluations so far, the best one on `metric` (higher is better) and the count
-    of evaluations since. NaN never counts as an improvement."""
+    of evaluations since without a better one. NaN is neither better nor worse."""
 
     metric: str
     patience: int = 0  # 0: never stop early
@@ -57,7 +57,9 @@ class ValidationTracker:
         improved = not math.isnan(value) and (self.best_value is None or value > self.best_value)
         if improved:
             self.best_step, self.best_value, self.since_best = step, value, 0
-        else:
+        elif not math.isnan(value):
+            # An undefined metric (a valid slice with one class) says nothing either way:
+            # it neither improves nor counts toward stopping.
             self.since_best += 1
         self.history.append(
             {

@@ -34,8 +34,12 @@ def test_the_tracker_keeps_the_best_and_stops_after_patience_evaluations_without
     ]
     assert seen == [True, True, False] and tracker.best_step == 20 and not tracker.should_stop
     assert not tracker.observe(40, {"roc_auc": 0.7}, train_loss=0.4, epoch=4.0)  # equal is not better
+    assert not tracker.should_stop  # the undefined one (one class in the slice) did not count
+    assert not tracker.observe(50, {"roc_auc": 0.65}, train_loss=0.4, epoch=5.0)
     assert tracker.should_stop and tracker.best_value == 0.7
-    assert [h["step"] for h in tracker.history] == [10, 20, 30, 40] and tracker.history[2]["valid"]["roc_auc"] is None
+    assert [h["step"] for h in tracker.history] == [10, 20, 30, 40, 50] and tracker.history[2]["valid"][
+        "roc_auc"
+    ] is None
     again = ValidationTracker("roc_auc", patience=2)
     again.restore(tracker.to_state())
     assert again == tracker
