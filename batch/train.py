@@ -3,7 +3,7 @@ the champion on the same test rows, register it, and optionally promote it.
 
 usage: python -m batch.train --task sentiment [--max-train-samples 200] [--epochs 1]
            [--batch-size 16] [--lr 5e-5] [--seed 13] [--max-length 128] [--lora]
-           [--base-model DIR] [--init-from-champion] [--resume-from DIR] [--promote]
+           [--base-model DIR] [--init-from-champion] [--resume-from DIR] [--patience 2] [--promote]
        (also: spark-submit batch/train.py ..., shopflow train ...)
 
 From another job: `run(settings, TrainOptions(task="propensity", promote=True))`, or
@@ -47,9 +47,9 @@ class TrainOptions:
     init_from_champion: bool = option(False, help="continue from the champion's weights")
     max_train_samples: int | None = option(None, help="smoke mode: train on this many rows", ge=1)
     max_eval_samples: int | None = option(None, help="evaluate on this many test rows", ge=1)
-    epochs: int | None = option(None, help="default: the task's (1)", ge=1)
-    batch_size: int | None = option(None, help="default: the task's (16)", ge=1)
-    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 2e-3 propensity)", gt=0)
+    epochs: int | None = option(None, help="default: the task's (1; propensity 2)", ge=1)
+    batch_size: int | None = option(None, help="default: the task's (16; propensity 64)", ge=1)
+    lr: float | None = option(None, help="default: the task's (5e-5 fine-tune, 5e-4 LoRA, 5e-4 propensity)", gt=0)
     seed: int = option(13, help="seed for sampling, batch order and init")
     max_length: int = option(128, help="text tasks: tokens per example", ge=1)
     lora: bool = option(False, help="train LoRA adapters (text tasks), merged on save")
@@ -57,6 +57,7 @@ class TrainOptions:
     save_steps: int = option(0, help="write a resumable checkpoint every N steps (0: never)", ge=0)
     stop_after_steps: int | None = option(None, help="stop after N steps, resumable (preempted runs)", ge=1)
     time_budget_seconds: float | None = option(None, help="train for about this long: fewer steps, same schedule", gt=0)
+    patience: int = option(2, help="stop after N valid evaluations without improvement (0: never)", ge=0)
     resume_from: str | None = option(None, help="a checkpoint-<step> folder written by --save-steps")
     output_dir: str | None = option(None, help="where checkpoints go (default: a temp folder)")
     promote: bool = option(
@@ -137,6 +138,7 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
         output_dir=work_dir,
         progress=options.progress,
         time_budget_seconds=options.time_budget_seconds,
+        patience=options.patience,
     )
     spec = FitSpec(
         trainer=trainer,
@@ -158,9 +160,10 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
         max_eval_samples=options.max_eval_samples,
     )
     log.info(
-        "%s: %d train / %d test rows from %s@v%d",
+        "%s: %d train / %d valid / %d test rows from %s@v%d",
         task.name,
         len(data.train),
+        len(data.valid),
         len(data.test),
         data.table_path,
         data.delta_version,
@@ -187,6 +190,11 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
         "epochs": trainer.epochs,
         "batch_size": trainer.batch_size,
         "last_checkpoint": str(fit.last_checkpoint) if fit.last_checkpoint else None,
+        # Chosen on the valid split: the weights kept are best_step's (None: the last step's).
+        "patience": trainer.patience,
+        "best_step": fit.best_step,
+        "stopped_early": fit.stopped_early,
+        "history": list(fit.history),
     }
     doc: dict[str, Any] = {
         "task": task.name,
@@ -197,8 +205,10 @@ def _train(settings: Settings, options: TrainOptions) -> TrainResult:
             "table": data.table_path,
             "delta_version": data.delta_version,
             "train_rows": len(data.train),
+            "valid_rows": len(data.valid),
             "test_rows": len(data.test),
             "train_rows_available": data.train_rows_available,
+            "valid_rows_available": data.valid_rows_available,
             "test_rows_available": data.test_rows_available,
         },
     }

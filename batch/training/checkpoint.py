@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from shared.tasks import Task
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
+BEST_PREFIX = "best."
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrainerState:
     batch_size: int
     examples_seen: int
     loss_history: list[float]
+    # The valid-split evaluations so far and the best one (ValidationTracker.to_state()).
+    validation: dict[str, Any] = field(default_factory=dict)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -57,8 +60,10 @@ def save_checkpoint(
     encoder: Any,
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
+    best: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint into `folder` atomically (temp folder, then rename)."""
+    """Write a checkpoint into `folder` atomically (temp folder, then rename); `best` is the
+    best weights on the valid split so far, kept so a resumed run ends with the same ones."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     task.save(model, encoder, tmp)
@@ -66,6 +71,8 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for name, tensor in (best or {}).items():
+        tensors[f"{BEST_PREFIX}{name}"] = tensor.contiguous()
     save_file(tensors, str(tmp / STATE_TENSORS))
     (tmp / STATE_JSON).write_text(json.dumps({**asdict(state), "optimizer": meta}, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
@@ -102,3 +109,10 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> Train
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return TrainerState(**meta)
+
+
+def load_best_weights(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The best-on-valid weights a checkpoint kept; None when it kept none."""
+    tensors = load_file(str(folder / STATE_TENSORS))
+    best = {name[len(BEST_PREFIX) :]: t for name, t in tensors.items() if name.startswith(BEST_PREFIX)}
+    return best or None

@@ -1,12 +1,15 @@
 """Reading a task's gold training set at a pinned Delta version, and slicing it.
 
 data = load_training_data(task, default_table_path(settings, task), max_train_samples=200, seed=13)
-data.train, data.test, data.delta_version
+data.train, data.valid, data.test, data.delta_version
+
+The valid rows choose among states of one run (epochs, early stopping); the test rows are
+for the one evaluation the promotion gate reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,9 @@ class TrainingData:
     test: list[Record]
     train_rows_available: int
     test_rows_available: int
+    # Model selection rows (empty when the table has none: the trainer then keeps its last state).
+    valid: list[Record] = field(default_factory=list)
+    valid_rows_available: int = 0
 
 
 def default_table_path(settings: Settings, task: Task) -> Path:
@@ -51,7 +57,8 @@ def load_training_data(
     seed: int = 13,
     eval_split: str = "test",
 ) -> TrainingData:
-    """Train and evaluation rows of one Delta version of the task's gold table.
+    """Train, valid and evaluation rows of one Delta version of the task's gold table
+    (`max_eval_samples` caps the valid rows as well as the evaluation rows).
 
     The version read is pinned first and recorded, so a run can be reproduced later
     with Delta time travel (`--table-version`); rows are read in the order of the
@@ -70,17 +77,22 @@ def load_training_data(
     rows = read_arrow(path, version).sort_by([(column, "ascending") for column in key]).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == eval_split]
+    valid = [r for r in rows if r["split"] == "valid"] if eval_split != "valid" else []
     if not train or not test:
         raise TableError(
             f"{path} (version {version}) has {len(train)} train and {len(test)} {eval_split} rows; "
             "the trainer needs both: rebuild the gold table"
         )
     rng = np.random.default_rng(seed)
+    train_rows = _subsample(train, max_train_samples, rng)
+    test_rows = _subsample(test, max_eval_samples, rng)  # drawn before valid: the same slice as before
     return TrainingData(
         table_path=str(path),
         delta_version=int(version),
-        train=_subsample(train, max_train_samples, rng),
-        test=_subsample(test, max_eval_samples, rng),
+        train=train_rows,
+        test=test_rows,
         train_rows_available=len(train),
         test_rows_available=len(test),
+        valid=_subsample(valid, max_eval_samples, rng),
+        valid_rows_available=len(valid),
     )

@@ -107,8 +107,8 @@ def check_fit_spec(task: Task, spec: FitSpec) -> None:
 
 
 def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec) -> FittedModel:
-    """Build (or load) the model and train it on `data.train`; a stopped run
-    (`trainer.stop_after_steps`) returns with `result.completed` False."""
+    """Build (or load) the model and train it on `data.train`, choosing its state on
+    `data.valid`; a stopped run (`trainer.stop_after_steps`) returns with `result.completed` False."""
     check_fit_spec(task, spec)
     registry = ModelRegistry(settings.models.registry_root)
     device = resolve_device(spec.device or settings.models.device)
@@ -129,7 +129,15 @@ def fit_model(settings: Settings, task: Task, data: TrainingData, spec: FitSpec)
     if spec.lora:
         model = _apply_lora(model, spec.lora_rank)
     result = fit(
-        task, model, encoder, data.train, task.labels(data.train), spec.trainer, device, resume_from=spec.resume_from
+        task,
+        model,
+        encoder,
+        data.train,
+        task.labels(data.train),
+        spec.trainer,
+        device,
+        resume_from=spec.resume_from,
+        valid=data.valid,
     )
     if spec.lora:
         model = model.merge_and_unload()  # the registry holds a plain HF model

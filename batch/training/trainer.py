@@ -1,10 +1,15 @@
 """The trainer: AdamW, linear warmup/decay, optional class-weighted loss,
-checkpoints every N steps, and exact resume.
+checkpoints every N steps, exact resume, and model selection on the valid split.
 
 Batch order is a pure function of (seed, epoch), and the learning rate a pure function of
-the step, so resuming needs only the weights, the optimizer tensors and the RNG state.
+the step, so resuming needs only the weights, the optimizer tensors and the RNG state
+(and the valid evaluations so far, with the best weights, which checkpoints keep too).
+With valid rows, the model is evaluated at each epoch's end (a time-boxed run: also at a
+few evenly spaced steps), the best weights on the task's primary metric are restored at
+the end, and training stops after `patience` evaluations without improvement.
 
-    result = fit(task, model, encoder, records, labels, TrainerConfig(epochs=1), device)
+    result = fit(task, model, encoder, records, labels, TrainerConfig(epochs=1), device, valid=valid_rows)
+    result.history  # one dict per evaluation: step, epoch, train_loss, valid metrics, best
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from batch.training.checkpoint import TrainerState, load_training_state, save_checkpoint
+from batch.training.checkpoint import TrainerState, load_best_weights, load_training_state, save_checkpoint
+from batch.training.validation import ValidationTracker, copy_state, evaluation_steps, valid_metrics
 from shared.tasks import Task
 
 # Steps timed before a time budget sets how many steps fit in it.
@@ -44,6 +50,13 @@ class TrainerConfig:
     time_budget_seconds: float | None = None
     output_dir: Path | None = None
     progress: bool = True
+    # Stop after this many valid evaluations in a row without a better primary metric
+    # (0: run every epoch; the best weights are restored either way).
+    patience: int = 2
+    # A time-boxed run evaluates on valid at this many evenly spaced steps.
+    budget_evaluations: int = 4
+    # Valid evaluations per epoch; None: the task's (Task.evaluations_per_epoch).
+    evaluations_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,11 @@ class FitResult:
     final_loss: float
     completed: bool
     last_checkpoint: Path | None
+    # One entry per valid evaluation: step, epoch, train_loss (mean since the previous
+    # evaluation), valid (the task's metrics and loss), best (the best so far).
+    history: tuple[dict[str, Any], ...] = ()
+    best_step: int | None = None  # the step whose weights the model holds; None: the last
+    stopped_early: bool = False
 
     @property
     def examples_per_second(self) -> float:
@@ -95,13 +113,17 @@ def fit(
     device: torch.device,
     *,
     resume_from: Path | None = None,
+    valid: Sequence[dict[str, Any]] = (),
 ) -> FitResult:
-    """Train `model` in place; returns counters and timing."""
+    """Train `model` in place; returns counters, timing and the valid evaluations. With
+    `valid` rows the model ends with its best weights on the task's primary metric."""
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(records) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     state = TrainerState(0, total, steps_per_epoch, cfg.seed, cfg.batch_size, 0, [])
+    tracker = ValidationTracker(task.primary_metric, cfg.patience)
+    best: dict[str, torch.Tensor] | None = None
     if resume_from is not None:
         state = load_training_state(resume_from, optimizer)
         if (state.steps_per_epoch, state.batch_size, state.seed) != (steps_per_epoch, cfg.batch_size, cfg.seed):
@@ -113,8 +135,13 @@ def fit(
                 f"{steps_per_epoch}: resume with the same data and arguments"
             )
         state.total_steps = total
+        tracker.restore(state.validation)
+        best = load_best_weights(resume_from)
     weights = class_weights(labels, task.num_labels).to(device) if task.class_weighted_loss else None
     label_tensor = torch.as_tensor(labels, dtype=torch.long)
+    valid_labels = task.labels(valid) if valid else np.zeros(0, dtype=np.int64)
+    per_epoch = cfg.evaluations_per_epoch or task.evaluations_per_epoch
+    eval_at = set(evaluation_steps(total, steps_per_epoch, per_epoch=per_epoch)) if valid else set()
 
     last_checkpoint = None
     started = time.perf_counter()
@@ -141,23 +168,41 @@ def fit(
             state.loss_history.append(round(float(loss.detach()), 6))
             bar.update(1)
             bar.set_postfix(loss=f"{state.loss_history[-1]:.4f}")
-            if cfg.output_dir and cfg.save_steps and state.global_step % cfg.save_steps == 0:
-                last_checkpoint = save_checkpoint(
-                    cfg.output_dir / f"checkpoint-{state.global_step}", task, model, encoder, optimizer, state
-                )
-            if cfg.stop_after_steps is not None and state.global_step >= cfg.stop_after_steps:
-                completed = state.global_step >= total
-                break
             if cfg.time_budget_seconds is not None and state.global_step == _BUDGET_PROBE_STEPS:
                 per_step = (time.perf_counter() - started) / _BUDGET_PROBE_STEPS
-                total = min(total, max(state.global_step, int(cfg.time_budget_seconds / per_step)))
+                # A valid evaluation costs about a forward pass per row (a third of a step's work).
+                eval_cost = per_step / 3 * len(valid) / cfg.batch_size * cfg.budget_evaluations if valid else 0.0
+                fits = int(max(0.0, cfg.time_budget_seconds - eval_cost) / per_step)
+                total = min(total, max(state.global_step, fits))
                 bar.total = total
-            if state.global_step >= total:
+                if valid:
+                    eval_at = set(evaluation_steps(total, steps_per_epoch, cfg.budget_evaluations, per_epoch))
+            if state.global_step in eval_at or (valid and state.global_step >= total):
+                metrics = valid_metrics(task, model, encoder, valid, valid_labels, device)
+                # Losses since the previous evaluation, from the history a checkpoint keeps.
+                previous = tracker.history[-1]["step"] if tracker.history else 0
+                train_loss = float(np.mean(state.loss_history[previous : state.global_step]))
+                if tracker.observe(
+                    state.global_step, metrics, train_loss=train_loss, epoch=state.global_step / steps_per_epoch
+                ):
+                    best = copy_state(model)
+                state.validation = tracker.to_state()
+            if cfg.output_dir and cfg.save_steps and state.global_step % cfg.save_steps == 0:
+                last_checkpoint = save_checkpoint(
+                    cfg.output_dir / f"checkpoint-{state.global_step}", task, model, encoder, optimizer, state, best
+                )
+            if cfg.stop_after_steps is not None and state.global_step >= cfg.stop_after_steps:
+                completed = state.global_step >= total or tracker.should_stop
+                break
+            if state.global_step >= total or tracker.should_stop:
                 break
         else:
             continue
         break
     bar.close()
+    stopped_early = tracker.should_stop and state.global_step < total
+    if completed and best is not None:
+        model.load_state_dict(best)  # the best on valid, not the last
     model.eval()
     return FitResult(
         steps=state.global_step,
@@ -166,4 +211,7 @@ def fit(
         final_loss=state.loss_history[-1] if state.loss_history else float("nan"),
         completed=completed,
         last_checkpoint=last_checkpoint,
+        history=tuple(tracker.history),
+        best_step=tracker.best_step if completed and best is not None else None,
+        stopped_early=stopped_early,
     )

@@ -52,6 +52,9 @@ class Task(ABC):
     lora_lr: float | None = 5e-4
     default_epochs: int = 1
     default_batch_size: int = 16
+    # Valid-split evaluations per epoch, each a candidate for the weights kept (a small
+    # data set that overfits within an epoch needs more than the epoch's end).
+    evaluations_per_epoch: int = 1
     # Column naming a row of the training set, and the one grouping rows that are not
     # independent (one shopper's events), for paired per-row comparisons; "" = none.
     row_key: str = ""

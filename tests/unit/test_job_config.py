@@ -228,4 +228,4 @@ def test_train_resolves_the_tasks_defaults_and_the_settings_device(fresh_setting
     from batch.train import TrainOptions
 
     options, _ = start_job(TrainOptions, ["--task", "propensity", "--batch-size", "8"], prog="t", doc=None)
-    assert (options.epochs, options.batch_size, options.lr, options.device) == (1, 8, 2e-3, "cpu")
+    assert (options.epochs, options.batch_size, options.lr, options.device) == (2, 8, 5e-4, "cpu")
