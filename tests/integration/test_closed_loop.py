@@ -216,7 +216,7 @@ def test_every_training_and_retraining_is_an_mlflow_run(demo) -> None:
     for stage in record["stages"]:
         assert parent(runs[stage["run_id"]]) is demo_run and runs[stage["run_id"]].info.run_name == stage["name"]
     (train,) = [r for r in runs.values() if r.data.tags["shopflow.kind"] == "train"]
-    assert parent(train).info.run_name == "train the propensity champion"
+    assert parent(train).info.run_name == "train propensity; the gate decides what serves"
     (loop_run,) = [r for r in runs.values() if r.data.tags["shopflow.kind"] == "loop"]
     retrain = next(
         r

@@ -244,7 +244,7 @@ def test_the_swap_is_found_in_the_samples():
 
 
 def test_each_stage_links_to_its_mlflow_run() -> None:
-    tracked = Stage("train the propensity champion", T0, 12.0, {"version": 1}, run_id="0a1b2c3d4e5f")
+    tracked = Stage("train propensity; the gate decides what serves", T0, 12.0, {"version": 1}, run_id="0a1b2c3d4e5f")
     untracked = Stage("batch", T0, 10.0, {"clicks": 5})
     record = DemoRecord.from_json(DemoRecord(stages=[tracked, untracked]).to_json())
     assert [s.run_id for s in record.stages] == ["0a1b2c3d4e5f", None]
