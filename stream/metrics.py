@@ -76,6 +76,20 @@ class WorkerMetrics:
             ["where"],
             registry=r,
         )
+        self.session_entries = Gauge(
+            "shopflow_stream_session_entries", "Live entries in the worker's session table", registry=r
+        )
+        self.sessions_expired = Counter(
+            "shopflow_stream_sessions_expired",
+            "Session entries removed because their user was idle past the retention (tombstones written)",
+            registry=r,
+        )
+        self.restored_entries = Counter(
+            "shopflow_stream_sessions_restored",
+            "Session entries restored from the changelog, by outcome: live, or skipped (already expired)",
+            ["outcome"],
+            registry=r,
+        )
         self._committed_at: float | None = None
 
     def serve(self, host: str, port: int) -> None:
