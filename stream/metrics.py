@@ -90,6 +90,16 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
+        self.restore_records = Counter(
+            "shopflow_stream_session_restore_records",
+            "Changelog records read to restore the session table (entries and tombstones)",
+            registry=r,
+        )
+        self.restore_seconds = Gauge(
+            "shopflow_stream_session_restore_seconds",
+            "How long the last restore of the session table from its changelog took",
+            registry=r,
+        )
         self._committed_at: float | None = None
 
     def serve(self, host: str, port: int) -> None:

@@ -126,6 +126,8 @@ class SessionRestorer:
         self._metrics.restored_entries.labels(outcome="skipped").inc(skipped)
         self._metrics.session_entries.set(len(store))
         seconds = time.monotonic() - started
+        self._metrics.restore_seconds.set(seconds)
+        self._metrics.restore_records.inc(read)
         log.info(
             "session table restored: %d changelog records read, %d live entries, %d expired ones left out, "
             "in %.2f s (%.0f records/s)",
