@@ -119,7 +119,7 @@ class StreamSettings(_Group):
     # min; after it nothing in the entry shapes a feature) plus how late an event may
     # arrive and still continue its session, which also covers the events read again after
     # a crash. 0 keeps every entry forever. See stream/expiry.py.
-    session_retention_seconds: float = Field(default=3600.0, ge=0)
+    session_retention_seconds: float = Field(default=2700.0, ge=0)
     # The watermark is a low quantile of the partition's last this many event times: one
     # event (the click rules accept times up to a day ahead) cannot move it.
     session_watermark_events: int = Field(default=1000, ge=10)
