@@ -164,6 +164,7 @@ def _soak(env: dict[str, str], users: int, span: timedelta, work: Path, tag: str
                     "seconds": round(time.monotonic() - started, 1),
                 }
             )
+            print(f"{tag}: {json.dumps(samples[-1])}", file=sys.stderr, flush=True)
     finally:
         terminate(worker, timeout=60)
 

@@ -25,8 +25,9 @@ from typing import Any
 
 from stream.partitioning import default_partitions
 
-# Remembered key -> partition answers, per topic (a user's key recurs in every batch).
-PARTITION_CACHE_SIZE = 200_000
+# Remembered key -> partition answers, per topic (a user's key recurs in every batch);
+# sized like the pseudonym cache (stream.steps), ~130 bytes each.
+PARTITION_CACHE_SIZE = 100_000
 
 # (partition or None: by key, key, value or None: a tombstone)
 OutRecord = tuple["int | None", "bytes | None", "bytes | None"]
