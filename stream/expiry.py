@@ -62,8 +62,9 @@ class Watermark:
         values = np.fromiter(times, dtype=np.int64)
         window = len(self._ring)
         if len(values) >= window:
-            self._ring[:] = values[-window:]
             self._seen += len(values)
+            # the oldest kept value goes where the next write starts
+            self._ring[:] = np.roll(values[-window:], self._seen % window)
             return
         start = self._seen % window
         first = min(len(values), window - start)

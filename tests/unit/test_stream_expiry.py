@@ -44,6 +44,20 @@ def test_one_event_a_day_ahead_does_not_move_the_watermark_nor_a_burst_of_them()
     assert mark.advance() < MS0 + HOUR_MS
 
 
+def test_the_watermark_is_the_running_best_low_quantile_of_the_last_window_times():
+    rng = random.Random(5)
+    for _ in range(20):
+        mark, seen, best = Watermark(window=10), [], None
+        for _ in range(60):
+            batch = [rng.randint(0, 10**6) for _ in range(rng.randint(0, 25))]  # some longer than the window
+            seen += batch
+            mark.observe(batch)
+            if len(seen) >= 10:
+                low = sorted(seen[-10:])[0]  # the 10th percentile of 10 times
+                best = low if best is None else max(best, low)
+            assert mark.advance() == best
+
+
 def _steady(expiry: SessionExpiry, partition: int, users: int, start_ms: int, step_ms: int) -> int:
     """Events of `users` users one after another, `step_ms` apart; returns the last time."""
     ts = start_ms
