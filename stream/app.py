@@ -20,7 +20,7 @@ from shared.brokers import broker_accepts_connections_async
 from shared.errors import BrokerError
 from shared.settings import Settings
 from stream.announce import listen_for_announcements
-from stream.expiry import SessionExpiry
+from stream.expiry import session_expiry
 from stream.metrics import WorkerMetrics
 from stream.outbox import Outbox
 from stream.pipeline import Pipeline, die
@@ -83,11 +83,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
     metrics = WorkerMetrics()
     app.sensors.add(_CommitSensor(metrics))
     # Idle users' entries expire (stream.expiry); the table is restored in bulk (stream.restore).
-    expiry = (
-        SessionExpiry(int(s.session_retention_seconds * 1000), s.session_watermark_events)
-        if s.session_retention_seconds
-        else None
-    )
+    expiry = session_expiry(settings)
     app.changelog_restorers[sessions.changelog_topic_name] = SessionRestorer(sessions, expiry, metrics).restore
 
     def on_broker_data_lost(where: str, tps: list[Any]) -> None:

@@ -27,7 +27,7 @@ restart the watermark starts from the restored entries' last event times the sam
 Entries are indexed by the minute of their last event, so a sweep touches only the
 minutes that fell behind the cutoff (a user moves between minutes as they act).
 
-    expiry = SessionExpiry(retention_ms=3_600_000, window=1000)
+    expiry = session_expiry(settings)              # SessionExpiry, or None when it is off
     expiry.touch(partition, user, last_ts_ms)     # an entry changed
     for partition, user in expiry.expired(): ...  # remove it, write a tombstone
     skipped = expiry.restored(partition, {user: last_ts_ms, ...})  # after a restore
@@ -42,6 +42,7 @@ import numpy as np
 
 from shared.errors import ConfigError
 from shared.features import SESSION_GAP_SECONDS
+from shared.settings import Settings
 
 WATERMARK_QUANTILE = 0.1
 # Entries are indexed by their last event's minute: expiry is at most this late.
@@ -194,3 +195,11 @@ class SessionExpiry:
     def live(self) -> int:
         """Entries indexed now (the table's live entries)."""
         return sum(len(part.bucket_of) for part in self._partitions.values())
+
+
+def session_expiry(settings: Settings) -> SessionExpiry | None:
+    """The worker's expiry from its settings; None keeps every entry (retention 0)."""
+    s = settings.stream
+    if not s.session_retention_seconds:
+        return None
+    return SessionExpiry(int(s.session_retention_seconds * 1000), s.session_watermark_events)
