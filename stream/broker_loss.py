@@ -122,6 +122,14 @@ class ShopflowRecovery(Recovery):
             lambda: super(ShopflowRecovery, self)._build_offsets(consumer, tps, destination, title),
         )
 
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        # Faust bounds its seek step by the broker request timeout; the tables restored in
+        # that step (`_restore`) can take longer, and `stream.restore` gives up on its own
+        # when the broker stops answering. A new rebalance still interrupts it.
+        if getattr(getattr(coro, "cr_code", None), "co_name", None) == "_seek_offsets":
+            timeout = None
+        await super()._wait(coro, timeout=timeout)
+
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
         if title == "active":
             await self._retrying(f"restoring {title} tables", lambda: self._restore(consumer, tps, offsets))
