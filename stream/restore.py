@@ -6,9 +6,10 @@ sensor call and a "done yet?" check over every partition per record), about 5,00
 entries a second here. The worker restores its session table itself instead, before
 Faust's recovery looks at the partitions (`stream.broker_loss.ShopflowRecovery` calls
 `SessionRestorer.restore` with the offsets Faust would read): one consumer without a
-group fetches the partitions' records in large batches, orjson decodes them, and they
-are written straight into the table's store in offset order, so a tombstone (a null
-value) removes the entry written before it. Faust then finds nothing left to read.
+group fetches the partitions' records in large batches; they are applied in offset order,
+a tombstone (a null value) removing the entry written before it, and only each live
+user's last entry is decoded (orjson), straight into the table's store. Faust then finds
+nothing left to read.
 
 With the broker compacting the changelog (its configs are in `stream.topics`), the
 records read are about the live entries. The embedded broker (Tansu) does not compact:
@@ -46,18 +47,29 @@ FETCH_MAX_BYTES = 64 * 1024 * 1024
 STALL_SECONDS = 30.0
 
 
-def apply_records(table: MutableMapping[str, Any], records: Any, last_times: MutableMapping[str, int | None]) -> None:
-    """Changelog records (with .key and .value bytes), in offset order, into `table`;
-    `last_times` keeps each live user's last event time (None: not known)."""
+def apply_records(table: MutableMapping[str, Any], records: Any, pending: MutableMapping[str, bytes]) -> None:
+    """Changelog records (with .key and .value bytes), in offset order: a tombstone removes
+    the user's entry from `table` and from `pending`; an entry's bytes wait in `pending`
+    (a later record of the same user replaces them undecoded: on a log that is not
+    compacted most records are)."""
     loads = orjson.loads
     for record in records:
         user = loads(record.key)
         if record.value is None:
             table.pop(user, None)
-            last_times.pop(user, None)
+            pending.pop(user, None)
         else:
-            entry = table[user] = loads(record.value)
-            last_times[user] = last_event_ms(entry)
+            pending[user] = record.value
+
+
+def decode_pending(table: MutableMapping[str, Any], pending: Mapping[str, bytes]) -> dict[str, int | None]:
+    """The entries left in `pending` into `table`; returns {user: last event time}."""
+    loads = orjson.loads
+    last_times = {}
+    for user, value in pending.items():
+        entry = table[user] = loads(value)
+        last_times[user] = last_event_ms(entry)
+    return last_times
 
 
 class SessionRestorer:
@@ -87,7 +99,7 @@ class SessionRestorer:
         consumer = new_consumer()
         consumer._max_partition_fetch_bytes = MAX_PARTITION_FETCH_BYTES
         consumer._fetch_max_bytes = FETCH_MAX_BYTES
-        last_times: dict[int, dict[str, int | None]] = {atp.partition: {} for atp in todo}
+        pending: dict[int, dict[str, bytes]] = {atp.partition: {} for atp in todo}
         read = 0
         await consumer.start()
         try:
@@ -101,7 +113,7 @@ class SessionRestorer:
                 for atp, records in batches.items():
                     last = remaining[atp][2] if atp in remaining else -1
                     records = [r for r in records if r.offset <= last]
-                    apply_records(store, records, last_times[atp.partition])
+                    apply_records(store, records, pending[atp.partition])
                     read += len(records)
                 if batches:
                     progress_at = time.monotonic()
@@ -114,7 +126,9 @@ class SessionRestorer:
         finally:
             await consumer.stop()
         live = skipped = 0
-        for partition, times in last_times.items():
+        for partition, raw in pending.items():
+            times = decode_pending(store, raw)
+            raw.clear()
             if self._expiry is not None:
                 known = {user: ts for user, ts in times.items() if ts is not None}
                 for user in self._expiry.restored(partition, known):

@@ -14,7 +14,7 @@ from shared.errors import ConfigError
 from shared.features import SESSION_GAP_SECONDS
 from stream import sessions
 from stream.expiry import SessionExpiry, Watermark
-from stream.restore import apply_records
+from stream.restore import apply_records, decode_pending
 from tests.reference_features import fold_user_events
 
 T0 = datetime(2017, 11, 26, 1, tzinfo=timezone.utc)
@@ -171,7 +171,8 @@ def test_a_restore_applies_changelog_records_in_order_and_honours_tombstones():
         Record(b'"b"', entry(3)),
         Record(*sessions.tombstone_record("c")),  # an entry this worker never restored
     ]
-    table: dict = {}
-    last_times: dict = {}
-    apply_records(table, records, last_times)
-    assert set(table) == {"b"} and last_times == {"b": 3}
+    table: dict = {"c": {"v": 2}, "d": {"v": 2}}  # entries restored before (a rebalance)
+    pending: dict = {}
+    apply_records(table, records, pending)
+    assert decode_pending(table, pending) == {"b": 3}
+    assert table == {"b": orjson.loads(entry(3)), "d": {"v": 2}}
