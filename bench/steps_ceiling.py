@@ -35,6 +35,7 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from stream.champion import champion_functions
+    from stream.expiry import session_expiry
     from stream.metrics import WorkerMetrics
     from stream.outbox import Outbox
     from stream.pipeline import InputPosition, Pipeline
@@ -66,6 +67,7 @@ async def steps_loop(settings: Settings, in_topic: str, out_topic: str, *, expec
         sessions=_Table(),
         holder=ModelHolder(resolve, load, fingerprint=fingerprint),
         metrics=WorkerMetrics(),
+        expiry=session_expiry(settings),  # idle entries expire as in the worker
     )
     pipeline.load()
     settle_garbage_collector()  # as the worker does after its start-up

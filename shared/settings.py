@@ -127,6 +127,15 @@ class StreamSettings(_Group):
     # A worker that finds no broker accepting connections for this long exits with
     # status 70 so its supervisor sees it (a broker restart takes a second or two).
     broker_lost_exit_seconds: float = Field(default=120.0, gt=0)
+    # A user's session entry is removed (a tombstone on the changelog) once the partition's
+    # event-time watermark is this far past the user's last event: the session gap (30
+    # min; after it nothing in the entry shapes a feature) plus how late an event may
+    # arrive and still continue its session, which also covers the events read again after
+    # a crash. 0 keeps every entry forever. See stream/expiry.py.
+    session_retention_seconds: float = Field(default=2700.0, ge=0)
+    # The watermark is a low quantile of the partition's last this many event times: one
+    # event (the click rules accept times up to a day ahead) cannot move it.
+    session_watermark_events: int = Field(default=1000, ge=10)
 
 
 class FeatureSettings(_Group):

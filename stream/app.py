@@ -20,12 +20,14 @@ from shared.brokers import broker_accepts_connections_async
 from shared.errors import BrokerError
 from shared.settings import Settings
 from stream.announce import listen_for_announcements
+from stream.expiry import session_expiry
 from stream.metrics import WorkerMetrics
 from stream.outbox import Outbox
 from stream.pipeline import Pipeline, die
+from stream.restore import SessionRestorer
 from stream.scoring import ModelHolder
 from stream.sessions import changelog_record
-from stream.topics import SESSION_TABLE
+from stream.topics import CHANGELOG_CONFIGS, SESSION_TABLE
 from stream.transport import ShopflowApp, aiokafka_producer
 
 log = logging.getLogger(__name__)
@@ -74,10 +76,15 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         default=None,
         partitions=k.partitions,
         key_type=str,  # the pseudonymized user id; values are JSON dicts (app default)
+        # Faust sets cleanup.policy itself; these make compaction effective (stream.topics)
+        extra_topic_configs={k: v for k, v in CHANGELOG_CONFIGS.items() if k != "cleanup.policy"},
     )
 
     metrics = WorkerMetrics()
     app.sensors.add(_CommitSensor(metrics))
+    # Idle users' entries expire (stream.expiry); the table is restored in bulk (stream.restore).
+    expiry = session_expiry(settings)
+    app.changelog_restorers[sessions.changelog_topic_name] = SessionRestorer(sessions, expiry, metrics).restore
 
     def on_broker_data_lost(where: str, tps: list[Any]) -> None:
         metrics.broker_data_lost.labels(where=where).inc()
@@ -111,6 +118,7 @@ def create_app(settings: Settings, champion: ChampionFunctions | None = None) ->
         sessions=sessions,
         holder=holder,
         metrics=metrics,
+        expiry=expiry,
     )
 
     async def score_clicks(stream: faust.StreamT) -> None:

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 RECOVERY_RETRY_SECONDS = 60.0
 
 OnLoss = Callable[[str, list[Any]], None]  # (where: "input" | "changelog", topic-partitions)
+# (a new consumer without a group, {tp: (first, last offset)}) -> {tp: last offset applied}
+Restorer = Callable[[Callable[[], Any], Mapping[Any, tuple[int, int]]], Awaitable[Mapping[Any, int]]]
 
 
 def lost_positions(known: Mapping[Any, int | None], ends: Mapping[Any, int | None]) -> dict[Any, tuple[int, int]]:
@@ -120,11 +122,35 @@ class ShopflowRecovery(Recovery):
             lambda: super(ShopflowRecovery, self)._build_offsets(consumer, tps, destination, title),
         )
 
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        # Faust bounds its seek step by the broker request timeout; the tables restored in
+        # that step (`_restore`) can take longer, and `stream.restore` gives up on its own
+        # when the broker stops answering. A new rebalance still interrupts it.
+        if getattr(getattr(coro, "cr_code", None), "co_name", None) == "_seek_offsets":
+            timeout = None
+        await super()._wait(coro, timeout=timeout)
+
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+        if title == "active":
+            await self._retrying(f"restoring {title} tables", lambda: self._restore(consumer, tps, offsets))
         await self._retrying(
             f"seeking {title} changelogs",
             lambda: super(ShopflowRecovery, self)._seek_offsets(consumer, tps, offsets, title),
         )
+
+    async def _restore(self, consumer: Any, tps: Any, offsets: Any) -> None:
+        # Tables with a restorer of their own (`stream.restore`) are read to their end
+        # here, before Faust reads them record by record; it then finds nothing left.
+        restorers: Mapping[str, Restorer] = getattr(self.app, "changelog_restorers", {})
+        by_topic: dict[str, dict[Any, tuple[int, int]]] = {}
+        for tp in tps:
+            last = self.active_highwaters.get(tp)
+            if tp.topic in restorers and last is not None:
+                by_topic.setdefault(tp.topic, {})[tp] = ((offsets[tp] if offsets[tp] is not None else -1) + 1, last)
+        for topic, ranges in by_topic.items():
+            done = await restorers[topic](lambda: consumer._thread._create_client_consumer(consumer.transport), ranges)
+            for tp, last in done.items():
+                offsets[tp] = max(last, offsets[tp] if offsets[tp] is not None else -1)
 
     async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
         await self._retrying(

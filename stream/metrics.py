@@ -76,6 +76,30 @@ class WorkerMetrics:
             ["where"],
             registry=r,
         )
+        self.session_entries = Gauge(
+            "shopflow_stream_session_entries", "Live entries in the worker's session table", registry=r
+        )
+        self.sessions_expired = Counter(
+            "shopflow_stream_sessions_expired",
+            "Session entries removed because their user was idle past the retention (tombstones written)",
+            registry=r,
+        )
+        self.restored_entries = Counter(
+            "shopflow_stream_sessions_restored",
+            "Session entries restored from the changelog, by outcome: live, or skipped (already expired)",
+            ["outcome"],
+            registry=r,
+        )
+        self.restore_records = Counter(
+            "shopflow_stream_session_restore_records",
+            "Changelog records read to restore the session table (entries and tombstones)",
+            registry=r,
+        )
+        self.restore_seconds = Gauge(
+            "shopflow_stream_session_restore_seconds",
+            "How long the last restore of the session table from its changelog took",
+            registry=r,
+        )
         self._committed_at: float | None = None
 
     def serve(self, host: str, port: int) -> None:

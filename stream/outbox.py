@@ -25,10 +25,12 @@ from typing import Any
 
 from stream.partitioning import default_partitions
 
-# Remembered key -> partition answers, per topic (a user's key recurs in every batch).
-PARTITION_CACHE_SIZE = 200_000
+# Remembered key -> partition answers, per topic (a user's key recurs in every batch);
+# sized like the pseudonym cache (stream.steps), ~130 bytes each.
+PARTITION_CACHE_SIZE = 100_000
 
-OutRecord = tuple["int | None", "bytes | None", bytes]  # (partition or None: by key, key, value)
+# (partition or None: by key, key, value or None: a tombstone)
+OutRecord = tuple["int | None", "bytes | None", "bytes | None"]
 
 
 class Outbox:
@@ -75,7 +77,7 @@ class Outbox:
         by_key: dict[bytes, int] = {}
         if any(partition is None for partition, _, _ in records):
             by_key = await self._key_partitions(producer, topic, records)
-        groups: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        groups: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
         for partition, key, value in records:
             if partition is None:
                 partition = by_key[key]  # type: ignore[index]

@@ -32,11 +32,13 @@ from shared.redaction import Redactor
 from shared.settings import Settings
 from stream import steps
 from stream.dead_letters import DeadLetters
+from stream.expiry import SessionExpiry
 from stream.items import ItemSnapshot, ItemSnapshots
 from stream.metrics import WorkerMetrics, observe_many
 from stream.model_runner import ModelRunner
 from stream.outbox import Outbox
 from stream.scoring import ModelHolder
+from stream.sessions import tombstone_record
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ class Pipeline:
         sessions: Any,
         holder: ModelHolder,
         metrics: WorkerMetrics,
+        expiry: SessionExpiry | None = None,
     ) -> None:
         s = settings.stream
         self._settings = settings
@@ -137,6 +140,7 @@ class Pipeline:
         )
         self._part_size = max(1, s.score_part_events)
         self._sessions = sessions
+        self._expiry = expiry
         self._holder = holder
         self._metrics = metrics
         self._pseudonym = steps.Pseudonyms(key)
@@ -286,12 +290,26 @@ class Pipeline:
 
         Sent before the batch's scored events is safe: an event read again after a crash
         finds itself in its user's entry and gets the features it had the first time.
+        Entries that expired (`stream.expiry`) leave the table here, each with a
+        tombstone after the batch's own records.
         """
-        changelog = []
+        changelog: list[tuple[int, bytes, bytes | None]] = []
+        table, expiry = self._sessions.data, self._expiry
         for user, index in batch.changed.items():
             entry = batch.entries[user]
-            self._sessions.data[user] = entry
-            changelog.append((batch.inputs[index].partition, *self._changelog_record(user, entry)))
+            table[user] = entry
+            partition = batch.inputs[index].partition
+            changelog.append((partition, *self._changelog_record(user, entry)))
+            if expiry is not None:
+                expiry.touch(partition, user, entry["state"]["last_ts_ms"])
+        if expiry is not None:
+            expired = expiry.expired()
+            for partition, user in expired:
+                table.pop(user, None)
+                changelog.append((partition, *tombstone_record(user)))
+            if expired:
+                self._metrics.sessions_expired.inc(len(expired))
+        self._metrics.session_entries.set(len(table))
         return await self._outbox.send(self._changelog_topic, changelog)
 
     async def _part_scores(self, scorer: Any, part: _Part) -> list[Any]:

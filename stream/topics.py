@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from shared.settings import Settings
 
 SESSION_TABLE = "sessions"
+# The session table's changelog keeps one record per live user once compacted. Kafka
+# compacts only closed segments (a week's by default) and only once half the log is
+# stale, and keeps tombstones a day: a restart would read days of updates. Here a segment
+# closes hourly, a log a tenth stale is cleaned, and a tombstone stays an hour (a restore
+# that started before its entry was cleaned away still sees it: restores take seconds).
+# The embedded broker (Tansu 0.6) accepts these and compacts nothing (stream/restore.py).
+CHANGELOG_CONFIGS = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(60 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(60 * 60 * 1000),
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,6 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
         # One partition: announcements are rare and every worker reads all of them.
         TopicSpec(k.models_topic, 1),
         # The table changelog must be co-partitioned with the source topic.
-        TopicSpec(changelog_topic(settings), k.partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(changelog_topic(settings), k.partitions, dict(CHANGELOG_CONFIGS)),
         TopicSpec(leader_topic(settings), 1),
     ]

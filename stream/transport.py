@@ -41,7 +41,13 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shared.brokers import confirmed_end
-from stream.broker_loss import BrokerLossReport, ShopflowTableManager, known_next_offsets, lost_positions
+from stream.broker_loss import (
+    BrokerLossReport,
+    Restorer,
+    ShopflowTableManager,
+    known_next_offsets,
+    lost_positions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +207,8 @@ class ShopflowApp(faust.App):
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self._transport_cls = _transport_class(fetch_max_wait_ms)
         self.broker_loss = BrokerLossReport()
+        # changelog topic -> its table's own restore (`stream.restore`), used by the recovery
+        self.changelog_restorers: dict[str, Restorer] = {}
         super().__init__(*args, TableManager=ShopflowTableManager, **kwargs)
 
     def _new_transport(self) -> Any:
