@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -39,10 +40,16 @@ class Profile:
     """Wall times of labelled operations (nested) and the Spark jobs each one started."""
 
     def __init__(self) -> None:
-        self.stack: list[str] = []
+        self._local = threading.local()  # each thread its own nesting (ingest runs tables side by side)
         self.ops: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.spark: Any = None
+
+    @property
+    def stack(self) -> list[str]:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
 
     @contextmanager
     def op(self, label: str) -> Iterator[None]:
@@ -160,6 +167,25 @@ def spark_jobs(spark: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda j: j["id"])
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and everything it started (the JVM and its
+    Python workers, live or ended): unlike wall time, little moved by other users' load."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            total += used(proc)
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_pipeline(lake: Path, force: bool = True) -> dict[str, Any]:
     """One `shopflow pipeline` run on a fresh lake, profiled."""
     shutil.rmtree(lake, ignore_errors=True)
@@ -172,34 +198,47 @@ def run_pipeline(lake: Path, force: bool = True) -> dict[str, Any]:
     from shared.spark import get_spark
 
     stages: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     wall = time.perf_counter()
     settings = get_settings()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     spark = get_spark(settings)
     stages["session start"] = time.perf_counter() - start
+    cpu["session start"] = cpu_seconds() - cpu_start
     profile.spark = spark
     for name, module in (("ingest", ingest), ("clean", clean), ("features", features)):
         original = module.run
 
         def staged(*args: Any, _name: str = name, _run: Any = original, **kwargs: Any) -> Any:
             with profile.op(_name):
-                begin = time.perf_counter()
+                begin, cpu_begin = time.perf_counter(), cpu_seconds()
                 try:
                     return _run(*args, **kwargs)
                 finally:
                     stages[_name] = time.perf_counter() - begin
+                    cpu[_name] = cpu_seconds() - cpu_begin
 
         module.run = staged  # type: ignore[attr-defined]
     pipeline.run(settings, spark=spark)
     stages["total"] = time.perf_counter() - wall
+    cpu["total"] = cpu_seconds() - cpu_start
     jobs = spark_jobs(spark)
-    return {"stages": stages, "ops": dict(profile.ops), "calls": dict(profile.calls), "jobs": jobs}
+    return {
+        "stages": stages,
+        "cpu": cpu,
+        "load_average": os.getloadavg(),
+        "ops": dict(profile.ops),
+        "calls": dict(profile.calls),
+        "jobs": jobs,
+    }
 
 
 def summarize(result: dict[str, Any]) -> str:
     """Markdown tables: stages, operations (wall, Spark jobs, driver-only time), jobs by kind."""
-    lines = ["| stage | s |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in result["stages"].items()]
+    cpu = result.get("cpu", {})
+    lines = ["| stage | wall s | CPU s (driver JVM + Python) |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {cpu.get(k, float('nan')):.1f} |" for k, v in result["stages"].items()]
+    lines.append(f"\nload average at the end: {[round(x, 1) for x in result.get('load_average', [])]}")
     by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for job in result["jobs"]:
         by_label[job["label"]].append(job)
