@@ -46,10 +46,7 @@ class LakeSettings(_Group):
 class SparkSettings(_Group):
     master: str = "local[*]"
     app_name: str = "shopflow"
-    # Shuffle partitions. 0 sizes them for where the session runs (shared.spark): two per
-    # core on a local master in the embedded profile, where a million rows in more
-    # partitions only add tasks and small files; 8 under spark-submit or the cluster profile.
-    shuffle_partitions: int = Field(default=0, ge=0)
+    shuffle_partitions: int = 8
     driver_memory: str = "4g"
     # Frames up to this many rows are committed through Arrow in the driver; larger ones
     # are written as parquet by the executors and committed in one Delta transaction.

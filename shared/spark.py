@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -22,27 +21,6 @@ from shared.settings import Settings
 # Spark's own log4j2 configuration with the root level taken from a system property, so
 # the JVM is quiet from its first line (setLogLevel only acts once the session exists).
 _LOG4J2 = Path(__file__).resolve().parent / "log4j2.properties"
-# Shuffle partitions where the session is not a local one of the embedded profile (the
-# cluster's own parallelism is not known here; adaptive execution coalesces small ones).
-CLUSTER_SHUFFLE_PARTITIONS = 8
-
-
-def shuffle_partitions(settings: Settings, *, local: bool) -> int:
-    """The configured shuffle partitions, or, when 0, a number sized for where it runs:
-    two per core of a local master in the embedded profile, else CLUSTER_SHUFFLE_PARTITIONS."""
-    if settings.spark.shuffle_partitions:
-        return settings.spark.shuffle_partitions
-    if local and settings.profile == "embedded":
-        return 2 * local_cores(settings.spark.master)
-    return CLUSTER_SHUFFLE_PARTITIONS
-
-
-def local_cores(master: str) -> int:
-    """The cores of a local master: local -> 1, local[4] -> 4, local[*] -> this machine's."""
-    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
-    if match is None or match.group(1) in (None, "*"):
-        return 1 if match is not None and match.group(1) is None else os.cpu_count() or 1
-    return max(1, int(match.group(1)))
 
 
 def get_spark(settings: Settings) -> SparkSession:
@@ -59,12 +37,11 @@ def get_spark(settings: Settings) -> SparkSession:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if repo_root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([repo_root, *filter(None, paths)])
-    local = not _launched_by_spark_submit() and settings.spark.master.startswith("local")
     builder = (
         SparkSession.builder.appName(settings.spark.app_name)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions(settings, local=local)))
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", java_options)
