@@ -224,6 +224,23 @@ def test_silver_tables_have_their_declared_schemas(gold_lake):
         assert [(f.name, f.type) for f in got] == [(f.name, f.type) for f in schema.arrow_schema()], name
 
 
+def test_distinct_counts_as_set_sizes_equal_spark_count_distinct(gold_lake, spark):
+    """The gold features count distinct values as set sizes (one pass, no Expand):
+    the same numbers as countDistinct, nulls (guests' customer keys) not counted."""
+    from pyspark.sql import functions as F
+
+    from batch.featurize.orders import count_distinct
+    from shared.delta import read_table
+
+    orders = read_table(spark, gold_lake["silver/orders"])
+    columns = ("invoice_no", "customer_key", "country")
+    assert orders.where(F.col("customer_key").isNull()).limit(1).count() == 1  # the case that matters
+    got = orders.groupBy("stock_code").agg(*[count_distinct(c).alias(c) for c in columns])
+    want = orders.groupBy("stock_code").agg(*[F.countDistinct(c).alias(c) for c in columns])
+    assert got.schema == want.schema
+    assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0
+
+
 def test_rerunning_every_job_changes_nothing(gold_lake, spark):
     from batch import pipeline
     from batch.sources import KNOWN_SOURCES
