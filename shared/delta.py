@@ -253,7 +253,7 @@ def write_table(
         rows = sum(pq.read_metadata(f).num_rows for f in files)
         if rows <= arrow_max_rows or replace_where:
             return write_arrow(
-                _read_staged(files, df),
+                _read_staged(staging, files, df),
                 root,
                 mode=mode,
                 partition_by=partition_by,
@@ -272,15 +272,29 @@ def _stage(df: DataFrame, staging: Path, partition_by: list[str]) -> None:
     df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
 
 
-def _read_staged(files: list[Path], df: DataFrame) -> pa.Table:
-    """The staged (unpartitioned) files as one Arrow table with the frame's schema."""
+def _read_staged(staging: Path, files: list[Path], df: DataFrame) -> pa.Table:
+    """The staged files as one Arrow table with the frame's schema (partition values,
+    which Spark keeps in the folder names, put back as columns)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     schema = to_arrow_schema(df.schema, timezone="UTC")
-    tables = [pq.read_table(f) for f in files]
-    if not tables:
-        return schema.empty_table()
-    return pa.concat_tables([t.cast(schema) for t in tables])
+    tables = []
+    for file in files:
+        table = pq.read_table(file)
+        for key, value in _partition_values(file.relative_to(staging)).items():
+            table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
+        tables.append(table.select(schema.names).cast(schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _partition_values(relative: Path) -> dict[str, str | None]:
+    """key=value folders of a Hive-style partitioned file (Spark's null as None)."""
+    values: dict[str, str | None] = {}
+    for part in relative.parts[:-1]:
+        key, _, value = part.partition("=")
+        value = unquote(value)
+        values[key] = None if value == _HIVE_NULL else value
+    return values
 
 
 def _commit_files(
@@ -327,11 +341,7 @@ def _adopt_file(staging: Path, file: Path, root: Path) -> AddAction:
     destination = root / relative
     destination.parent.mkdir(parents=True, exist_ok=True)
     file.rename(destination)
-    partition_values: dict[str, str | None] = {}
-    for part in relative.parts[:-1]:
-        key, _, value = part.partition("=")
-        value = unquote(value)
-        partition_values[key] = None if value == _HIVE_NULL else value
+    partition_values = _partition_values(relative)
     num_rows = pq.read_metadata(destination).num_rows
     return AddAction(
         path=relative.as_posix(),

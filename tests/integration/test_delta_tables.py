@@ -51,9 +51,7 @@ def test_a_write_computes_its_frame_in_one_spark_job(spark, tmp_path, arrow_max_
     group = f"one-write-{arrow_max_rows}"
     context.setJobGroup(group, group)
     try:
-        result = write_table(
-            _frame(spark, 100).repartition(3), tmp_path / "t", mode="overwrite", arrow_max_rows=arrow_max_rows
-        )
+        result = write_table(_frame(spark, 100), tmp_path / "t", mode="overwrite", arrow_max_rows=arrow_max_rows)
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)
         context.setLocalProperty("spark.job.description", None)
