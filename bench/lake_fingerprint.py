@@ -4,8 +4,8 @@
     python bench/lake_fingerprint.py --compare a.json b.json    # exit 1 when they differ
 
 Per table: the row count, an order-free hash of its keys (event ids, order line ids, ...),
-of its rows (every column but the ingest time) and, for the quarantine,
-the count of each (source table, reason). The keys' hash is what must match between two
+one of its rows (every column but the ingest time), one per column and, for the
+quarantine, the count of each (source table, reason). The keys' hash is what must match between two
 implementations; a content difference is listed column by column.
 """
 
