@@ -24,8 +24,8 @@ from batch.cleaning.clicks import clean_clicks
 from batch.cleaning.common import QUARANTINE_COLUMNS, CleanResult, conform
 from batch.cleaning.orders import clean_orders
 from batch.cleaning.reviews import clean_reviews
-from shared.delta import AppTxn, WriteResult, write_table
-from shared.incremental import Output, pin_inputs, run_incremental
+from shared.delta import AppTxn, WriteResult, table_rows, write_table
+from shared.incremental import Output, pin_inputs, run_incremental, table_path
 from shared.options import option, start_job
 from shared.run_metrics import JobResult, JobRun
 from shared.settings import Settings
@@ -104,6 +104,12 @@ def _bronze(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"bronze/{n}" for n in names)
 
 
+def _rows(settings: Settings, label: str, version: int, frame: DataFrame) -> int:
+    """An input's row count from its Delta log (no Spark job), counted when the log lacks it."""
+    rows = table_rows(table_path(settings.lake, label), version)
+    return frame.count() if rows is None else rows
+
+
 def clean_table(
     spark: SparkSession, spec: SilverSpec, settings: Settings, run: JobRun, force: bool = False
 ) -> TableAccount | None:
@@ -130,7 +136,11 @@ def clean_table(
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
         key = settings.pseudonymization_key.get_secret_value().encode("utf-8")
         result = spec.transform(frames, key)
-        rows_in = sum(f.count() for name, f in frames.items() if f is not None and name not in spec.lookups)
+        rows_in = sum(
+            _rows(settings, f"bronze/{name}", pinned.versions[f"bronze/{name}"], f)
+            for name, f in frames.items()
+            if f is not None and name not in spec.lookups
+        )
         result.tagged.persist(StorageLevel.MEMORY_AND_DISK)
         limit = settings.spark.arrow_write_max_rows
         silver_df = conform(result.silver, SILVER_SCHEMAS[spec.name])

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.featurize.orders import item_features, user_features
@@ -132,7 +133,42 @@ class FeaturesOptions:
     force: bool = option(False, help="rebuild even if the inputs did not change (after a logic change)")
 
 
-def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: JobRun, force: bool = False) -> None:
+class SharedReads:
+    """Input frames read by more than one gold table of a run, persisted once per
+    (table, version) and released when the run ends: each is read and decoded once."""
+
+    def __init__(self, uses: Mapping[str, int]) -> None:
+        self._uses = uses
+        self._frames: dict[tuple[str, int], DataFrame] = {}
+
+    def frame(self, label: str, version: int, df: DataFrame) -> DataFrame:
+        if self._uses.get(label, 0) < 2:
+            return df
+        return self._frames.setdefault((label, version), df.persist(StorageLevel.MEMORY_AND_DISK))
+
+    def release(self) -> None:
+        for df in self._frames.values():
+            df.unpersist()
+        self._frames.clear()
+
+
+def _uses(specs: list[GoldSpec], settings: Settings) -> dict[str, int]:
+    """How many of `specs` read each input table."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        for label in spec.input_tables + spec.optional(settings):
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def build_table(
+    spark: SparkSession,
+    spec: GoldSpec,
+    settings: Settings,
+    run: JobRun,
+    force: bool = False,
+    shared: SharedReads | None = None,
+) -> None:
     optional = spec.optional(settings)
     pinned = pin_inputs(
         spark,
@@ -141,6 +177,10 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
         optional=optional,
         missing_hint="run `shopflow clean` (or the earlier gold table) first",
     )
+    frames = {
+        label: (df if df is None or shared is None else shared.frame(label, pinned.versions[label], df))
+        for label, df in pinned.frames.items()
+    }
     options = spec.options(settings)
     # The options are part of the app id, so changing one (e.g. the horizon) rebuilds.
     app_id = ":".join([f"{JOB}:{spec.name}", *(f"{k}={v}" for k, v in sorted(options.items()))])
@@ -148,7 +188,7 @@ def build_table(spark: SparkSession, spec: GoldSpec, settings: Settings, run: Jo
 
     def write(txns: Mapping[str, list[AppTxn]]) -> dict[str, WriteResult]:
         readers = spec.readers(settings, spark)
-        frame = spec.build(*(pinned.frames[name] for name in spec.input_tables + optional), **options, **readers)
+        frame = spec.build(*(frames[name] for name in spec.input_tables + optional), **options, **readers)
         return {
             out.label: write_table(
                 frame,
@@ -172,10 +212,14 @@ def run(
 ) -> JobResult:
     """Build the chosen gold tables (all by default) from the latest silver."""
     spark = spark or get_spark(settings)
+    chosen = [spec for spec in GOLD_TABLES if not options.tables or spec.name in options.tables]
+    shared = SharedReads(_uses(chosen, settings))
     with JobRun(JOB, settings.metrics_dir) as job:
-        for spec in GOLD_TABLES:
-            if not options.tables or spec.name in options.tables:
-                build_table(spark, spec, settings, job, options.force)
+        try:
+            for spec in chosen:
+                build_table(spark, spec, settings, job, options.force, shared)
+        finally:
+            shared.release()
     return job.result()
 
 

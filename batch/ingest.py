@@ -19,6 +19,8 @@ import gzip
 import io
 import logging
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,11 +170,25 @@ def ingest_file(spark: SparkSession, settings: Settings, source: Source, path: P
         raise SourceReadError(f"{path}: cannot be read as {source.format} ({first_line})") from exc
     action = "already ingested, skipped" if result.skipped else f"{result.rows} rows"
     log.info("%s -> bronze/%s v%s: %s", path.name, source.bronze_table, result.version, action)
-    run.count("rows_in", result.rows)
-    run.count("files_skipped" if result.skipped else "files_ingested", 1)
-    run.wrote(f"bronze/{source.bronze_table}", result.version, result.rows, result.skipped)
-    run.extra.setdefault("batches", {})[source.name] = batch_id
+    with _RECORDING:
+        run.count("rows_in", result.rows)
+        run.count("files_skipped" if result.skipped else "files_ingested", 1)
+        run.wrote(f"bronze/{source.bronze_table}", result.version, result.rows, result.skipped)
     return batch_id
+
+
+# Files of different bronze tables are ingested side by side (below); their results are
+# recorded one at a time.
+_RECORDING = threading.Lock()
+
+
+def by_table(pairs: list[tuple[Source, Path]]) -> list[list[tuple[Source, Path]]]:
+    """The files grouped by bronze table, in order: one table's files commit one after
+    another; different tables' files are independent units of work."""
+    groups: dict[str, list[tuple[Source, Path]]] = {}
+    for source, path in pairs:
+        groups.setdefault(source.bronze_table, []).append((source, path))
+    return list(groups.values())
 
 
 def selected_sources(settings: Settings, options: IngestOptions) -> list[tuple[Source, Path]]:
@@ -198,10 +214,23 @@ def run(settings: Settings, options: IngestOptions, spark: SparkSession | None =
     if (problem := options.problem()) is not None:
         raise ConfigError(f"{PROG}: {problem}")
     spark = spark or get_spark(settings)
-    batches: dict[str, str] = {}
+    pairs = selected_sources(settings, options)
+    found: dict[str, str] = {}
+
+    def ingest_group(group: list[tuple[Source, Path]]) -> None:
+        for source, path in group:
+            found[source.name] = ingest_file(spark, settings, source, path, job)
+
     with JobRun(JOB, settings.metrics_dir) as job:
-        for source, path in selected_sources(settings, options):
-            batches[source.name] = ingest_file(spark, settings, source, path, job)
+        groups = by_table(pairs)
+        # A gzipped file is one task (gzip cannot be split): reading the tables side by
+        # side keeps every core busy while one big file is read.
+        workers = max(1, min(len(groups), spark.sparkContext.defaultParallelism))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+            for future in [pool.submit(ingest_group, group) for group in groups]:
+                future.result()
+        batches = {source.name: found[source.name] for source, _ in pairs}
+        job.extra["batches"] = batches
     return job.result(IngestResult, batches=batches)
 
 

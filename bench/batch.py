@@ -1,7 +1,9 @@
-"""Benchmark: the full UCI Online Retail clean + features in local Spark vs DuckDB.
+"""Benchmark: the full UCI Online Retail clean + features in local Spark vs DuckDB, and
+the whole `shopflow pipeline` (ingest -> clean -> features on every source) in Spark.
 
-    python bench/batch.py                 # scales 1, 2, 4 (both files, ~1.07M rows at 1x)
-    python bench/batch.py --scales 1 --engines spark
+    python bench/batch.py                 # orders at 1, 2, 4x; the pipeline at 1 and 4x
+    python bench/batch.py --scales 1 --engines spark --pipeline-scales 1
+    python bench/batch.py --pipeline-scales     # the orders part only
 
 Both engines start from the same bronze rows (read from the real files by the real
 ingest job), apply the same rules (reason codes, dedup, UTC, pseudonymization) and
@@ -10,6 +12,12 @@ the bronze rows are repeated k times with the invoice number suffixed per copy, 
 work (and every duplicate inside a copy) grows k-fold. Prints one JSON line: seconds per
 engine and scale, rows/s, the Spark/DuckDB ratio, how time grows with scale, and whether
 the engines' outputs agree.
+
+The pipeline part runs `batch.pipeline.run` on a fresh lake per scale, in the same Spark
+session, from k copies of every input file (bench/scaled_sources.py, built once under
+var/bench-data/), and reports each stage's seconds (ingest, clean, features) and the
+silver and quarantine counts. DuckDB has no twin of the whole pipeline: the orders part
+is the like-for-like comparison.
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ import pyarrow as pa  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from batch import ingest  # noqa: E402
+from batch import ingest, pipeline  # noqa: E402
 from batch.cleaning.orders import PRODUCT_CODE, RAW_COLUMNS, UCI_TIME_ZONE, clean_orders  # noqa: E402
 from batch.featurize.orders import item_features, user_features  # noqa: E402
 from batch.sources import UCI_OVERLAP_SOURCE, UCI_OVERLAP_START  # noqa: E402
+from bench.scaled_sources import scaled_data_root  # noqa: E402
 from shared.delta import read_arrow, read_table, write_arrow, write_table  # noqa: E402
 from shared.pseudonymize import pseudonymize  # noqa: E402
-from shared.settings import get_settings  # noqa: E402
+from shared.settings import LakeSettings, Settings, get_settings  # noqa: E402
 from shared.spark import get_spark  # noqa: E402
 
 
@@ -166,6 +175,34 @@ def run_duckdb(bronze: pa.Table, scale: int, out: Path, key: bytes) -> dict[str,
     }
 
 
+def run_pipeline(settings: Settings, scale: int, spark) -> dict[str, object]:
+    """`shopflow pipeline` over k copies of every input, on a fresh lake: seconds by stage."""
+    work = _WORK / f"pipeline-{scale}x"
+    scaled = settings.model_copy(
+        update={
+            "data_root": scaled_data_root(settings.data_root, scale, REPO / "var" / "bench-data"),
+            "lake": LakeSettings(root=work / "lake"),
+            "metrics_dir": work / "metrics",
+        }
+    )
+    start = time.perf_counter()
+    ingested, cleaned, featured = pipeline.run(scaled, pipeline.PipelineOptions(), spark)
+    total = time.perf_counter() - start
+    tables = getattr(cleaned, "tables", {})
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "seconds": {
+            "ingest": round(ingested.seconds, 2),
+            "clean": round(cleaned.seconds, 2),
+            "features": round(featured.seconds, 2),
+            "total": round(total, 2),
+        },
+        "bronze_rows": ingested.counts.get("rows_in", 0),
+        "silver": {name: account.silver for name, account in tables.items()},
+        "quarantine": {name: account.quarantine for name, account in tables.items()},
+    }
+
+
 def timed(fn, *args) -> tuple[float, dict[str, int]]:
     start = time.perf_counter()
     counts = fn(*args)
@@ -176,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Spark vs DuckDB on the UCI clean + features")
     p.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--engines", nargs="+", default=["spark", "duckdb"], choices=["spark", "duckdb"])
+    p.add_argument("--pipeline-scales", type=int, nargs="*", default=[1, 4], help="none: skip the pipeline part")
     args = p.parse_args(argv)
 
     settings = get_settings()
-    ingest.main(["--source", "orders_2010_2011", "--source", "orders_2009_2010"])
+    start = time.perf_counter()
     spark = get_spark(settings)
+    session_start = time.perf_counter() - start
+    ingest.main(["--source", "orders_2010_2011", "--source", "orders_2009_2010"])
     bronze_path = settings.lake.table("bronze", "orders")
     bronze_df = read_table(spark, bronze_path).cache()
     rows_1x = bronze_df.count()
@@ -200,10 +240,18 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             print(f"# {engine} {scale}x: {s:.1f}s {c}", file=sys.stderr)
 
+    bronze_df.unpersist()
+    pipelines: dict[int, dict[str, object]] = {}
+    for scale in args.pipeline_scales:
+        pipelines[scale] = run_pipeline(settings, scale, spark)
+        print(f"# pipeline {scale}x: {pipelines[scale]['seconds']}", file=sys.stderr)
+
     report = {
         "bench": "batch_uci_clean_features",
         "bronze_rows_1x": rows_1x,
         "cores": os.cpu_count(),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "session_start_seconds": round(session_start, 2),
         "seconds": seconds,
         "rows_per_second": {e: {k: round(rows_1x * k / v) for k, v in s.items()} for e, s in seconds.items()},
         "growth_vs_1x": {e: {k: round(v / s[min(s)], 2) for k, v in s.items()} for e, s in seconds.items()},
@@ -214,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             k: round(seconds["spark"][k] / seconds["duckdb"][k], 2) for k in args.scales
         }
         report["engines_agree"] = all(counts["spark"][k] == counts["duckdb"][k] for k in args.scales)
+    if pipelines:
+        report["pipeline"] = pipelines
     print(json.dumps(report))
     shutil.rmtree(_WORK, ignore_errors=True)
     return 0

@@ -102,6 +102,18 @@ def committed_versions(path: str | Path, app_ids: Iterable[str]) -> dict[str, in
     return {app_id: table.transaction_version(app_id) for app_id in app_ids}
 
 
+def table_rows(path: str | Path, version: int | None = None) -> int | None:
+    """The row count of one version from the log's file statistics, reading no data;
+    None when a file of it was committed without a record count."""
+    import pyarrow.compute as pc
+
+    actions = pa.table(open_table(path, version).get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names:
+        return None if actions.num_rows else 0
+    counts = actions.column("num_records")
+    return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
+
+
 def already_committed(path: str | Path, txn: AppTxn) -> bool:
     done = committed_version(path, txn.app_id)
     return done is not None and done >= txn.version
@@ -222,62 +234,81 @@ def write_table(
 ) -> WriteResult:
     """Commit a Spark DataFrame to a Delta table in one transaction.
 
-    Frames of at most `arrow_max_rows` rows go through Arrow in the driver; larger ones
-    are written by the executors. Either way readers see all of the write or none of it.
-    A `replace_where` overwrite goes through Arrow (delta-rs's predicate overwrite).
+    The frame is computed once, by one Spark job: the executors write it as parquet into
+    a hidden staging folder under the table root, and the files' footers give its row
+    count. At most `arrow_max_rows` rows are then read by the driver and committed as one
+    file through Arrow (small tables stay one file); larger frames keep the executors'
+    files, moved under the root. A `replace_where` overwrite always goes through Arrow
+    (delta-rs's predicate overwrite). Either way readers see all of the write or none of it.
     """
     together = _all_txns(txn, txns)
     if all_committed(path, together):
         return WriteResult(str(path), table_version(path) or 0, 0, skipped=True)
-    # Counting decides the path; persisting first keeps count + write one computation.
-    from pyspark import StorageLevel
-
-    cached_here = not df.is_cached
-    if cached_here:
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{uuid.uuid4().hex}"
     try:
-        rows = df.count()
+        _stage(df, staging, [] if replace_where else partition_by or [])
+        files = sorted(staging.rglob("*.parquet"))
+        rows = sum(pq.read_metadata(f).num_rows for f in files)
         if rows <= arrow_max_rows or replace_where:
             return write_arrow(
-                _spark_to_arrow(df),
-                path,
+                _read_staged(staging, files, df),
+                root,
                 mode=mode,
                 partition_by=partition_by,
                 txns=together,
                 info=info,
                 replace_where=replace_where,
             )
-        return _write_via_executors(df, Path(path), rows, mode, partition_by or [], together, info)
+        actions = [_adopt_file(staging, f, root) for f in files]
     finally:
-        if cached_here:
-            df.unpersist()
+        shutil.rmtree(staging, ignore_errors=True)
+    return _commit_files(df, root, rows, actions, mode, partition_by or [], together, info)
 
 
-def _spark_to_arrow(df: DataFrame) -> pa.Table:
+def _stage(df: DataFrame, staging: Path, partition_by: list[str]) -> None:
+    """The one Spark job of a write: the executors write the frame's parquet files."""
+    df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
+
+
+def _read_staged(staging: Path, files: list[Path], df: DataFrame) -> pa.Table:
+    """The staged files as one Arrow table with the frame's schema (partition values,
+    which Spark keeps in the folder names, put back as columns)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     schema = to_arrow_schema(df.schema, timezone="UTC")
-    return df.toArrow().cast(schema)
+    tables = []
+    for file in files:
+        table = pq.read_table(file)
+        for key, value in _partition_values(file.relative_to(staging)).items():
+            table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
+        tables.append(table.select(schema.names).cast(schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def _write_via_executors(
+def _partition_values(relative: Path) -> dict[str, str | None]:
+    """key=value folders of a Hive-style partitioned file (Spark's null as None)."""
+    values: dict[str, str | None] = {}
+    for part in relative.parts[:-1]:
+        key, _, value = part.partition("=")
+        value = unquote(value)
+        values[key] = None if value == _HIVE_NULL else value
+    return values
+
+
+def _commit_files(
     df: DataFrame,
     root: Path,
     rows: int,
+    actions: list[AddAction],
     mode: WriteMode,
     partition_by: list[str],
     txns: Sequence[AppTxn],
     info: dict[str, str] | None,
 ) -> WriteResult:
+    """One Delta commit adding the files the executors wrote (already under the root)."""
     from pyspark.sql.pandas.types import to_arrow_schema
-
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{uuid.uuid4().hex}"
-    try:
-        df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
-        actions = [_adopt_file(staging, f, root) for f in sorted(staging.rglob("*.parquet"))]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
     schema = to_arrow_schema(df.schema, timezone="UTC")
     props = _commit_properties(txns, info)
@@ -310,11 +341,7 @@ def _adopt_file(staging: Path, file: Path, root: Path) -> AddAction:
     destination = root / relative
     destination.parent.mkdir(parents=True, exist_ok=True)
     file.rename(destination)
-    partition_values: dict[str, str | None] = {}
-    for part in relative.parts[:-1]:
-        key, _, value = part.partition("=")
-        value = unquote(value)
-        partition_values[key] = None if value == _HIVE_NULL else value
+    partition_values = _partition_values(relative)
     num_rows = pq.read_metadata(destination).num_rows
     return AddAction(
         path=relative.as_posix(),

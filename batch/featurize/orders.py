@@ -6,19 +6,29 @@ users = user_features(silver_orders)   # one row per pseudonymized customer
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+
+def count_distinct(column: str) -> Column:
+    """countDistinct's value (nulls not counted, a long) as the size of the group's set.
+
+    Several countDistinct in one aggregation make Spark copy every row once per distinct
+    column (an Expand) and aggregate twice; a set per group is one pass (measured 6x
+    faster on the full orders; equal values, tests/integration/test_batch_pipeline.py).
+    """
+    return F.size(F.collect_set(column)).cast("long")
 
 
 def item_features(orders: DataFrame) -> DataFrame:
     return orders.groupBy("stock_code").agg(
         F.mode("description").alias("description"),
-        F.countDistinct("invoice_no").alias("n_invoices"),
-        F.countDistinct("customer_key").alias("n_customers"),
+        count_distinct("invoice_no").alias("n_invoices"),
+        count_distinct("customer_key").alias("n_customers"),
         F.sum("quantity").cast("long").alias("total_quantity"),
         F.round(F.sum("line_total"), 2).alias("revenue"),
         F.round(F.avg("unit_price"), 4).alias("avg_unit_price"),
-        F.countDistinct("country").alias("n_countries"),
+        count_distinct("country").alias("n_countries"),
         F.min("invoice_ts").alias("first_sold_at"),
         F.max("invoice_ts").alias("last_sold_at"),
     )
@@ -40,7 +50,7 @@ def user_features(orders: DataFrame) -> DataFrame:
     per_line = known.groupBy("customer_key").agg(
         F.count("*").alias("n_lines"),
         F.round(F.sum("line_total"), 2).alias("total_spend"),
-        F.countDistinct("stock_code").alias("distinct_products"),
+        count_distinct("stock_code").alias("distinct_products"),
         F.mode("country").alias("main_country"),
     )
     return (

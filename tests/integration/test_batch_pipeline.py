@@ -224,6 +224,27 @@ def test_silver_tables_have_their_declared_schemas(gold_lake):
         assert [(f.name, f.type) for f in got] == [(f.name, f.type) for f in schema.arrow_schema()], name
 
 
+def test_distinct_counts_as_set_sizes_equal_spark_count_distinct(gold_lake, spark):
+    """The gold features count distinct values as set sizes (one pass, no Expand):
+    the same numbers as countDistinct, nulls (guests' customer keys) not counted."""
+    from pyspark.sql import functions as F
+
+    from batch.featurize.orders import count_distinct
+    from shared.delta import read_table
+
+    orders = read_table(spark, gold_lake["silver/orders"])
+    columns = ("invoice_no", "customer_key", "country")
+    both = orders.groupBy("stock_code").agg(
+        *[count_distinct(c).alias(f"set_{c}") for c in columns],
+        *[F.countDistinct(c).alias(f"distinct_{c}") for c in columns],
+        F.max(F.col("customer_key").isNull().cast("int")).alias("has_guest"),
+    )
+    assert dict(both.dtypes)["set_customer_key"] == dict(both.dtypes)["distinct_customer_key"] == "bigint"
+    differ = " or ".join(f"set_{c} != distinct_{c}" for c in columns)
+    row = both.agg(F.sum(F.expr(f"cast({differ} as int)")).alias("differ"), F.max("has_guest").alias("guests")).first()
+    assert row["differ"] == 0 and row["guests"] == 1  # guests (null keys) are there and not counted
+
+
 def test_rerunning_every_job_changes_nothing(gold_lake, spark):
     from batch import pipeline
     from batch.sources import KNOWN_SOURCES

@@ -44,6 +44,21 @@ def test_write_paths_commit_atomically_and_read_back(spark, tmp_path, arrow_max_
     assert not list(path.glob(".staging-*"))
 
 
+@pytest.mark.parametrize("arrow_max_rows", [10_000, 10], ids=["arrow", "executors"])
+def test_a_write_computes_its_frame_in_one_spark_job(spark, tmp_path, arrow_max_rows):
+    """No count before the write, no second pass: the footers of the staged files count."""
+    context = spark.sparkContext
+    group = f"one-write-{arrow_max_rows}"
+    context.setJobGroup(group, group)
+    try:
+        result = write_table(_frame(spark, 100), tmp_path / "t", mode="overwrite", arrow_max_rows=arrow_max_rows)
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+        context.setLocalProperty("spark.job.description", None)
+    assert result.rows == 100 and read_arrow(tmp_path / "t").num_rows == 100
+    assert len(context.statusTracker().getJobIdsForGroup(group)) == 1
+
+
 def test_reads_ignore_files_the_log_does_not_list(spark, tmp_path):
     path = tmp_path / "t"
     write_table(_frame(spark, 5), path, mode="overwrite", arrow_max_rows=10)
