@@ -19,6 +19,15 @@ from tests.integration import kit
 
 pytestmark = pytest.mark.integration
 
+
+class _Table(dict):
+    """A dict with the one attribute of a Faust table the pipeline writes through."""
+
+    @property
+    def data(self) -> _Table:
+        return self
+
+
 SURROGATE_USER = (
     b'{"event_id":"sur-1","user_id":"\\ud800","item_id":"4625350","event_type":"view","ts":"2017-11-26T01:00:00Z"}'
 )
@@ -175,7 +184,7 @@ def test_an_entry_the_producer_refuses_is_replaced_by_the_minimal_one(broker_env
             changelog_topic=changelog,
             dlq_topic=dlq,
             changelog_record=changelog_record,
-            sessions={},
+            sessions=_Table(),
             holder=holder,
             metrics=WorkerMetrics(),
         )
