@@ -165,6 +165,8 @@ def test_retrain_without_a_champion_trains_from_scratch_and_something_serves(dem
             **demo["settings"].model_dump(),
             "models": {**demo["settings"].models.model_dump(), "registry_root": tmp_path / "registry"},
             "loop": {**demo["settings"].loop.model_dump(), "bootstrap_resamples": 200, "min_eval_rows": 50},
+            # Another registry: the demo's MLflow mirror must not follow its aliases.
+            "tracking": {**demo["settings"].tracking.model_dump(), "enabled": False},
         }
     )
     result = run(settings, RetrainOptions(max_train_samples=200))
@@ -229,6 +231,7 @@ def test_every_training_and_retraining_is_an_mlflow_run(demo) -> None:
         "loop fold",
         "loop features",
         "loop retrain",
+        "loop maintain",
     }
 
     # The training run: task, seed, settings (secret masked), test metrics of the model and
