@@ -227,9 +227,7 @@ def register_model(
         reproduce=provenance(settings),
         **dict(extra or {}),
     )
-    registry = ModelRegistry(settings.models.registry_root)
-    version = registry.register(task.name, final_dir, manifest)
-    return version, registry.manifest(task.name, version)
+    return _register(settings, task, final_dir, manifest)
 
 
 def register_fallback(
@@ -258,6 +256,11 @@ def register_fallback(
         trained_until=trained_until(data.train),
         reproduce=provenance(settings),
     )
+    return _register(settings, task, folder, manifest)
+
+
+def _register(settings: Settings, task: Task, folder: Path, manifest: Manifest) -> tuple[int, Manifest]:
+    """Register `folder` as the task's next version; returns (version, the manifest as stored)."""
     registry = ModelRegistry(settings.models.registry_root)
     version = registry.register(task.name, folder, manifest)
     return version, registry.manifest(task.name, version)
